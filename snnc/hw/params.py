@@ -1,0 +1,207 @@
+"""Frozen parameter objects shared by the hardware (:mod:`snnc.hw`) and its twins (:mod:`snnc.sim`).
+
+This module does not import Amaranth, so the Python models can use it on their own.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+__all__ = ["NeuronParams", "CoreParams", "CfgSel", "ParamField", "Counter", "TIMING", "bits_for"]
+
+
+def bits_for(n: int) -> int:
+    """Bits needed to represent every integer in ``[0, n]``."""
+    return max(1, int(n).bit_length())
+
+
+def _check_int(name: str, value, lo: int, hi: int | None = None) -> None:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{name} must be an int, not {value!r}")
+    if value < lo or (hi is not None and value > hi):
+        rng = f">= {lo}" if hi is None else f"in {lo}..{hi}"
+        raise ValueError(f"{name} must be {rng}, not {value}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class NeuronParams:
+    """Widths of the phase-domain neuron update unit.
+
+    Parameters
+    ----------
+    v_bits : int
+        Signed width of the membrane ``V`` and of ``U = V + input + bias``.
+    strength_bits : int
+        Width of a spike strength; the largest ``s_max`` is ``2**strength_bits - 1``.
+    """
+    v_bits: int = 24
+    strength_bits: int = 4
+
+    def __post_init__(self):
+        _check_int("v_bits", self.v_bits, 4, 62)
+        _check_int("strength_bits", self.strength_bits, 1, 8)
+
+    @property
+    def max_strength(self) -> int:
+        return (1 << self.strength_bits) - 1
+
+    @property
+    def latency(self) -> int:
+        """Cycles from an accepted ``U`` to the registered ``(s, V')``: one per strength bit + 1."""
+        return self.strength_bits + 1
+
+
+class CfgSel(enum.IntEnum):
+    """What a configuration write (``cfg_sel``) addresses."""
+    PTR = 0      #: fan-out pointer of a source: ``start | count << syn_addr_bits``
+    TGT = 1      #: global target neuron of a synapse entry
+    WGT = 2      #: packed weight word (8 bits: one 8-bit, two 4-bit or four 2-bit weights)
+    BIAS = 3     #: bias of a neuron (signed ``v_bits``)
+    VMEM = 4     #: membrane of a neuron (signed ``v_bits``)
+    PARAM = 5    #: population parameter, address ``pop * 16 + ParamField``
+    GLOBAL = 6   #: global register: 0 = number of populations, 1 = timesteps, 2 = neurons
+
+
+class ParamField(enum.IntEnum):
+    """Per-population parameter registers (address ``pop * 16 + field``)."""
+    NBASE = 0       #: first global neuron index of the population
+    SIZE = 1        #: number of neurons (sources for population 0)
+    SBASE = 2       #: first global source (pointer) index
+    TBASE = 3       #: first target-memory entry of the population's fan-out region
+    WBASE = 4       #: first weight-memory word of the population's fan-out region
+    WSHIFT = 5      #: log2(weights per word): 0 for 8-bit, 1 for 4-bit, 2 for 2-bit weights
+    THETA = 6
+    SMAX = 7
+    VMIN = 8
+    VMAX = 9
+    SPIKING = 10
+    SMAX_THETA = 11  #: s_max * theta, precomputed by the mapper
+
+
+class Counter(enum.IntEnum):
+    """Counter readback addresses (``rb_sel = 1``). Spike counters follow at ``SPIKES + pop``."""
+    ACTIVE = 0      #: cycles doing work (not waiting for input nor stalled by the output)
+    TOTAL = 1       #: cycles busy, including the clear sweep, input waits and output stalls
+    SYNOPS = 2      #: synaptic operations (weight entries applied)
+    TIMESTEP = 3    #: timesteps completed
+    SPIKES = 4      #: + pop: spike events of population ``pop``
+
+
+@dataclass(frozen=True)
+class _Timing:
+    """Fixed cycle costs of the core's state machine (see docs/architecture.md, "Timing")."""
+    input_event: int = 2      #: IN_FETCH + PTR, plus one WALK cycle per synapse entry
+    input_eot: int = 1        #: accepting the end-of-timestep token
+    drain: int = 2            #: DRAIN before each population's sweep
+    spike_event: int = 3      #: SP_FETCH + SP_DATA + PTR, plus one WALK cycle per entry
+    spike_done: int = 1       #: the SP_FETCH that finds the spike buffer empty
+    emit_eot: int = 1         #: EMIT_EOT at the end of a timestep
+
+
+TIMING = _Timing()
+
+
+@dataclass(frozen=True, kw_only=True)
+class CoreParams:
+    """Capacity and widths of one tile; the hardware and the cycle model are built from it.
+
+    Parameters
+    ----------
+    max_neurons : int
+        Depth of the membrane and bias memories (all non-input neurons).
+    max_sources : int
+        Depth of the fan-out pointer memory (input sources plus spiking neurons).
+    max_synapses : int
+        Depth of the target memory (stored nonzero synapses) and of the packed weight memory.
+    max_pops : int
+        Populations including the input population.
+    max_pop_size : int
+        Largest population (spike buffer depth, local index width).
+    v_bits, strength_bits : int
+        See :class:`NeuronParams`.
+    input_bits : int
+        Signed width of an input event's value (9 holds both 0..255 and -127..127).
+    """
+    max_neurons: int = 256
+    max_sources: int = 512
+    max_synapses: int = 8192
+    max_pops: int = 4
+    max_pop_size: int = 256
+    v_bits: int = 24
+    strength_bits: int = 4
+    input_bits: int = 9
+    counter_bits: int = 32
+
+    def __post_init__(self):
+        _check_int("max_neurons", self.max_neurons, 1)
+        _check_int("max_sources", self.max_sources, 1)
+        _check_int("max_synapses", self.max_synapses, 1)
+        _check_int("max_pops", self.max_pops, 2, 16)
+        _check_int("max_pop_size", self.max_pop_size, 1)
+        _check_int("input_bits", self.input_bits, 2, 16)
+        _check_int("counter_bits", self.counter_bits, 8, 64)
+        NeuronParams(v_bits=self.v_bits, strength_bits=self.strength_bits)
+
+    @property
+    def neuron(self) -> NeuronParams:
+        return NeuronParams(v_bits=self.v_bits, strength_bits=self.strength_bits)
+
+    # Derived widths -----------------------------------------------------------------------
+    @property
+    def neuron_addr_bits(self) -> int:
+        return bits_for(self.max_neurons - 1)
+
+    @property
+    def source_addr_bits(self) -> int:
+        return bits_for(self.max_sources - 1)
+
+    @property
+    def syn_addr_bits(self) -> int:
+        return bits_for(self.max_synapses - 1)
+
+    @property
+    def count_bits(self) -> int:
+        """Width of a fan-out count (a source reaches at most every neuron)."""
+        return bits_for(self.max_neurons)
+
+    @property
+    def local_bits(self) -> int:
+        return bits_for(self.max_pop_size - 1)
+
+    @property
+    def pop_bits(self) -> int:
+        return bits_for(self.max_pops - 1)
+
+    @property
+    def ptr_bits(self) -> int:
+        return self.syn_addr_bits + self.count_bits
+
+    @property
+    def cfg_addr_bits(self) -> int:
+        return max(self.neuron_addr_bits, self.source_addr_bits, self.syn_addr_bits,
+                   bits_for(self.max_pops * 16 - 1))
+
+    @property
+    def cfg_data_bits(self) -> int:
+        return max(self.v_bits, self.ptr_bits, self.counter_bits, 8)
+
+    @property
+    def rb_bits(self) -> int:
+        return max(self.v_bits, self.counter_bits)
+
+    @property
+    def sweep_latency(self) -> int:
+        """SWEEP_DRAIN cycles: memory read (1) + neuron unit + the write-back cycle."""
+        return 1 + self.neuron.latency
+
+    def fits(self, *, neurons: int, sources: int, synapses: int, pops: int, pop_size: int,
+             v_bits: int, s_max: int) -> list[str]:
+        """Reasons a network does not fit this core (empty when it fits)."""
+        need = [("neurons", neurons, self.max_neurons), ("sources", sources, self.max_sources),
+                ("synapses", synapses, self.max_synapses), ("populations", pops, self.max_pops),
+                ("population size", pop_size, self.max_pop_size),
+                ("state bits", v_bits, self.v_bits),
+                ("spike strength", s_max, self.neuron.max_strength)]
+        return [f"{what}: the network needs {n}, the core holds {cap}"
+                for what, n, cap in need if n > cap]
