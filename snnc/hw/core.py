@@ -1,0 +1,349 @@
+"""One neuromorphic tile: event-driven synapse walk plus a per-timestep neuron sweep.
+
+Twin model: :class:`snnc.sim.core.CoreModel` (bit-exact results and exact cycle counts).
+The timing contract is in docs/architecture.md ("The core" and "Timing").
+
+Per timestep the core (1) accepts input events until an end-of-timestep token, walking each
+source's stored nonzero synapses and adding ``w * strength`` into the target membranes; then, for
+each population in order, (2) sweeps its neurons through :class:`NeuronUnit`, writing spikes to
+the output stream and to the spike buffer, and (3) walks the fan-out of the buffered spikes.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .neuron import NeuronUnit
+from .params import CfgSel, CoreParams, Counter, ParamField, TIMING
+
+__all__ = ["Core", "input_layout", "output_layout"]
+
+
+def input_layout(p: CoreParams) -> data.StructLayout:
+    """Input event: ``eot`` ends the timestep; otherwise source ``index`` sends ``value``."""
+    return data.StructLayout({"index": p.source_addr_bits, "value": signed(p.input_bits), "eot": 1})
+
+
+def output_layout(p: CoreParams) -> data.StructLayout:
+    """Output event: a spike of neuron ``index`` of population ``pop``, or an end-of-timestep."""
+    return data.StructLayout({"pop": p.pop_bits, "index": p.local_bits,
+                              "strength": p.strength_bits, "eot": 1})
+
+
+def _param_layout(p: CoreParams) -> data.StructLayout:
+    vb = p.v_bits
+    return data.StructLayout({
+        "NBASE": p.neuron_addr_bits, "SIZE": p.local_bits + 1,
+        "SBASE": p.source_addr_bits, "TBASE": p.syn_addr_bits, "WBASE": p.syn_addr_bits,
+        "WSHIFT": 2, "THETA": unsigned(vb), "SMAX": p.strength_bits, "VMIN": signed(vb),
+        "VMAX": signed(vb), "SPIKING": 1, "SMAX_THETA": unsigned(vb),
+    })
+
+
+class Core(wiring.Component):
+    """The tile, sized by a :class:`CoreParams`; networks are loaded at run time.
+
+    Ports
+    -----
+    inp : stream of :func:`input_layout`
+    out : stream of :func:`output_layout`
+    cfg_we, cfg_sel, cfg_addr, cfg_data
+        Configuration writes (one per cycle, only while idle). ``cfg_sel`` is a :class:`CfgSel`.
+    start
+        Pulse while idle: clears all membranes and counters, then runs ``timesteps`` timesteps.
+    busy
+        High from ``start`` until the last end-of-timestep event has left ``out``.
+    rb_sel, rb_addr, rb_data
+        Readback while idle: ``rb_sel=0`` reads membrane ``rb_addr``, ``rb_sel=1`` reads counter
+        ``rb_addr`` (a :class:`Counter`); ``rb_data`` is valid the cycle after.
+    """
+
+    def __init__(self, params: CoreParams):
+        if not isinstance(params, CoreParams):
+            raise TypeError(f"expected CoreParams, not {params!r}")
+        self.params = p = params
+        super().__init__({
+            "inp": In(stream.Signature(input_layout(p))),
+            "out": Out(stream.Signature(output_layout(p))),
+            "cfg_we": In(1), "cfg_sel": In(3), "cfg_addr": In(p.cfg_addr_bits),
+            "cfg_data": In(p.cfg_data_bits),
+            "start": In(1), "busy": Out(1),
+            "rb_sel": In(1), "rb_addr": In(max(p.neuron_addr_bits, 6)), "rb_data": Out(p.rb_bits),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        p = self.params
+        vb, sb = p.v_bits, p.strength_bits
+
+        # Memories (synchronous read ports only, so they map onto block RAM).
+        m.submodules.ptr_mem = ptr_mem = memory.Memory(shape=p.ptr_bits, depth=p.max_sources, init=[])
+        m.submodules.tgt_mem = tgt_mem = memory.Memory(shape=p.neuron_addr_bits, depth=p.max_synapses, init=[])
+        m.submodules.wgt_mem = wgt_mem = memory.Memory(shape=8, depth=p.max_synapses, init=[])
+        m.submodules.bias_mem = bias_mem = memory.Memory(shape=signed(vb), depth=p.max_neurons, init=[])
+        m.submodules.v_mem = v_mem = memory.Memory(shape=signed(vb), depth=p.max_neurons, init=[])
+        m.submodules.spk_mem = spk_mem = memory.Memory(
+            shape=p.source_addr_bits + sb, depth=p.max_pop_size, init=[])
+        ptr_w, tgt_w, wgt_w, bias_w = (mem.write_port() for mem in (ptr_mem, tgt_mem, wgt_mem, bias_mem))
+        v_w = v_mem.write_port()
+        spk_w = spk_mem.write_port()
+        ptr_r, tgt_r, wgt_r, bias_r = (mem.read_port() for mem in (ptr_mem, tgt_mem, wgt_mem, bias_mem))
+        v_r = v_mem.read_port(transparent_for=(v_w,))
+        spk_r = spk_mem.read_port()
+
+        # Parameter and global registers.
+        playout = _param_layout(p)
+        pregs = Array(Signal(playout, name=f"pop{k}") for k in range(p.max_pops))
+        n_pops = Signal(p.pop_bits + 1)
+        timesteps = Signal(p.counter_bits)
+        n_neurons = Signal(p.neuron_addr_bits + 1)
+        cur_pop = Signal(p.pop_bits)
+        cur = pregs[cur_pop]
+
+        # Counters.
+        cnt_active = Signal(p.counter_bits)
+        cnt_total = Signal(p.counter_bits)
+        cnt_synops = Signal(p.counter_bits)
+        cnt_t = Signal(p.counter_bits)
+        cnt_spikes = Array(Signal(p.counter_bits, name=f"spikes{k}") for k in range(p.max_pops))
+
+        # Global stall: output backpressure, or waiting for an input event.
+        en = Signal()
+        stall_out = Signal()
+        wait_in = Signal()
+        m.d.comb += [stall_out.eq(self.out.valid & ~self.out.ready), en.eq(~stall_out & ~wait_in)]
+        for port in (ptr_r, tgt_r, wgt_r, bias_r, v_r, spk_r):
+            m.d.comb += port.en.eq(en)
+
+        # Configuration writes (idle only; the host guarantees it).
+        sel, addr, wdata = self.cfg_sel, self.cfg_addr, self.cfg_data
+        we = self.cfg_we
+        m.d.comb += [ptr_w.addr.eq(addr), ptr_w.data.eq(wdata), ptr_w.en.eq(we & (sel == CfgSel.PTR)),
+                     tgt_w.addr.eq(addr), tgt_w.data.eq(wdata), tgt_w.en.eq(we & (sel == CfgSel.TGT)),
+                     wgt_w.addr.eq(addr), wgt_w.data.eq(wdata), wgt_w.en.eq(we & (sel == CfgSel.WGT)),
+                     bias_w.addr.eq(addr), bias_w.data.eq(wdata), bias_w.en.eq(we & (sel == CfgSel.BIAS))]
+        with m.If(we & (sel == CfgSel.PARAM)):
+            with m.Switch(addr[4:]):
+                for k in range(p.max_pops):
+                    with m.Case(k):
+                        with m.Switch(addr[:4]):
+                            for f in ParamField:
+                                with m.Case(int(f)):
+                                    width = playout[f.name].width
+                                    m.d.sync += getattr(pregs[k], f.name).eq(wdata[:width])
+        with m.If(we & (sel == CfgSel.GLOBAL)):
+            with m.Switch(addr[:2]):
+                with m.Case(0):
+                    m.d.sync += n_pops.eq(wdata)
+                with m.Case(1):
+                    m.d.sync += timesteps.eq(wdata)
+                with m.Case(2):
+                    m.d.sync += n_neurons.eq(wdata)
+
+        # Neuron unit.
+        m.submodules.neuron = nu = NeuronUnit(p.neuron, tag_bits=p.local_bits)
+        m.d.comb += [nu.en.eq(en), nu.theta.eq(cur.THETA), nu.smax.eq(cur.SMAX),
+                     nu.smax_theta.eq(cur.SMAX_THETA), nu.vmin.eq(cur.VMIN), nu.vmax.eq(cur.VMAX),
+                     nu.spiking.eq(cur.SPIKING)]
+
+        # Synapse pipeline: S0 issues target/weight reads, S1 extracts the weight and reads V,
+        # S2 writes V + w * strength.
+        s0_valid = Signal()
+        walk_pos = Signal(p.syn_addr_bits)   # relative entry index within the fan-out region
+        walk_left = Signal(p.count_bits)
+        evt_strength = Signal(signed(p.input_bits))
+        s1_valid = Signal()
+        s1_lane = Signal(2)
+        s1_shift = Signal(2)
+        s1_strength = Signal(signed(p.input_bits))
+        s2_valid = Signal()
+        s2_tgt = Signal(p.neuron_addr_bits)
+        s2_prod = Signal(signed(8 + p.input_bits))
+        m.d.comb += [tgt_r.addr.eq(cur.TBASE + walk_pos),
+                     wgt_r.addr.eq(cur.WBASE + (walk_pos >> cur.WSHIFT))]
+        with m.If(en):
+            m.d.sync += [s1_valid.eq(s0_valid), s1_lane.eq(walk_pos & ((1 << cur.WSHIFT) - 1)),
+                         s1_shift.eq(cur.WSHIFT), s1_strength.eq(evt_strength)]
+        weight = Signal(signed(8))
+        word = wgt_r.data
+        with m.Switch(s1_shift):
+            with m.Case(0):
+                m.d.comb += weight.eq(word.as_signed())
+            with m.Case(1):
+                m.d.comb += weight.eq(word.word_select(s1_lane[0], 4).as_signed())
+            with m.Default():
+                m.d.comb += weight.eq(word.word_select(s1_lane, 2).as_signed())
+        with m.If(en):
+            m.d.sync += [s2_valid.eq(s1_valid), s2_tgt.eq(tgt_r.data),
+                         s2_prod.eq(weight * s1_strength)]
+            with m.If(s2_valid):
+                m.d.sync += cnt_synops.eq(cnt_synops + 1)
+
+        # Sweep pipeline: W0 issues V/bias reads, W1 feeds U = V + bias to the neuron unit.
+        sweep_issue = Signal()
+        sweep_i = Signal(p.local_bits + 1)
+        w1_valid = Signal()
+        w1_i = Signal(p.local_bits)
+        with m.If(en):
+            m.d.sync += [w1_valid.eq(sweep_issue), w1_i.eq(sweep_i)]
+        m.d.comb += [nu.i_valid.eq(w1_valid), nu.i_u.eq(v_r.data + bias_r.data), nu.i_tag.eq(w1_i),
+                     bias_r.addr.eq(cur.NBASE + sweep_i)]
+
+        # Spike buffer write pointer / read pointer.
+        spk_wp = Signal(p.local_bits + 1)
+        spk_rp = Signal(p.local_bits + 1)
+
+        # V memory ports are shared by phase: sweep issue, synapse walk, or readback / clear.
+        clear_i = Signal(p.neuron_addr_bits + 1)
+        clearing = Signal()
+        idle = Signal()
+        with m.If(sweep_issue):
+            m.d.comb += v_r.addr.eq(cur.NBASE + sweep_i)
+        with m.Elif(idle):
+            m.d.comb += v_r.addr.eq(self.rb_addr)
+        with m.Else():
+            m.d.comb += v_r.addr.eq(tgt_r.data)
+        with m.If(nu.o_valid):
+            m.d.comb += [v_w.addr.eq(cur.NBASE + nu.o_tag), v_w.data.eq(nu.o_v), v_w.en.eq(en)]
+        with m.Elif(s2_valid):
+            m.d.comb += [v_w.addr.eq(s2_tgt), v_w.data.eq(v_r.data + s2_prod), v_w.en.eq(en)]
+        with m.Elif(clearing):
+            m.d.comb += [v_w.addr.eq(clear_i), v_w.data.eq(0), v_w.en.eq(1)]
+        with m.Else():
+            m.d.comb += [v_w.addr.eq(addr), v_w.data.eq(wdata),
+                         v_w.en.eq(we & (sel == CfgSel.VMEM))]
+
+        # Neuron unit outputs: spike buffer, output stream, spike counters.
+        spike = nu.o_valid & (nu.o_s != 0)
+        spk_src = Signal(p.source_addr_bits)
+        m.d.comb += [spk_src.eq(cur.SBASE + nu.o_tag),
+                     spk_w.addr.eq(spk_wp), spk_w.data.eq(Cat(spk_src, nu.o_s)),
+                     spk_w.en.eq(en & spike)]
+        out_load = Signal()
+        out_payload = Signal(output_layout(p))
+        with m.If(self.out.valid & self.out.ready):
+            m.d.sync += self.out.valid.eq(0)
+        with m.If(en & out_load):
+            m.d.sync += [self.out.valid.eq(1), self.out.payload.eq(out_payload)]
+        with m.If(en & spike):
+            m.d.comb += [out_load.eq(1), out_payload.pop.eq(cur_pop), out_payload.index.eq(nu.o_tag),
+                         out_payload.strength.eq(nu.o_s)]
+            m.d.sync += [spk_wp.eq(spk_wp + 1), cnt_spikes[cur_pop].eq(cnt_spikes[cur_pop] + 1)]
+
+        # Readback.
+        counters = Array([cnt_active, cnt_total, cnt_synops, cnt_t] + list(cnt_spikes))
+        rb_sel_q = Signal()
+        rb_cnt = Signal(p.counter_bits)
+        m.d.sync += [rb_sel_q.eq(self.rb_sel), rb_cnt.eq(counters[self.rb_addr[:6]])]
+        m.d.comb += self.rb_data.eq(Mux(rb_sel_q, rb_cnt, v_r.data))
+
+        # Control state machine.
+        from_spikes = Signal()
+        drain_left = Signal(range(max(TIMING.drain, p.sweep_latency) + 1))
+        running = Signal()
+        m.d.comb += self.busy.eq(running | self.out.valid)
+        with m.If(running):
+            m.d.sync += cnt_total.eq(cnt_total + 1)
+
+        def back_to_fetch():
+            with m.If(from_spikes):
+                m.next = "SP_FETCH"
+            with m.Else():
+                m.next = "IN_FETCH"
+
+        def next_population():
+            with m.If(cur_pop == n_pops - 1):
+                m.next = "EMIT_EOT"
+            with m.Else():
+                m.d.sync += [cur_pop.eq(cur_pop + 1), drain_left.eq(TIMING.drain - 1)]
+                m.next = "DRAIN"
+
+        with m.FSM(init="IDLE") as fsm:
+            with m.State("IDLE"):
+                m.d.comb += idle.eq(1)
+                with m.If(self.start):
+                    m.d.sync += [clear_i.eq(0), cnt_active.eq(0), cnt_total.eq(0), cnt_synops.eq(0),
+                                 cnt_t.eq(0), cur_pop.eq(0), spk_wp.eq(0), spk_rp.eq(0),
+                                 running.eq(1)]
+                    m.d.sync += [c.eq(0) for c in cnt_spikes]
+                    m.next = "CLEAR"
+            with m.State("CLEAR"):
+                m.d.comb += clearing.eq(clear_i < n_neurons)
+                m.d.sync += clear_i.eq(clear_i + 1)
+                with m.If(clear_i >= n_neurons):
+                    m.next = "IN_FETCH"
+            with m.State("IN_FETCH"):
+                m.d.comb += [wait_in.eq(~self.inp.valid), self.inp.ready.eq(~stall_out)]
+                m.d.comb += ptr_r.addr.eq(cur.SBASE + self.inp.payload.index)
+                with m.If(en):
+                    m.d.sync += [evt_strength.eq(self.inp.payload.value), from_spikes.eq(0)]
+                    with m.If(self.inp.payload.eot):
+                        m.d.sync += [cur_pop.eq(1), drain_left.eq(TIMING.drain - 1)]
+                        m.next = "DRAIN"
+                    with m.Else():
+                        m.next = "PTR"
+            with m.State("PTR"):
+                start = ptr_r.data[:p.syn_addr_bits]
+                count = ptr_r.data[p.syn_addr_bits:]
+                with m.If(en):
+                    m.d.sync += [walk_pos.eq(start), walk_left.eq(count)]
+                    with m.If(count == 0):
+                        back_to_fetch()
+                    with m.Else():
+                        m.next = "WALK"
+            with m.State("WALK"):
+                m.d.comb += s0_valid.eq(1)
+                with m.If(en):
+                    m.d.sync += [walk_pos.eq(walk_pos + 1), walk_left.eq(walk_left - 1)]
+                    with m.If(walk_left == 1):
+                        back_to_fetch()
+            with m.State("DRAIN"):
+                with m.If(en):
+                    m.d.sync += [drain_left.eq(drain_left - 1), sweep_i.eq(0)]
+                    with m.If(drain_left == 0):
+                        m.next = "SWEEP"
+            with m.State("SWEEP"):
+                m.d.comb += sweep_issue.eq(1)
+                with m.If(en):
+                    m.d.sync += sweep_i.eq(sweep_i + 1)
+                    with m.If(sweep_i == cur.SIZE - 1):
+                        m.d.sync += drain_left.eq(p.sweep_latency - 1)
+                        m.next = "SWEEP_DRAIN"
+            with m.State("SWEEP_DRAIN"):
+                with m.If(en):
+                    m.d.sync += drain_left.eq(drain_left - 1)
+                    with m.If(drain_left == 0):
+                        with m.If(cur.SPIKING):
+                            m.next = "SP_FETCH"
+                        with m.Else():
+                            next_population()
+            with m.State("SP_FETCH"):
+                m.d.comb += spk_r.addr.eq(spk_rp)
+                with m.If(en):
+                    m.d.sync += from_spikes.eq(1)
+                    with m.If(spk_rp == spk_wp):
+                        m.d.sync += [spk_rp.eq(0), spk_wp.eq(0)]
+                        next_population()
+                    with m.Else():
+                        m.d.sync += spk_rp.eq(spk_rp + 1)
+                        m.next = "SP_DATA"
+            with m.State("SP_DATA"):
+                m.d.comb += ptr_r.addr.eq(spk_r.data[:p.source_addr_bits])
+                with m.If(en):
+                    m.d.sync += evt_strength.eq(spk_r.data[p.source_addr_bits:])
+                    m.next = "PTR"
+            with m.State("EMIT_EOT"):
+                with m.If(en):
+                    m.d.comb += [out_load.eq(1), out_payload.eot.eq(1), out_payload.pop.eq(cur_pop)]
+                    m.d.sync += [cnt_t.eq(cnt_t + 1), cur_pop.eq(0)]
+                    with m.If(cnt_t + 1 >= timesteps):
+                        m.d.sync += running.eq(0)
+                        m.next = "IDLE"
+                    with m.Else():
+                        m.next = "IN_FETCH"
+
+        with m.If(en & ~fsm.ongoing("IDLE") & ~fsm.ongoing("CLEAR")):
+            m.d.sync += cnt_active.eq(cnt_active + 1)
+        return m

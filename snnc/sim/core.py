@@ -1,0 +1,163 @@
+"""Twin model of :class:`snnc.hw.core.Core`: bit-exact results and the exact cycle count.
+
+The model reads the same memory images the core loads (:class:`snnc.hw.mapping.CoreImage`),
+unpacks the packed weights the way the hardware does, and processes a timestep per phase, with
+whole batches vectorized. Cycle counts are computed per phase from the events (never by stepping
+a loop per clock), with the fixed costs in :data:`snnc.hw.params.TIMING`:
+
+per timestep ``t``::
+
+    sum over nonzero inputs i      (input_event + fanout[i])
+  + input_eot
+  + sum over populations p >= 1    (drain + size[p] + sweep_latency)
+  + sum over spiking p >= 1        (spike_done + sum over spikes j of p (spike_event + fanout[j]))
+  + emit_eot
+
+That count is the core's ``ACTIVE`` counter: cycles neither waiting for input nor stalled by the
+output stream. Input gaps and output backpressure add cycles to ``TOTAL`` only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..hw.mapping import CoreImage, check_fits
+from ..hw.params import TIMING, CoreParams
+
+__all__ = ["CoreModel", "CoreRun", "unpack_weights"]
+
+
+def unpack_weights(words: np.ndarray, start_word: int, n: int, wshift: int) -> np.ndarray:
+    """Weights ``0..n-1`` of a region starting at ``start_word``, as the core's lane mux reads them."""
+    lanes = 1 << wshift
+    bits = 8 >> wshift
+    e = np.arange(n, dtype=np.int64)
+    word = words[start_word + (e >> wshift)] if n else np.zeros(0, np.int64)
+    raw = (word >> (bits * (e & (lanes - 1)))) & ((1 << bits) - 1)
+    return np.where(raw >= (1 << (bits - 1)), raw - (1 << bits), raw)
+
+
+@dataclass
+class CoreRun:
+    """What the core produces for a batch of ``B`` samples over ``T`` timesteps.
+
+    Attributes
+    ----------
+    events : list (per sample) of list of (t, pop, index, strength)
+        Output spike events in the order the core emits them (an end-of-timestep event is
+        implied after each timestep's spikes and is not listed).
+    v_final : int64 (B, n_neurons)
+        Membranes after the last timestep, indexed by global neuron number.
+    spikes : list per population p >= 1 of int64 (T, B, size_p)
+    synops : int64 (B,)
+    spike_counts : int64 (B, n_pops) (column 0, the input population, is always 0)
+    cycles : int64 (B,)
+        The ``ACTIVE`` cycle counter.
+    cycles_per_timestep : int64 (B, T)
+    cycles_per_phase : dict
+        ``"input"`` -> (B, T), ``("pop", p)`` -> (B, T): sweep plus fan-out of population p.
+    clear_cycles : int
+        Cycles of the clear sweep after ``start`` (counted in ``TOTAL``, not in ``ACTIVE``).
+    """
+    events: list
+    v_final: np.ndarray
+    spikes: list
+    synops: np.ndarray
+    spike_counts: np.ndarray
+    cycles: np.ndarray
+    cycles_per_timestep: np.ndarray
+    cycles_per_phase: dict = field(default_factory=dict)
+    clear_cycles: int = 0
+
+
+class CoreModel:
+    """Event-level model of the tile built from the same :class:`CoreParams` as the hardware."""
+
+    def __init__(self, params: CoreParams):
+        if not isinstance(params, CoreParams):
+            raise TypeError(f"expected CoreParams, not {params!r}")
+        self.params = params
+
+    def _fanout_matrix(self, image: CoreImage, k: int) -> np.ndarray:
+        """Dense (sources of k) x (all neurons) weight matrix read back from the memory images."""
+        pop = image.pops[k]
+        n_src = image.pop_sizes[k]
+        sb = pop["SBASE"]
+        start = image.ptr_start[sb:sb + n_src]
+        count = image.ptr_count[sb:sb + n_src]
+        total = int(count.sum())
+        rel = (np.repeat(start, count) + np.arange(total) -
+               np.repeat(np.cumsum(count) - count, count)).astype(np.int64)
+        tgt = image.tgt[pop["TBASE"] + rel] if total else np.zeros(0, np.int64)
+        # Unpack every entry of the region at its relative position.
+        region = int(rel.max()) + 1 if total else 0
+        w_all = unpack_weights(image.wgt, pop["WBASE"], region, pop["WSHIFT"])
+        w = w_all[rel] if total else np.zeros(0, np.int64)
+        src = np.repeat(np.arange(n_src), count)
+        mat = np.zeros((n_src, image.n_neurons), dtype=np.int64)
+        mat[src, tgt] = w
+        return mat
+
+    def run(self, image: CoreImage, x, timesteps: int) -> CoreRun:
+        """Run integer inputs ``x`` (B, n_in) for ``timesteps`` timesteps."""
+        check_fits(image, self.params)
+        x = np.asarray(x, dtype=np.int64)
+        if x.ndim == 1:
+            x = x[None, :]
+        B, T, K = x.shape[0], int(timesteps), image.n_pops
+        if x.shape[1] != image.pop_sizes[0]:
+            raise ValueError(f"inputs have {x.shape[1]} values, the network has {image.pop_sizes[0]}")
+        p = self.params
+        pops = image.pops
+        sources = [k for k in range(K) if k == 0 or pops[k]["SPIKING"]]
+        mats = {k: self._fanout_matrix(image, k) for k in sources}
+        fan = {k: image.ptr_count[pops[k]["SBASE"]:pops[k]["SBASE"] + image.pop_sizes[k]]
+               for k in sources}
+        V = np.zeros((B, image.n_neurons), dtype=np.int64)
+        bias = image.bias
+        spikes = [np.zeros((T, B, image.pop_sizes[k]), np.int64) for k in range(1, K)]
+        synops = np.zeros(B, np.int64)
+        counts = np.zeros((B, K), np.int64)
+        cyc_t = np.zeros((B, T), np.int64)
+        phase = {"input": np.zeros((B, T), np.int64)}
+        phase.update({("pop", k): np.zeros((B, T), np.int64) for k in range(1, K)})
+        x_on = x != 0
+        in_cycles = (x_on * (TIMING.input_event + fan[0])).sum(axis=1) + TIMING.input_eot
+        in_synops = (x_on * fan[0]).sum(axis=1)
+        for t in range(T):
+            V += x @ mats[0]
+            synops += in_synops
+            phase["input"][:, t] = in_cycles
+            for k in range(1, K):
+                pk = pops[k]
+                nb, n = pk["NBASE"], pk["SIZE"]
+                u = V[:, nb:nb + n] + bias[nb:nb + n]
+                if pk["SPIKING"]:
+                    s = np.where(u >= pk["THETA"], np.minimum(u // pk["THETA"], pk["SMAX"]), 0)
+                else:
+                    s = np.zeros_like(u)
+                V[:, nb:nb + n] = np.clip(u - s * pk["THETA"], pk["VMIN"], pk["VMAX"])
+                spikes[k - 1][t] = s
+                c = TIMING.drain + n + p.sweep_latency
+                if pk["SPIKING"]:
+                    on = s != 0
+                    V += s @ mats[k]
+                    synops += (on * fan[k]).sum(axis=1)
+                    counts[:, k] += on.sum(axis=1)
+                    c = c + TIMING.spike_done + (on * (TIMING.spike_event + fan[k])).sum(axis=1)
+                phase[("pop", k)][:, t] = c
+            cyc_t[:, t] = phase["input"][:, t] + sum(phase[("pop", k)][:, t] for k in range(1, K)) \
+                + TIMING.emit_eot
+        events = []
+        for b in range(B):
+            ev = []
+            for t in range(T):
+                for k in range(1, K):
+                    idx = np.flatnonzero(spikes[k - 1][t, b])
+                    ev.extend((t, k, int(i), int(spikes[k - 1][t, b, i])) for i in idx)
+            events.append(ev)
+        return CoreRun(events=events, v_final=V, spikes=spikes, synops=synops, spike_counts=counts,
+                       cycles=cyc_t.sum(axis=1), cycles_per_timestep=cyc_t, cycles_per_phase=phase,
+                       clear_cycles=image.n_neurons + 1)
