@@ -1,0 +1,33 @@
+# snnc: `make demo` runs the main job on the bundled example, `make test` runs the full suite.
+# Both create .venv and install everything on first use (CPU torch pinned: see ../shared/TOOLCHAIN.md).
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.snnc-installed
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test test-fast bench clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(VENV)/bin/snnc demo
+
+test: setup
+	$(PY) -m pytest -n 2 -q -rs $(PYTEST_ARGS)
+
+# Everything except the Verilator regressions.
+test-fast: setup
+	$(PY) -m pytest -n 2 -q -m "not verilator" $(PYTEST_ARGS)
+
+bench: setup
+	$(PY) benchmarks/cycle_sim_vs_verilator.py
+
+clean:
+	rm -rf build .pytest_cache

@@ -1,0 +1,116 @@
+"""The reference model: golden vectors, contract invariants (hypothesis), input checks."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st, HealthCheck
+
+from snnc.ir import Dense, Graph, InputPopulation, Population
+from snnc.sim.reference import neuron_step, run
+from snnc.testing import random_graph, random_inputs
+
+
+def hand_graph(T=3):
+    return Graph(input=InputPopulation("in", (3,), False),
+                 populations=(Population("h", 2, np.array([0, 1]), 3, 2, -20, 20),
+                              Population("o", 2, np.array([0, 0]), 1, 1, -100, 100, False)),
+                 projections=(Dense(0, 1, np.array([[1, 2, 0], [0, -1, 3]]), 4),
+                              Dense(1, 2, np.array([[1, -1], [2, 1]]), 4)),
+                 timesteps=T)
+
+
+def test_golden_hand_network():
+    # x = (1, 2, 3): hidden currents (5, 8) per step (8 includes bias 1), theta 3, s_max 2.
+    # h0: V 5 -> s1 V2; 7 -> s2 V1; 6 -> s2 V0.   h1: 8 -> s2 V2; 10 -> s2 V4; 12 -> s2 V6.
+    # readout: t0 (1,2) -> (-1, 4); t1, t2 (2,2) -> (0, 6) each: final (-1, 16).
+    r = run(hand_graph(), np.array([[1, 2, 3], [0, 0, 0]]))
+    assert r.spikes[0][:, 0].tolist() == [[1, 2], [2, 2], [2, 2]]
+    assert r.spikes[0][:, 1].tolist() == [[0, 0], [0, 0], [0, 1]]   # bias 1 alone: 1, 2, 3
+    assert r.v_final[0].tolist() == [[0, 6], [0, 0]]
+    assert r.v_final[1].tolist() == [[-1, 16], [-1, 1]]
+    assert r.prediction.tolist() == [1, 1]
+    # synops: inputs (1, 1, 2 nonzero fan-outs) = 4 per step; spikes reach 2 weights each.
+    assert r.synops.tolist() == [3 * 4 + 6 * 2, 2]
+    assert r.spike_counts.tolist() == [[6, 0], [1, 0]]
+    assert r.spike_strength.tolist() == [[11, 0], [1, 0]]
+
+
+def test_neuron_step_golden():
+    s, v = neuron_step(np.array([9, 10, 2, -70, 100]), 3, 2, -50, 50, True)
+    assert s.tolist() == [2, 2, 0, 0, 2] and v.tolist() == [3, 4, 2, -50, 50]
+
+
+def test_input_checks():
+    g = hand_graph()
+    with pytest.raises(ValueError, match="expects 3"):
+        run(g, np.zeros((1, 4), dtype=np.int64))
+    with pytest.raises(ValueError, match=r"\[0, 255\]"):
+        run(g, np.array([[256, 0, 0]]))
+    with pytest.raises(TypeError, match="integers"):
+        run(g, np.zeros((1, 3)))
+
+
+def _event_driven(graph, x, T, rng):
+    """A scalar, event-by-event implementation that accumulates events in a random order."""
+    V = [np.zeros(p.size, dtype=object) for p in graph.populations]
+    for _ in range(T):
+        out = {0: [int(v) for v in x]}
+        for k, pop in enumerate(graph.populations, start=1):
+            events = [(proj, i, s) for proj in graph.incoming(k)
+                      for i, s in enumerate(out[proj.src]) if s]
+            rng.shuffle(events)
+            for proj, i, s in events:
+                for j in range(pop.size):
+                    V[k - 1][j] += int(proj.weights[j, i]) * s
+            spikes = []
+            for j in range(pop.size):
+                u = V[k - 1][j] + int(pop.bias[j])
+                s = min(u // pop.theta, pop.s_max) if pop.spiking and u >= pop.theta else 0
+                V[k - 1][j] = min(max(u - s * pop.theta, pop.v_min), pop.v_max)
+                spikes.append(s)
+            out[k] = spikes
+    return [np.array(v, dtype=np.int64) for v in V]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(0, 2**32 - 1))
+def test_order_independence(s):
+    rng = np.random.default_rng(s)
+    g = random_graph(rng, max_in=6, max_size=6, max_hidden=2, residual=True)
+    x = random_inputs(rng, g, 1)[0]
+    ref = run(g, x[None], g.timesteps)
+    for trial in range(2):
+        got = _event_driven(g, x, g.timesteps, np.random.default_rng([s, trial]))
+        for a, b in zip(got, ref.v_final):
+            assert np.array_equal(a, b[0])
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**32 - 1))
+def test_conservation_without_clamps(s):
+    """input in = (V_final - V_0) + theta * total strength, when no clamp is hit."""
+    rng = np.random.default_rng(s)
+    g = random_graph(rng, max_in=8, max_size=8, max_hidden=2)
+    big = 10**12
+    g = g.replace(populations=tuple(dataclasses.replace(p, v_min=-big, v_max=big)
+                                    for p in g.populations))
+    x = random_inputs(rng, g, 4)
+    r = run(g, x)
+    src = {0: np.broadcast_to(x, (g.timesteps,) + x.shape)}
+    for k, pop in enumerate(g.populations, start=1):
+        current = sum(np.einsum("tbi,ji->tbj", src[p.src], p.weights) for p in g.incoming(k))
+        total_in = current.sum(axis=0) + g.timesteps * pop.bias
+        strength = r.spikes[k - 1].sum(axis=0)
+        assert np.array_equal(total_in, r.v_final[k - 1] + pop.theta * strength)
+        src[k] = r.spikes[k - 1]
+
+
+def test_spikes_never_exceed_s_max_and_clamps_hold(seed):
+    rng = np.random.default_rng(seed)
+    for _ in range(20):
+        g = random_graph(rng)
+        r = run(g, random_inputs(rng, g, 5))
+        for pop, s, v in zip(g.populations, r.spikes, r.v_final):
+            assert s.min() >= 0 and s.max() <= pop.s_max
+            assert pop.v_min <= v.min() and v.max() <= pop.v_max
