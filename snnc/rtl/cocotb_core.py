@@ -65,7 +65,18 @@ class _Driver:
         eot = (word >> w["strength_bits"]) & 1
         return pop, index, strength, eot
 
-    async def run_sample(self, x, T, max_cycles):
+    async def reset(self):
+        """Pulse the synchronous reset for two cycles (memories keep their contents)."""
+        dut = self.dut
+        dut.rst.value = 1
+        dut.inp__valid.value = 0
+        dut.out__ready.value = 0
+        dut.start.value = 0
+        await self.cycle()
+        await self.cycle()
+        dut.rst.value = 0
+
+    async def run_sample(self, x, T, max_cycles, *, abort_after=None):
         dut = self.dut
         await self.cycle()
         dut.start.value = 1
@@ -96,6 +107,8 @@ class _Driver:
             n += 1
             if t == T and pos == len(tokens) and not busy:
                 break
+            if abort_after is not None and n >= abort_after:
+                return events
             if n > max_cycles:
                 raise AssertionError(f"the core did not finish in {max_cycles} cycles "
                                      f"(accepted {pos}/{len(tokens)} input tokens, {t}/{T} timesteps)")
@@ -132,6 +145,13 @@ async def run_job(dut):
     results = []
     for net in job["networks"]:
         await drv.configure(net["writes"])
+        if net.get("reset_after"):
+            # Interrupt a run with a reset, then reload the configuration (the reset clears the
+            # parameter registers) and carry on: results must equal those of a fresh core.
+            await drv.run_sample(net["samples"][0], net["timesteps"], net["max_cycles"],
+                                 abort_after=net["reset_after"])
+            await drv.reset()
+            await drv.configure(net["writes"])
         samples = []
         for x in net["samples"]:
             start = drv.cycles

@@ -100,7 +100,7 @@ class RtlReport:
 
 
 def run_networks(items, params: CoreParams, verilog: str, *, simulator="verilator", seed=0,
-                 idle=0.0, stall=0.0, waves=False, keep_dir=None):
+                 idle=0.0, stall=0.0, waves=False, keep_dir=None, reset_after=None):
     """Run ``items`` = [(graph, xs, timesteps)] in one cocotb session on one build.
 
     Returns a list (per network) of (model run, list of per-sample mismatch lists, raw results).
@@ -115,6 +115,9 @@ def run_networks(items, params: CoreParams, verilog: str, *, simulator="verilato
             raise AssertionError("cycle model and reference disagree on membranes")
         models.append(model)
         nets.append(network_job(graph, params, xs, T, model))
+    if reset_after:
+        for net in nets:
+            net["reset_after"] = int(reset_after)
     job = {"widths": widths(params), "seed": seed, "idle": idle, "stall": stall, "networks": nets}
     result = runner.run_job(rtl, job, waves=waves, keep_dir=keep_dir)
     out = []

@@ -19,3 +19,10 @@ def require(simulator: str):
 def verilator():
     require("verilator")
     return "verilator"
+
+
+@pytest.fixture(params=["verilator", "icarus"])
+def simulator(request):
+    """Both simulators: every test using this fixture must pass on Verilator and on Icarus."""
+    require(request.param)
+    return request.param

@@ -56,13 +56,13 @@ def coverage(items):
     return c
 
 
-def test_random_networks_bit_exact(verilator, core_verilog, seed):
+def test_random_networks_bit_exact(simulator, core_verilog, seed):
     items = regression_set(seed)
     c = coverage(items)
     assert c["bits"] == {8, 4, 2} and c["layers"] == {1, 2, 3}
     assert min(c["binary"], c["graded"], c["neg_w"], c["neg_bias"], c["pow2"],
                c["other_theta"], c["empty_input"], c["residual"]) > 0, c
-    out = run_networks(items, PARAMS, core_verilog, simulator=verilator, seed=seed,
+    out = run_networks(items, PARAMS, core_verilog, simulator=simulator, seed=seed,
                        idle=0.2, stall=0.2)
     failures = [f"network {i} sample {b}: {m}" for i, (_, mism, _) in enumerate(out)
                 for b, ms in enumerate(mism) for m in ms]
@@ -71,7 +71,7 @@ def test_random_networks_bit_exact(verilator, core_verilog, seed):
     print(f"{len(items)} networks, {checked} samples bit-exact (events, membranes, counters, cycles)")
 
 
-def test_extremes_bit_exact(verilator, core_verilog, seed):
+def test_extremes_bit_exact(simulator, core_verilog, seed):
     """Every neuron firing at S_max every timestep, and a silent network with no input at all."""
     from snnc.ir import verify
     rng = np.random.default_rng(seed)
@@ -87,7 +87,7 @@ def test_extremes_bit_exact(verilator, core_verilog, seed):
     full = np.stack([np.full(g.input.size, hi), np.zeros(g.input.size, dtype=np.int64)])
     none = np.zeros((1, g.input.size), dtype=np.int64)
     out = run_networks([(loud, full, 4), (silent, none, 3)], PARAMS, core_verilog,
-                       simulator=verilator, seed=seed, idle=0.0, stall=0.5)
+                       simulator=simulator, seed=seed, idle=0.0, stall=0.5)
     assert [m for _, m, _ in out] == [[[], []], [[]]]
     (m_loud, _, got_loud), (m_silent, _, got_silent) = out
     for spikes, pop in zip(m_loud.spikes, loud.populations):
@@ -97,17 +97,40 @@ def test_extremes_bit_exact(verilator, core_verilog, seed):
 
 
 def test_mismatch_is_reported(verilator, core_verilog, seed):
-    """The comparison can fail: a core loaded with one network, checked against another."""
+    """The comparison can fail: a core loaded with one network, checked against another whose
+    readout bias differs by one (its final membrane must then differ by T)."""
+    from snnc.hw.mapping import map_graph
+    from snnc.rtl.verify import compare_sample
+    from snnc.sim.core import CoreModel
     rng = np.random.default_rng(seed)
     g = random_graph(rng, max_in=8, max_size=8, max_hidden=1, bits=8)
-    g = g.replace(populations=tuple(dataclasses.replace(p, bias=np.full(p.size, 3)) for p in g.populations))
+    *hidden, out = g.populations
+    out = dataclasses.replace(out, v_min=-10**6, v_max=10**6)
+    g = g.replace(populations=(*hidden, out))
     xs = random_inputs(rng, g, 1, empty_prob=0.0)
     [(_, mism, got)] = run_networks([(g, xs, 2)], PARAMS, core_verilog, simulator=verilator)
     assert mism == [[]]
-    from snnc.rtl.verify import compare_sample
-    from snnc.hw.mapping import map_graph
-    from snnc.sim.core import CoreModel
-    g2 = g.replace(populations=tuple(dataclasses.replace(p, bias=p.bias + 1) for p in g.populations))
+    g2 = g.replace(populations=(*hidden, dataclasses.replace(out, bias=out.bias + 1)))
     other = CoreModel(PARAMS).run(map_graph(g2), xs, 2)
     msgs = compare_sample(g2, PARAMS, other, 0, got[0])
-    assert any("final membrane of population" in m for m in msgs), msgs
+    assert len(msgs) == 1 and f"population {len(g.populations)} ('{out.name}') neuron 0" in msgs[0], msgs
+    assert "expected" in msgs[0] and "got" in msgs[0]
+
+
+def test_reset_mid_run_and_determinism(simulator, core_verilog, seed):
+    """A reset in the middle of a run, then a reload: results equal a fresh run, bit for bit.
+
+    The same seed (same stall pattern) gives the same wall-clock cycles too.
+    """
+    items = regression_set(seed, n=4)
+    fresh = run_networks(items, PARAMS, core_verilog, simulator=simulator, seed=seed,
+                         idle=0.3, stall=0.3)
+    again = run_networks(items, PARAMS, core_verilog, simulator=simulator, seed=seed,
+                         idle=0.3, stall=0.3)
+    reset = run_networks(items, PARAMS, core_verilog, simulator=simulator, seed=seed + 1,
+                         idle=0.3, stall=0.3, reset_after=37)
+    for (_, m1, g1), (_, m2, g2), (_, m3, g3) in zip(fresh, again, reset):
+        assert all(not m for m in m1 + m2 + m3)
+        assert g1 == g2
+        assert [s["events"] for s in g1] == [s["events"] for s in g3]
+        assert [s["v"] for s in g1] == [s["v"] for s in g3]
