@@ -70,6 +70,24 @@ class CoreRun:
     cycles_per_timestep: np.ndarray
     cycles_per_phase: dict = field(default_factory=dict)
     clear_cycles: int = 0
+    spike_buffer_high_water: np.ndarray | None = None
+
+    def occupancy(self, b: int) -> dict:
+        """Utilization figures of sample ``b`` (JSON-ready).
+
+        ``synapse_pipeline``: fraction of active cycles in which the synapse pipeline applied a
+        weight; ``neuron_unit``: fraction in which the neuron unit took a neuron;
+        ``spike_buffer_high_water``: most spikes buffered at once, per population, against the
+        buffer depth.
+        """
+        cyc = int(self.cycles[b])
+        neurons = sum(s.shape[2] for s in self.spikes) * self.cycles_per_timestep.shape[1]
+        return {
+            "active_cycles": cyc,
+            "synapse_pipeline": float(self.synops[b]) / cyc if cyc else 0.0,
+            "neuron_unit": neurons / cyc if cyc else 0.0,
+            "spike_buffer_high_water": [int(v) for v in self.spike_buffer_high_water[b]],
+        }
 
 
 class CoreModel:
@@ -158,6 +176,7 @@ class CoreModel:
                     idx = np.flatnonzero(spikes[k - 1][t, b])
                     ev.extend((t, k, int(i), int(spikes[k - 1][t, b, i])) for i in idx)
             events.append(ev)
+        high = np.stack([(s != 0).sum(axis=2).max(axis=0) for s in spikes], axis=1)
         return CoreRun(events=events, v_final=V, spikes=spikes, synops=synops, spike_counts=counts,
                        cycles=cyc_t.sum(axis=1), cycles_per_timestep=cyc_t, cycles_per_phase=phase,
-                       clear_cycles=image.n_neurons + 1)
+                       clear_cycles=image.n_neurons + 1, spike_buffer_high_water=high)

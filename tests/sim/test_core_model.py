@@ -51,3 +51,13 @@ def test_model_rejects_network_that_does_not_fit():
     from tests.sim.test_reference import hand_graph
     with pytest.raises(MappingError, match="neurons: the network needs 4, the core holds 2"):
         CoreModel(CoreParams(max_neurons=2)).run(map_graph(hand_graph()), np.zeros((1, 3), np.int64), 1)
+
+
+def test_occupancy_by_hand():
+    from tests.sim.test_reference import hand_graph
+    p = CoreParams(max_neurons=8, max_sources=8, max_synapses=16, strength_bits=2)
+    m = CoreModel(p).run(map_graph(hand_graph()), np.array([[1, 2, 3]]), 3)
+    occ = m.occupancy(0)
+    # 24 synops (4 per step from inputs, 4 from hidden spikes) over 117 cycles; 4 neurons x 3 steps.
+    assert occ == {"active_cycles": 117, "synapse_pipeline": 24 / 117, "neuron_unit": 12 / 117,
+                   "spike_buffer_high_water": [2, 0]}
