@@ -1,0 +1,178 @@
+"""The compiler pipeline: model file -> verified integer SNN graph + metadata.
+
+The pipeline is the explicit tuple :data:`PASSES`; each pass is a pure function
+``Compilation -> Compilation`` that fills in one more field (the work itself lives in the pass
+modules: :mod:`~snnc.compiler.load`, :mod:`~snnc.compiler.extract`, :mod:`~snnc.compiler.data`,
+:mod:`~snnc.compiler.quantize`, :mod:`~snnc.compiler.convert`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from ..ir import Graph, required_state_bits
+from .convert import check_options, convert
+from .data import check_samples, load_npz
+from .errors import SnncError
+from .extract import FloatMLP, extract_layers
+from .load import LoadedModel, load_model
+from .quantize import Calibration, calibrate
+
+__all__ = ["DEFAULT_TIMESTEPS", "DEFAULT_MAX_STRENGTH", "Options", "Compilation", "PASSES",
+           "compile_model", "build_meta"]
+
+#: Default timesteps and maximum spike strength, chosen by measurement on the digits MLP (the
+#: 4-bit SNN is within 2 points of the float network; see README/examples): at T=4 and S=15 each
+#: hidden activation has 60 levels, and the cost (synaptic operations, RTL cycles) grows with T,
+#: not with S.
+DEFAULT_TIMESTEPS = 4
+DEFAULT_MAX_STRENGTH = 15
+
+
+@dataclass(frozen=True)
+class Options:
+    """Everything the user chose (see :func:`compile_model`)."""
+    path: Path
+    bits: int
+    timesteps: int
+    max_strength: int
+    calib: object
+    percentile: float = 99.9
+    arch: str | None = None
+    trust_model: bool = False
+    input_shape: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Compilation:
+    """The state threaded through :data:`PASSES`; each pass sets the next field."""
+    options: Options
+    model: LoadedModel | None = None
+    net: FloatMLP | None = None
+    calib_x: np.ndarray | None = None
+    calib_y: np.ndarray | None = None
+    calib_source: str | None = None
+    calibration: Calibration | None = None
+    graph: Graph | None = None
+    layers: tuple[dict, ...] = ()
+
+
+def check(c: Compilation) -> Compilation:
+    """Validate the options before any work is done."""
+    o = c.options
+    check_options(bits=o.bits, timesteps=o.timesteps, max_strength=o.max_strength,
+                  percentile=o.percentile)
+    if o.input_shape is not None and (not o.input_shape or any(d < 1 for d in o.input_shape)):
+        raise SnncError(f"--input-shape must be positive sizes, not {list(o.input_shape)}")
+    if o.calib is None:
+        raise SnncError("--calib FILE.npz is required: snnc picks each layer's firing threshold "
+                        "from the network's activations on representative inputs (an .npz with "
+                        "a float array 'x', e.g. a few hundred training samples, and optional "
+                        "labels 'y')")
+    return c
+
+
+def load(c: Compilation) -> Compilation:
+    o = c.options
+    return dataclasses.replace(c, model=load_model(o.path, arch=o.arch, trust_model=o.trust_model))
+
+
+def extract(c: Compilation) -> Compilation:
+    return dataclasses.replace(c, net=extract_layers(c.model.module, c.options.input_shape))
+
+
+def read_calibration(c: Compilation) -> Compilation:
+    """Read the calibration set (a path to an .npz, or an ``(x, y)`` pair) and check its shape."""
+    calib = c.options.calib
+    if isinstance(calib, (str, Path)):
+        x, y = load_npz(calib)
+        source = str(calib)
+    else:
+        x, y = calib
+        x = np.asarray(x, dtype=np.float64)
+        y = None if y is None else np.asarray(y, dtype=np.int64)
+        source = "in-memory"
+    x = check_samples(x, c.net.input_shape, what=f"the calibration set ({source})")
+    return dataclasses.replace(c, calib_x=x, calib_y=y, calib_source=source)
+
+
+def calibrate_pass(c: Compilation) -> Compilation:
+    cal = calibrate(c.net, c.calib_x, c.calib_y, percentile=c.options.percentile)
+    return dataclasses.replace(c, calibration=cal)
+
+
+def convert_pass(c: Compilation) -> Compilation:
+    o = c.options
+    graph, layers = convert(c.net, c.calibration, bits=o.bits, timesteps=o.timesteps,
+                            max_strength=o.max_strength, name=Path(o.path).stem or "snn")
+    return dataclasses.replace(c, graph=graph, layers=tuple(layers))
+
+
+#: The passes, in order.
+PASSES = (check, load, extract, read_calibration, calibrate_pass, convert_pass)
+
+
+def build_meta(c: Compilation) -> dict:
+    """The JSON-ready metadata of a finished compilation (stored in the bundle)."""
+    o, cal = c.options, c.calibration
+    return {
+        "snnc_version": __version__,
+        "source": str(o.path),
+        "format": c.model.format,
+        "bits": o.bits,
+        "timesteps": o.timesteps,
+        "max_strength": o.max_strength,
+        "percentile": o.percentile,
+        "input_shape": list(c.net.input_shape),
+        "input_scale": cal.input_scale,
+        "input_signed": cal.input_signed,
+        "layers": [dict(layer) for layer in c.layers],
+        "state_bits": required_state_bits(c.graph),
+        "calibration": {"source": c.calib_source, "samples": cal.samples,
+                        "ann_accuracy": cal.ann_accuracy},
+        "ann_calib_accuracy": cal.ann_accuracy,
+        "dropped_ops": list(c.net.dropped),
+        "notes": list(cal.notes),
+    }
+
+
+def compile_model(path, *, bits: int, timesteps: int, max_strength: int, calib,
+                  percentile: float = 99.9, arch: str | None = None, trust_model: bool = False,
+                  input_shape=None) -> tuple[Graph, dict]:
+    """Compile a model file into a verified SNN graph and its metadata.
+
+    Parameters
+    ----------
+    path : str or Path
+        ``.pt2`` ExportedProgram, state_dict (with ``arch``), or pickled module (with
+        ``trust_model``).
+    bits : {8, 4, 2}
+    timesteps : int >= 1
+    max_strength : int in 1..15
+    calib : str, Path or (x, y)
+        Calibration data: an ``.npz`` path or arrays (``y`` may be None).
+    percentile : float in (0, 100]
+    arch : str, optional
+        ``module:Class`` for state_dict files.
+    trust_model : bool
+    input_shape : tuple of int, optional
+
+    Returns
+    -------
+    (Graph, dict)
+
+    Raises
+    ------
+    SnncError
+    """
+    shape = None if input_shape is None else tuple(int(d) for d in input_shape)
+    c = Compilation(Options(Path(path), bits, timesteps, max_strength, calib, percentile, arch,
+                            trust_model, shape))
+    for compiler_pass in PASSES:
+        c = compiler_pass(c)
+    return c.graph, build_meta(c)

@@ -1,0 +1,155 @@
+"""Quantization passes: calibrated activation scales, input scale, and low-bit weights.
+
+Activation scales (Rueckauer et al. 2017, "Conversion of continuous-valued deep networks to
+efficient event-driven networks for image classification"): the float network runs on the
+calibration inputs and each hidden layer's scale ``lambda_l`` is the ``percentile`` (default 99.9)
+of all of that layer's post-ReLU activations, over every sample and neuron. Using a high
+percentile instead of the maximum keeps rare outliers from coarsening the resolution.
+
+Input scale: inputs are unsigned when every calibration value is >= 0, else signed. With
+``m = max |x|`` over the calibration set, ``s_in = m / 255`` (unsigned, events in ``[0, 255]``) or
+``m / 127`` (signed, events in ``[-127, 127]``); see :func:`snnc.compiler.data.quantize_inputs`.
+
+Weights: symmetric per-layer quantization to ``b`` bits, integers in ``[-q, q]`` with
+``q = 2**(b-1) - 1`` (so 2 bits is ternary {-1, 0, 1}). The scale ``s_w`` minimizes the mean squared
+error ``mean((s_w * W_q - W)**2)`` over the candidates ``s_w = max|W| * f / q`` for ``f`` in
+:data:`SCALE_FACTORS` (1.0 down to 0.3): clipping the few largest weights buys resolution for the
+many small ones, which matters at 4 and 2 bits. Weights that round to zero are absent synapses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..ir import WEIGHT_BITS, weight_limit
+from .errors import SnncError
+from .extract import FloatMLP
+
+__all__ = ["SCALE_FACTORS", "round_half_away", "QuantizedWeights", "quantize_weights",
+           "input_scale", "Calibration", "calibrate"]
+
+#: Candidate clipping factors for the weight scale search, largest first (ties keep the largest).
+SCALE_FACTORS = tuple(round(1.0 - 0.01 * i, 2) for i in range(71))
+
+
+@dataclass(frozen=True)
+class QuantizedWeights:
+    """Integer weights ``values`` (int64) with ``float_weights ~= scale * values``."""
+    values: np.ndarray
+    scale: float
+    bits: int
+    mse: float
+
+
+def round_half_away(x) -> np.ndarray:
+    """Round half away from zero (numpy's rint rounds half to even)."""
+    x = np.asarray(x, dtype=np.float64)
+    return np.sign(x) * np.floor(np.abs(x) + 0.5)
+
+
+def quantize_weights(weight, bits: int, factors=SCALE_FACTORS) -> QuantizedWeights:
+    """Quantize a float weight matrix to ``bits``-bit symmetric integers, MSE-optimal scale.
+
+    Parameters
+    ----------
+    weight : array of float
+    bits : int
+        One of :data:`snnc.ir.WEIGHT_BITS`.
+    factors : sequence of float
+        Clipping factors tried, in order; the first with the lowest MSE wins.
+
+    Returns
+    -------
+    QuantizedWeights
+    """
+    if bits not in WEIGHT_BITS:
+        raise SnncError(f"--bits must be one of {', '.join(map(str, WEIGHT_BITS))}, not {bits}")
+    w = np.asarray(weight, dtype=np.float64)
+    q = weight_limit(bits)
+    wmax = float(np.abs(w).max(initial=0.0))
+    if wmax == 0.0:
+        return QuantizedWeights(np.zeros(w.shape, dtype=np.int64), 1.0, bits, 0.0)
+    best = None
+    for f in factors:
+        scale = wmax * f / q
+        values = np.clip(round_half_away(w / scale), -q, q)
+        mse = float(np.mean((values * scale - w) ** 2))
+        if best is None or mse < best.mse:
+            best = QuantizedWeights(values.astype(np.int64), scale, bits, mse)
+    return best
+
+
+def input_scale(x) -> tuple[float, bool]:
+    """``(s_in, signed)`` for calibration inputs ``x`` (see the module docstring)."""
+    x = np.asarray(x, dtype=np.float64)
+    signed = bool((x < 0).any())
+    m = float(np.abs(x).max(initial=0.0))
+    if m == 0.0:
+        raise SnncError("the calibration inputs are all zero; give representative inputs")
+    return m / (127 if signed else 255), signed
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """What calibration learned about the float network.
+
+    Attributes
+    ----------
+    lambdas : tuple of float
+        Activation scale of each hidden (ReLU) layer, in layer order.
+    input_scale : float
+    input_signed : bool
+    samples : int
+    ann_accuracy : float or None
+        Float accuracy on the calibration set when labels were given.
+    notes : tuple of str
+        Fallbacks taken (a layer whose percentile was 0).
+    """
+    lambdas: tuple[float, ...]
+    input_scale: float
+    input_signed: bool
+    samples: int
+    ann_accuracy: float | None = None
+    notes: tuple[str, ...] = ()
+
+
+def calibrate(net: FloatMLP, x, y=None, *, percentile: float = 99.9) -> Calibration:
+    """Run the float network on calibration inputs and pick the activation scales.
+
+    Parameters
+    ----------
+    net : FloatMLP
+    x : float array, shape (N, ...)
+        Calibration inputs, the model's per-sample shape (or flattened).
+    y : int array (N,), optional
+        Labels, only used to report the float accuracy.
+    percentile : float in (0, 100]
+
+    Returns
+    -------
+    Calibration
+        ``lambdas[l]`` is the ``percentile`` of layer ``l``'s post-ReLU activations; if that is 0
+        (a mostly silent layer) the maximum is used, and 1.0 if the layer never activates.
+    """
+    if not 0 < percentile <= 100:
+        raise SnncError(f"--percentile must be in (0, 100], not {percentile}")
+    outs = net.activations(x)
+    lambdas, notes = [], []
+    for layer, act in zip(net.layers[:-1], outs[:-1]):
+        lam = float(np.percentile(act, percentile))
+        if lam <= 0.0:
+            lam = float(act.max(initial=0.0))
+            if lam <= 0.0:
+                lam = 1.0
+                notes.append(f"layer '{layer.name}' never activates on the calibration data")
+            else:
+                notes.append(f"layer '{layer.name}': the {percentile} percentile is 0, using the "
+                             "maximum activation")
+        lambdas.append(lam)
+    s_in, signed = input_scale(x)
+    acc = None
+    if y is not None:
+        acc = float(np.mean(np.argmax(outs[-1], axis=1) == np.asarray(y)))
+    return Calibration(tuple(lambdas), s_in, signed, int(len(x)), acc, tuple(notes))

@@ -1,0 +1,135 @@
+"""Conversion: thresholds and biases on a hand-checked network, clamp policy, option checks."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from snnc.compiler.convert import apply_clamps, check_options, clamp_bound, convert
+from snnc.compiler.errors import SnncError
+from snnc.compiler.extract import FloatMLP, LinearLayer
+from snnc.compiler.quantize import Calibration, calibrate
+from snnc.ir import input_current_bounds
+from snnc.sim.reference import run
+from snnc.testing import random_graph
+
+# 2 inputs -> 2 hidden (ReLU) -> 2 outputs. Weights sit on the 4-bit grid (scale 0.1), so they
+# quantize exactly: W1 -> [[7, -3], [0, 2]], W2 -> [[5, -7], [-2, 4]].
+HAND = FloatMLP((2,), (
+    LinearLayer("hidden", np.array([[0.7, -0.3], [0.0, 0.2]]), np.array([0.015, -0.01])),
+    LinearLayer("out", np.array([[0.5, -0.7], [-0.2, 0.4]]), np.array([0.12, -0.18])),
+))
+# Calibration: max |x| = 2.55 -> s_in = 2.55 / 255 = 0.01, unsigned. Hidden activations:
+# x0 -> (0.7*2.55 + 0.015, 0) = (1.8, 0); x1 -> (0, 0.2*2.55 - 0.01) = (0, 0.5). Percentile 100
+# over all of them: lambda = 1.8.
+HAND_X = np.array([[2.55, 0.0], [0.0, 2.55]])
+
+
+def hand_graph(T=5, S=3):
+    cal = calibrate(HAND, HAND_X, percentile=100)
+    assert cal.lambdas == (pytest.approx(1.8),) and cal.input_scale == pytest.approx(0.01)
+    return convert(HAND, cal, bits=4, timesteps=T, max_strength=S, name="hand")
+
+
+def test_hand_network_thresholds_and_biases():
+    graph, layers = hand_graph()
+    hidden, out = graph.populations
+    # Hidden: current unit c1 = s_w * s_in = 0.1 * 0.01 = 0.001.
+    # theta = round(lambda / S / c1) = round(1.8 / 3 / 0.001) = 600; bias = round(b / c1).
+    assert graph.projections[0].weights.tolist() == [[7, -3], [0, 2]]
+    assert (hidden.theta, hidden.s_max, hidden.spiking) == (600, 3, True)
+    assert hidden.bias.tolist() == [15, -10]
+    # One strength unit is u1 = theta * c1 = 0.6 exactly; readout current unit c2 = 0.1 * 0.6.
+    # bias = round((0.12, -0.18) / 0.06) = (2, -3).
+    assert graph.projections[1].weights.tolist() == [[5, -7], [-2, 4]]
+    assert (out.theta, out.s_max, out.spiking) == (1, 1, False)
+    assert out.bias.tolist() == [2, -3]
+    # Clamps. Hidden: pos = (7*255, 2*255) = (1785, 510), neg = (-3*255, 0) = (-765, 0),
+    # P = max(1785 + 15, 510, 765, 0 + 10) = 1800: v in [-1800, max(1800, 600)].
+    assert (hidden.v_min, hidden.v_max) == (-1800, 1800)
+    # Readout (sources 0..3): pos = (15, 12), neg = (-21, -6), bias (2, -3):
+    # P = max(17, 12, 21, 9) = 21, T = 5: v in [-105, 105].
+    assert (out.v_min, out.v_max) == (-105, 105)
+    assert [layer["theta"] for layer in layers] == [600, 1]
+    assert layers[0]["unit"] == pytest.approx(0.6)
+    assert layers[0]["lambda"] == pytest.approx(1.8) and layers[1]["lambda"] is None
+    assert [layer["nnz"] for layer in layers] == [3, 4]
+    assert [layer["density"] for layer in layers] == [0.75, 1.0]
+
+
+def test_hand_network_runs_like_the_float_network():
+    graph, _ = hand_graph()
+    # x = (2.55, 0) -> x_int = (255, 0). Hidden currents per step: 7*255 + 15 = 1800 -> strength
+    # min(1800 // 600, 3) = 3, remainder 0; neuron 1 only sees its bias -10 (no spike).
+    # Readout per step: 5*3 + 2 = 17 and -2*3 - 3 = -9; after T = 5: (85, -45). The float
+    # network gives (1.02, -0.54) = (17, -9) * c2 with c2 = 0.06.
+    r = run(graph, np.array([[255, 0], [0, 255]]))
+    assert r.spikes[0][:, 0].tolist() == [[3, 0]] * 5
+    assert r.v_final[1].tolist()[0] == [85, -45]
+    # x = (0, 2.55) -> (0, 255): hidden 1 gets 2*255 - 10 = 500 per step, U = 500 (s 0, V 500),
+    # 1000 (s 1, V 400), 900 (s 1, V 300), 800 (s 1, V 200), 700 (s 1, V 100); hidden 0 gets
+    # -3*255 + 15 = -750 per step: V -750, -1500, then clamped at -1800. Readout over T = 5:
+    # (-7*4 + 5*2, 4*4 - 5*3) = (-18, 1).
+    assert r.spikes[0][:, 1].tolist() == [[0, 0], [0, 1], [0, 1], [0, 1], [0, 1]]
+    assert r.v_final[0].tolist()[1] == [-1800, 100]
+    assert r.v_final[1].tolist()[1] == [-18, 1]
+    assert r.prediction.tolist() == [0, 1]
+
+
+def test_rounded_theta_defines_the_next_unit():
+    # S = 7: theta = round(1.8 / 7 / 0.001) = round(257.14) = 257, so one strength unit is
+    # 0.257 (not lambda / S = 0.25714...) and the readout's bias unit is 0.1 * 0.257.
+    graph, layers = hand_graph(S=7)
+    assert graph.populations[0].theta == 257
+    assert layers[0]["unit"] == pytest.approx(0.257)
+    assert layers[1]["current_unit"] == pytest.approx(0.0257)
+    assert graph.populations[1].bias.tolist() == [5, -7]   # round(4.67), round(-7.004)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1))
+def test_clamp_policy_on_random_graphs(seed):
+    rng = np.random.default_rng(seed)
+    graph = apply_clamps(random_graph(rng, max_in=6, max_size=6))
+    for k, pop in enumerate(graph.populations, start=1):
+        neg, pos = input_current_bounds(graph, k)
+        b = pop.bias
+        P = max(max(int(p + max(bj, 0)), int(-(n + min(bj, 0)))) for n, p, bj in zip(neg, pos, b))
+        P = max(P, 1)
+        assert clamp_bound(graph, k) == P
+        if pop.spiking:
+            assert (pop.v_min, pop.v_max) == (-P, max(P, pop.theta))
+        else:
+            assert (pop.v_min, pop.v_max) == (-graph.timesteps * P, graph.timesteps * P)
+    # The readout never clamps within T: its final membrane is the exact sum of its inputs.
+    lo, hi = graph.input.value_range
+    x = rng.integers(lo, hi + 1, size=(8, graph.input.size))
+    r = run(graph, x)
+    last = len(graph.populations)
+    total = np.zeros_like(r.v_final[-1])
+    for proj in graph.incoming(last):
+        src = (np.broadcast_to(x, (graph.timesteps, *x.shape)) if proj.src == 0
+               else r.spikes[proj.src - 1])
+        total += (src @ proj.weights.T).sum(axis=0)
+    total += graph.timesteps * graph.populations[-1].bias
+    assert np.array_equal(r.v_final[-1], total)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"bits": 3}, "--bits must be 8, 4 or 2, not 3"),
+    ({"bits": 16}, "--bits must be 8, 4 or 2, not 16"),
+    ({"timesteps": 0}, "--timesteps must be an integer >= 1, not 0"),
+    ({"max_strength": 0}, "--max-strength must be an integer in 1..15 .*4 bits.*not 0"),
+    ({"max_strength": 16}, "--max-strength must be an integer in 1..15"),
+    ({"percentile": 0.0}, r"--percentile must be in \(0, 100\], not 0.0"),
+    ({"percentile": 101.0}, r"--percentile must be in \(0, 100\]"),
+])
+def test_bad_options(kwargs, match):
+    opts = {"bits": 4, "timesteps": 4, "max_strength": 3, "percentile": 99.9, **kwargs}
+    with pytest.raises(SnncError, match=match):
+        check_options(**opts)
+
+
+def test_convert_checks_calibration_length():
+    cal = Calibration(lambdas=(1.0, 2.0), input_scale=0.01, input_signed=False, samples=1)
+    with pytest.raises(SnncError, match="2 activation scales for 1 hidden layers"):
+        convert(HAND, cal, bits=4, timesteps=4, max_strength=3)

@@ -1,0 +1,100 @@
+"""The whole front end: three model formats to one verified Graph, metadata, option errors."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from snnc.compiler.data import quantize_inputs
+from snnc.compiler.errors import SnncError
+from snnc.compiler.pipeline import PASSES, compile_model
+from snnc.ir import required_state_bits, verify
+from snnc.sim.reference import run
+
+from .conftest import calib_data, save_all_formats, seeded_mlp
+
+
+def compile_formats(nets, tmp_path, **kwargs):
+    paths = save_all_formats(seeded_mlp(nets), tmp_path)
+    x, y = calib_data()
+    np.savez(tmp_path / "calib.npz", x=x, y=y)
+    opts = {"bits": 4, "timesteps": 4, "max_strength": 7, "calib": tmp_path / "calib.npz",
+            **kwargs}
+    return {
+        "exported": compile_model(paths["exported"], **opts),
+        "state_dict": compile_model(paths["state_dict"], arch="tinynets:MLP", **opts),
+        "pickled": compile_model(paths["pickled"], trust_model=True, **opts),
+    }
+
+
+def test_three_formats_give_the_same_graph(nets, tmp_path):
+    results = compile_formats(nets, tmp_path)
+    graphs = [g for g, _ in results.values()]
+    assert graphs[0] == graphs[1] == graphs[2]
+    graph = verify(graphs[0])
+    assert [p.name for p in graph.populations] == ["fc1", "fc2"]
+    assert [p.size for p in graph.populations] == [5, 3]
+    assert graph.input.shape == (6,) and graph.timesteps == 4 and graph.name == "net"
+    assert [p.bits for p in graph.projections] == [4, 4]
+    assert [meta["format"] for _, meta in results.values()] == ["exported", "state_dict", "pickled"]
+
+
+def test_meta_is_json_ready_and_complete(nets, tmp_path):
+    graph, meta = compile_formats(nets, tmp_path)["exported"]
+    assert json.loads(json.dumps(meta)) == meta
+    assert (meta["bits"], meta["timesteps"], meta["max_strength"], meta["percentile"]) == (4, 4, 7, 99.9)
+    assert meta["input_signed"] is False and meta["input_shape"] == [6]
+    assert meta["state_bits"] == required_state_bits(graph)
+    assert [layer["theta"] for layer in meta["layers"]] == [p.theta for p in graph.populations]
+    assert [layer["nnz"] for layer in meta["layers"]] == [p.nnz for p in graph.projections]
+    assert meta["calibration"]["samples"] == 64
+    assert 0.0 <= meta["ann_calib_accuracy"] <= 1.0
+    assert any("Dropout" in d for d in meta["dropped_ops"])
+
+
+def test_snn_agrees_with_the_float_network_at_8_bits(nets, tmp_path):
+    model = seeded_mlp(nets)
+    results = compile_formats(nets, tmp_path, bits=8, timesteps=16, max_strength=15)
+    graph, meta = results["exported"]
+    x, _ = calib_data(n=200, seed=1)
+    want = model(torch.from_numpy(x).float()).argmax(dim=1).numpy()
+    got = run(graph, quantize_inputs(x, meta)).prediction
+    assert np.mean(got == want) >= 0.9
+
+
+def test_signed_inputs(nets, tmp_path):
+    paths = save_all_formats(seeded_mlp(nets), tmp_path)
+    x, _ = calib_data(signed=True)
+    graph, meta = compile_model(paths["exported"], bits=8, timesteps=2, max_strength=3,
+                                calib=(x, None))
+    assert graph.input.signed and meta["input_signed"] is True
+    assert meta["calibration"]["source"] == "in-memory" and meta["ann_calib_accuracy"] is None
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"bits": 5}, "--bits must be 8, 4 or 2, not 5"),
+    ({"timesteps": 0}, "--timesteps must be an integer >= 1"),
+    ({"max_strength": 16}, "--max-strength must be an integer in 1..15"),
+    ({"percentile": 0}, r"--percentile must be in \(0, 100\]"),
+    ({"calib": None}, "--calib FILE.npz is required"),
+    ({"input_shape": (0, 3)}, "--input-shape must be positive"),
+])
+def test_options_are_checked_before_loading(tmp_path, kwargs, match):
+    opts = {"bits": 4, "timesteps": 4, "max_strength": 7, "calib": tmp_path / "c.npz", **kwargs}
+    with pytest.raises(SnncError, match=match):
+        compile_model(tmp_path / "does_not_exist.pt2", **opts)
+
+
+def test_calibration_shape_must_match(nets, tmp_path):
+    paths = save_all_formats(seeded_mlp(nets), tmp_path)
+    with pytest.raises(SnncError, match=r"calibration set .* samples of shape \[5\], the model "
+                                        r"expects \[6\]"):
+        compile_model(paths["exported"], bits=4, timesteps=4, max_strength=7,
+                      calib=(np.ones((3, 5)), None))
+
+
+def test_pipeline_is_an_explicit_tuple():
+    assert isinstance(PASSES, tuple) and all(callable(p) for p in PASSES)
+    assert [p.__name__ for p in PASSES] == ["check", "load", "extract", "read_calibration",
+                                            "calibrate_pass", "convert_pass"]

@@ -1,0 +1,107 @@
+"""Weight quantization (ranges, MSE-optimal scale), input scale, calibration percentiles."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+from hypothesis.extra.numpy import arrays
+
+from snnc.compiler.errors import SnncError
+from snnc.compiler.extract import FloatMLP, LinearLayer
+from snnc.compiler.quantize import (SCALE_FACTORS, calibrate, input_scale, quantize_weights,
+                                    round_half_away)
+
+finite = st.floats(-4, 4, allow_nan=False, allow_infinity=False, width=32)
+
+
+@settings(max_examples=60, deadline=None)
+@given(w=arrays(np.float64, st.tuples(st.integers(1, 6), st.integers(1, 6)), elements=finite),
+       bits=st.sampled_from([8, 4, 2]))
+def test_quantized_weights_stay_in_range(w, bits):
+    q = quantize_weights(w, bits)
+    limit = {8: 127, 4: 7, 2: 1}[bits]
+    assert q.values.dtype == np.int64
+    assert int(np.abs(q.values).max()) <= limit
+    assert q.scale > 0
+    if np.abs(w).max() > 0:
+        # The chosen scale is one of the candidates and no candidate has a lower error.
+        wmax = np.abs(w).max()
+        errors = [np.mean((np.clip(round_half_away(w / (wmax * f / limit)), -limit, limit)
+                           * (wmax * f / limit) - w) ** 2) for f in SCALE_FACTORS]
+        assert q.mse == min(errors)
+        assert q.scale == wmax * SCALE_FACTORS[errors.index(min(errors))] / limit
+
+
+def test_two_bits_is_ternary():
+    rng = np.random.default_rng(0)
+    q = quantize_weights(rng.normal(size=(20, 30)), 2)
+    assert set(np.unique(q.values).tolist()) == {-1, 0, 1}
+
+
+def test_mse_search_clips_an_outlier():
+    # One outlier (3.0) and nine weights of 1.0, ternary. f = 1 (scale 3) rounds the nine to 0:
+    # error 9 * 1**2 = 9. f = 0.4 (scale 1.2) maps all ten to 1: (3-1.2)**2 + 9 * 0.2**2 = 3.6,
+    # the minimum of (3-s)**2 + 9 (1-s)**2, at s = 1.2.
+    w = np.array([[3.0] + [1.0] * 9])
+    q = quantize_weights(w, 2)
+    assert q.values.tolist() == [[1] * 10]
+    assert q.scale == pytest.approx(1.2)
+    assert q.mse == pytest.approx(3.6 / 10)
+    plain = quantize_weights(w, 2, factors=(1.0,))
+    assert plain.values.tolist() == [[1] + [0] * 9]
+
+
+def test_exact_grid_weights_quantize_exactly():
+    w = np.array([[0.7, -0.3], [0.0, 0.2]])
+    q = quantize_weights(w, 4)
+    assert q.values.tolist() == [[7, -3], [0, 2]]
+    assert q.scale == pytest.approx(0.1)
+
+
+def test_zero_matrix_and_bad_bits():
+    q = quantize_weights(np.zeros((2, 3)), 4)
+    assert q.values.tolist() == [[0, 0, 0], [0, 0, 0]] and q.scale == 1.0
+    with pytest.raises(SnncError, match="--bits must be one of 8, 4, 2, not 3"):
+        quantize_weights(np.ones((2, 2)), 3)
+
+
+def test_round_half_away_from_zero():
+    assert round_half_away([0.5, 1.5, 2.5, -0.5, -2.5, 0.49]).tolist() == [1, 2, 3, -1, -3, 0]
+
+
+def test_input_scale():
+    assert input_scale(np.array([[0.0, 2.55], [1.0, 0.0]])) == (pytest.approx(0.01), False)
+    assert input_scale(np.array([[-1.27, 0.5]])) == (pytest.approx(0.01), True)
+    with pytest.raises(SnncError, match="all zero"):
+        input_scale(np.zeros((3, 2)))
+
+
+def identity_net(hidden_bias=0.0):
+    one = np.array([[1.0]])
+    return FloatMLP((1,), (LinearLayer("h", one, np.array([hidden_bias])),
+                           LinearLayer("o", one, np.zeros(1))))
+
+
+def test_calibration_percentile():
+    x = np.arange(1000, dtype=np.float64).reshape(-1, 1)   # hidden activations are x itself
+    assert calibrate(identity_net(), x, percentile=50).lambdas == (499.5,)
+    assert calibrate(identity_net(), x, percentile=100).lambdas == (999.0,)
+    cal = calibrate(identity_net(), x, percentile=99.9)
+    assert cal.lambdas == (pytest.approx(np.percentile(np.arange(1000), 99.9)),)
+    assert cal.input_scale == pytest.approx(999 / 255) and cal.input_signed is False
+    assert cal.samples == 1000 and cal.ann_accuracy is None
+
+
+def test_calibration_fallbacks_and_accuracy():
+    x = np.zeros((100, 1))
+    x[-1] = 5.0                                   # the 50th percentile of the layer is 0
+    cal = calibrate(identity_net(), x, np.zeros(100, dtype=np.int64), percentile=50)
+    assert cal.lambdas == (5.0,) and "using the maximum" in cal.notes[0]
+    assert cal.ann_accuracy == 1.0
+    dead = calibrate(identity_net(hidden_bias=-10.0), x, percentile=50)
+    assert dead.lambdas == (1.0,) and "never activates" in dead.notes[0]
+
+
+@pytest.mark.parametrize("p", [0, -1, 100.5])
+def test_calibration_percentile_range(p):
+    with pytest.raises(SnncError, match=r"--percentile must be in \(0, 100\]"):
+        calibrate(identity_net(), np.ones((3, 1)), percentile=p)
