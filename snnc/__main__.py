@@ -1,0 +1,5 @@
+"""``python -m snnc``: the snnc command line."""
+
+from .cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,335 @@
+"""The ``snnc`` command line: compile, simulate, demo.
+
+One entry point, :func:`main`, with one small function per subcommand. User errors
+(:class:`~snnc.compiler.errors.SnncError`, :class:`~snnc.compiler.bundle.BundleError`,
+:class:`~snnc.ir.VerifyError`) print ``snnc: error: <message>`` on stderr and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .compiler.bundle import BundleError, load_bundle, write_bundle
+from .compiler.data import check_samples, load_npz, quantize_inputs
+from .compiler.errors import SnncError
+from .compiler.pipeline import DEFAULT_MAX_STRENGTH, DEFAULT_TIMESTEPS, compile_model
+from .ir import Graph, VerifyError
+
+__all__ = ["main", "build_parser"]
+
+_EPILOG = f"""\
+examples:
+  snnc demo                                  train, compile and verify the digits MLP
+  snnc compile model.pt2 --bits 4 --calib calib.npz -o build/net
+  snnc compile weights.pt --arch mynets:MLP --bits 8 --calib calib.npz -o build/net
+  snnc simulate build/net --data test.npz --json results.json
+
+model files:
+  .pt2         torch.export.save(torch.export.export(model.eval(), (example,)), "model.pt2")
+  state_dict   torch.save(model.state_dict(), "weights.pt"), compiled with --arch module:Class
+  pickled      torch.save(model, "model.pt") needs --trust-model (loading runs code from it)
+
+data files are .npz with a float array x (batch first) and optional integer labels y:
+  numpy.savez("calib.npz", x=inputs, y=labels)
+
+defaults: --timesteps {DEFAULT_TIMESTEPS} --max-strength {DEFAULT_MAX_STRENGTH} (measured on the digits MLP)
+"""
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        dims = tuple(int(v) for v in text.replace("x", ",").split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected sizes like 1,8,8 or 64, not {text!r}") from None
+    if not dims or any(d < 1 for d in dims):
+        raise argparse.ArgumentTypeError(f"expected positive sizes like 1,8,8, not {text!r}")
+    return dims
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for documentation tools and tests)."""
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog="snnc", formatter_class=fmt, epilog=_EPILOG,
+        description="Compile trained PyTorch networks (Linear/ReLU MLPs) into integer spiking "
+                    "neural networks and bit-exact hardware.")
+    parser.add_argument("--version", action="version", version=f"snnc {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("compile", formatter_class=fmt, epilog=_EPILOG,
+                       help="compile a model file into a bundle (network, metadata, Verilog)",
+                       description="Compile a trained model into an SNN bundle directory.")
+    p.add_argument("model", type=Path, help="model file: .pt2, state_dict (with --arch), or "
+                   "pickled module (with --trust-model)")
+    p.add_argument("--bits", type=int, required=True, metavar="{8,4,2}",
+                   help="weight width; 2 bits means ternary weights {-1, 0, 1}")
+    p.add_argument("--timesteps", "-T", type=int, default=DEFAULT_TIMESTEPS, metavar="T",
+                   help="timesteps per inference (default: %(default)s)")
+    p.add_argument("--max-strength", "-S", type=int, default=DEFAULT_MAX_STRENGTH, metavar="S",
+                   help="largest spike strength, 1..15; 1 gives binary spikes "
+                        "(default: %(default)s)")
+    p.add_argument("--calib", type=Path, metavar="FILE",
+                   help="calibration data (.npz with float x, optional labels y): "
+                        "representative inputs, e.g. a few hundred training samples")
+    p.add_argument("--percentile", type=float, default=99.9, metavar="P",
+                   help="activation percentile that sets each layer's scale "
+                        "(default: %(default)s)")
+    p.add_argument("--arch", metavar="MODULE:CLASS",
+                   help="model class for a state_dict file (module importable from the current "
+                        "directory, or path/to/file.py:Class)")
+    p.add_argument("--trust-model", action="store_true",
+                   help="allow loading a pickled nn.Module (this runs code from the file)")
+    p.add_argument("--input-shape", type=_shape, metavar="D1,D2,...",
+                   help="per-sample input shape without the batch axis (default: from the .pt2 "
+                        "example, else the first Linear's in_features)")
+    p.add_argument("-o", "--out", type=Path, required=True, metavar="DIR",
+                   help="bundle directory to write")
+    p.set_defaults(func=cmd_compile)
+
+    p = sub.add_parser("simulate", formatter_class=fmt, epilog=_EPILOG,
+                       help="run a bundle on data with the integer reference model",
+                       description="Run a compiled bundle on a data set with the bit-exact "
+                                   "integer reference model and report accuracy and counters.")
+    p.add_argument("bundle", type=Path, help="bundle directory written by snnc compile")
+    p.add_argument("--data", type=Path, required=True, metavar="FILE",
+                   help=".npz with float x (and optional labels y)")
+    p.add_argument("--timesteps", "-T", type=int, metavar="T",
+                   help="timesteps per inference (default: the compiled value)")
+    p.add_argument("--json", type=Path, metavar="FILE", help="also write the results as JSON")
+    p.add_argument("--batch-size", type=int, default=256, metavar="N",
+                   help="samples per reference batch (default: %(default)s)")
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("demo", formatter_class=fmt, epilog=_EPILOG,
+                       help="train, compile and verify a digits MLP end to end",
+                       description="Train a 64-64-10 MLP on scikit-learn's digits, compile it, "
+                                   "check SNN accuracy with the reference model, and run test "
+                                   "images through the generated RTL.")
+    p.add_argument("--out", "-o", type=Path, default=Path("build/demo"), metavar="DIR",
+                   help="where the model, data and bundle go (default: %(default)s)")
+    p.add_argument("--bits", type=int, default=4, metavar="{8,4,2}",
+                   help="weight width (default: %(default)s)")
+    p.add_argument("--timesteps", "-T", type=int, default=DEFAULT_TIMESTEPS, metavar="T",
+                   help="timesteps per inference (default: %(default)s)")
+    p.add_argument("--max-strength", "-S", type=int, default=DEFAULT_MAX_STRENGTH, metavar="S",
+                   help="largest spike strength (default: %(default)s)")
+    p.add_argument("--rtl-samples", type=int, default=20, metavar="N",
+                   help="test images to run on the RTL; 0 skips the RTL (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="training seed (default: %(default)s)")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv=None) -> int:
+    """Run the snnc command line; return the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error (already printed)
+        return exc.code if isinstance(exc.code, int) else 2
+    try:
+        return args.func(args)
+    except (SnncError, BundleError, VerifyError) as exc:
+        print(f"snnc: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("snnc: interrupted", file=sys.stderr)
+        return 130
+
+
+# ---------------------------------------------------------------------------------------------
+# compile
+
+
+def _summary(graph: Graph, meta: dict) -> list[str]:
+    """Human-readable lines describing a compiled network."""
+    kind = "signed" if meta["input_signed"] else "unsigned"
+    lines = [f"  {'input':<12} {graph.input.size:>6}  {kind} 8-bit events, "
+             f"scale {meta['input_scale']:.6g}"]
+    for pop, layer, proj in zip(graph.populations, meta["layers"], graph.projections):
+        if pop.spiking:
+            what = f"spiking  theta {pop.theta}, s_max {pop.s_max}"
+        else:
+            what = "readout  (non-spiking integrator)"
+        lines.append(f"  {pop.name:<12} {pop.size:>6}  {what}; {proj.bits}-bit weights, "
+                     f"{proj.nnz}/{proj.weights.size} synapses ({layer['density']:.1%}), "
+                     f"v in [{pop.v_min}, {pop.v_max}]")
+    lines.append(f"  timesteps {graph.timesteps}, membrane state {meta['state_bits']} bits, "
+                 f"{graph.n_neurons} neurons, {graph.nnz} synapses")
+    if meta.get("ann_calib_accuracy") is not None:
+        lines.append(f"  float ANN accuracy on the calibration set: "
+                     f"{meta['ann_calib_accuracy']:.2%}")
+    for note in meta.get("notes", []):
+        lines.append(f"  note: {note}")
+    return lines
+
+
+def _files(out: Path) -> str:
+    names = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    shown = [n for n in names if "/" not in n]
+    nested = len(names) - len(shown)
+    return ", ".join(shown) + (f" (+{nested} in subdirectories)" if nested else "")
+
+
+def cmd_compile(args) -> int:
+    graph, meta = compile_model(args.model, bits=args.bits, timesteps=args.timesteps,
+                                max_strength=args.max_strength, calib=args.calib,
+                                percentile=args.percentile, arch=args.arch,
+                                trust_model=args.trust_model, input_shape=args.input_shape)
+    write_bundle(args.out, graph, meta, hardware=True)
+    print(f"snnc: compiled {args.model} ({meta['format']}) -> {args.out}")
+    for line in _summary(graph, meta):
+        print(line)
+    print(f"  files: {_files(args.out)}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# simulate
+
+
+def simulate(graph: Graph, x_int: np.ndarray, *, timesteps: int | None = None,
+             batch_size: int = 256, progress: bool = True) -> dict:
+    """Run the reference model in batches; return predictions and per-sample counters.
+
+    Returns a dict of int64 arrays: ``prediction`` (N,), ``synops`` (N,), ``input_events`` (N,),
+    ``spike_counts`` and ``spike_strength`` (N, n_populations).
+    """
+    from tqdm import tqdm
+
+    from .sim.reference import run
+
+    T = graph.timesteps if timesteps is None else timesteps
+    if T < 1:
+        raise SnncError(f"--timesteps must be an integer >= 1, not {T}")
+    if batch_size < 1:
+        raise SnncError(f"--batch-size must be >= 1, not {batch_size}")
+    keys = ("prediction", "synops", "input_events", "spike_counts", "spike_strength")
+    parts = {k: [] for k in keys}
+    n = len(x_int)
+    with tqdm(total=n, unit="sample", file=sys.stderr, disable=not progress or n <= batch_size,
+              desc="reference") as bar:
+        for start in range(0, n, batch_size):
+            res = run(graph, x_int[start:start + batch_size], timesteps=T)
+            for k in keys:
+                parts[k].append(getattr(res, k))
+            bar.update(min(batch_size, n - start))
+    return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def counters_report(graph: Graph, res: dict, y=None) -> dict:
+    """JSON-ready summary of :func:`simulate`'s output (means are per inference)."""
+    names = [p.name for p in graph.populations]
+    out = {"samples": int(len(res["prediction"]))}
+    if y is not None:
+        out["accuracy"] = float(np.mean(res["prediction"] == y))
+        out["correct"] = int(np.sum(res["prediction"] == y))
+    out["mean"] = {
+        "synops": float(res["synops"].mean()),
+        "input_events": float(res["input_events"].mean()),
+        "spikes": {n: float(v) for n, v in zip(names, res["spike_counts"].mean(axis=0))},
+        "spike_strength": {n: float(v) for n, v in zip(names, res["spike_strength"].mean(axis=0))},
+    }
+    return out
+
+
+def _print_counters(report: dict, indent: str = "  ") -> None:
+    mean = report["mean"]
+    print(f"{indent}per inference: {mean['synops']:,.1f} synaptic ops, "
+          f"{mean['input_events']:,.1f} input events")
+    for name, count in mean["spikes"].items():
+        if count or mean["spike_strength"][name]:
+            print(f"{indent}  {name}: {count:,.1f} spikes, total strength "
+                  f"{mean['spike_strength'][name]:,.1f}")
+
+
+def cmd_simulate(args) -> int:
+    bundle = load_bundle(args.bundle)
+    graph = bundle.graph
+    x, y = load_npz(args.data)
+    x = check_samples(x, graph.input.shape, what=str(args.data))
+    x_int = quantize_inputs(x, bundle.meta)
+    T = graph.timesteps if args.timesteps is None else args.timesteps
+    res = simulate(graph, x_int, timesteps=T, batch_size=args.batch_size)
+    report = counters_report(graph, res, y)
+    print(f"snnc: simulated {args.bundle} on {args.data}: {report['samples']} samples, "
+          f"T={T}")
+    if y is not None:
+        print(f"  accuracy {report['accuracy']:.2%} ({report['correct']}/{report['samples']})")
+    _print_counters(report)
+    if args.json is not None:
+        doc = {"bundle": str(args.bundle), "data": str(args.data), "timesteps": T, **report,
+               "predictions": [int(v) for v in res["prediction"]]}
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(doc, indent=2) + "\n")
+        print(f"  wrote {args.json}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# demo
+
+
+def demo_reference(out: Path, *, bits: int, timesteps: int, max_strength: int,
+                   seed: int = 0) -> dict:
+    """The demo up to the reference model: train, export, compile, run the test split.
+
+    Writes ``digits_mlp.pt2``, ``calib.npz`` (training split) and ``test.npz`` into ``out`` and
+    returns the float and SNN test accuracies, the graph, its metadata, the quantized test inputs
+    and the counters report.
+    """
+    from .models.digits import accuracy, digits_split, export_model, save_split, train_digits_mlp
+
+    out = Path(out)
+    model = train_digits_mlp(seed)
+    _, _, x_te, y_te = digits_split()
+    ann = accuracy(model, x_te, y_te)
+    model_path = export_model(model, out / "digits_mlp.pt2")
+    calib_path, _ = save_split(out)
+    graph, meta = compile_model(model_path, bits=bits, timesteps=timesteps,
+                                max_strength=max_strength, calib=calib_path)
+    x_int = quantize_inputs(check_samples(x_te, graph.input.shape), meta)
+    res = simulate(graph, x_int, progress=False)
+    report = counters_report(graph, res, y_te)
+    return {"ann_accuracy": ann, "snn_accuracy": report["accuracy"], "graph": graph,
+            "meta": meta, "x_int": x_int, "y": y_te, "report": report, "model_path": model_path}
+
+
+def _rtl_step(bundle, x_int: np.ndarray, n: int) -> bool:
+    from .rtl.verify import verify_on_rtl
+
+    print(f"  running {n} test images on the RTL ...", flush=True)
+    rtl = verify_on_rtl(bundle, x_int[:n], timesteps=None, progress=True)
+    print(f"  {rtl.summary()}")
+    for line in rtl.mismatches[:10]:
+        print(f"    {line}")
+    if len(rtl.mismatches) > 10:
+        print(f"    ... and {len(rtl.mismatches) - 10} more mismatches")
+    return bool(rtl.all_exact)
+
+
+def cmd_demo(args) -> int:
+    if args.rtl_samples < 0:
+        raise SnncError(f"--rtl-samples must be >= 0, not {args.rtl_samples}")
+    print(f"snnc demo: 64-64-10 ReLU MLP on scikit-learn digits (seed {args.seed}), "
+          f"{args.bits}-bit weights, T={args.timesteps}, S={args.max_strength}", flush=True)
+    r = demo_reference(args.out, bits=args.bits, timesteps=args.timesteps,
+                       max_strength=args.max_strength, seed=args.seed)
+    rep = r["report"]
+    print(f"  float ANN test accuracy      {r['ann_accuracy']:.2%}")
+    print(f"  SNN reference test accuracy {r['snn_accuracy']:.2%} ({rep['correct']}/"
+          f"{rep['samples']}, {100 * (r['snn_accuracy'] - r['ann_accuracy']):+.2f} points)")
+    _print_counters(rep)
+    bundle = write_bundle(args.out / "bundle", r["graph"], r["meta"], hardware=True)
+    print(f"  bundle: {bundle.path} ({_files(bundle.path)})")
+    if args.rtl_samples == 0:
+        print("  RTL check skipped (--rtl-samples 0)")
+        return 0
+    exact = _rtl_step(bundle, r["x_int"], min(args.rtl_samples, len(r["x_int"])))
+    return 0 if exact else 1

@@ -1,0 +1,148 @@
+"""The command line: compile -> simulate round trip, user errors (exit 2, no traceback), demo."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from snnc.cli import demo_reference, main
+from snnc.compiler.bundle import load_bundle
+from snnc.compiler.data import quantize_inputs
+from snnc.compiler.pipeline import DEFAULT_MAX_STRENGTH, DEFAULT_TIMESTEPS
+from snnc.sim.reference import run
+
+
+@pytest.fixture
+def model_files(tmp_path):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3)).eval()
+    torch.export.save(torch.export.export(model, (torch.zeros(2, 6),)), tmp_path / "net.pt2")
+    torch.save(model, tmp_path / "pickled.pt")
+    gen = np.random.default_rng(0)
+    x = gen.random((40, 6))
+    y = model(torch.from_numpy(x).float()).argmax(dim=1).numpy()
+    np.savez(tmp_path / "calib.npz", x=x, y=y)
+    return tmp_path
+
+
+def error_of(capsys, argv) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return err
+
+
+def test_compile_then_simulate(model_files, capsys):
+    d = model_files
+    assert main(["compile", str(d / "net.pt2"), "--bits", "4", "--calib", str(d / "calib.npz"),
+                 "-T", "6", "-S", "7", "-o", str(d / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "compiled" in out and "theta" in out and "membrane state" in out and "manifest.json" in out
+    bundle = load_bundle(d / "out")
+    assert bundle.graph.timesteps == 6 and bundle.meta["max_strength"] == 7
+    assert main(["simulate", str(d / "out"), "--data", str(d / "calib.npz"), "--batch-size", "16",
+                 "--json", str(d / "res.json")]) == 0
+    out = capsys.readouterr().out
+    assert "accuracy" in out and "synaptic ops" in out
+    doc = json.loads((d / "res.json").read_text())
+    x = np.load(d / "calib.npz")["x"]
+    ref = run(bundle.graph, quantize_inputs(x, bundle.meta))
+    assert doc["predictions"] == ref.prediction.tolist()
+    assert doc["samples"] == 40 and doc["timesteps"] == 6
+    assert doc["correct"] == int(np.sum(ref.prediction == np.load(d / "calib.npz")["y"]))
+    assert doc["mean"]["synops"] == ref.synops.mean()
+    assert doc["mean"]["spikes"]["0"] == ref.spike_counts[:, 0].mean()
+
+
+def test_simulate_timesteps_override(model_files, capsys):
+    d = model_files
+    assert main(["compile", str(d / "net.pt2"), "--bits", "8", "--calib", str(d / "calib.npz"),
+                 "-o", str(d / "out")]) == 0
+    assert main(["simulate", str(d / "out"), "--data", str(d / "calib.npz"), "-T", "2",
+                 "--json", str(d / "r.json")]) == 0
+    assert json.loads((d / "r.json").read_text())["timesteps"] == 2
+    assert "T=2" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--bits", "3"], "snnc: error: --bits must be 8, 4 or 2, not 3"),
+    (["--bits", "4", "--max-strength", "16"], "snnc: error: --max-strength must be an integer in 1..15"),
+    (["--bits", "4", "--timesteps", "0"], "snnc: error: --timesteps must be an integer >= 1"),
+    (["--bits", "4", "--percentile", "0"], "snnc: error: --percentile must be in (0, 100]"),
+])
+def test_bad_flags(model_files, capsys, extra, message):
+    d = model_files
+    err = error_of(capsys, ["compile", str(d / "net.pt2"), "--calib", str(d / "calib.npz"),
+                            "-o", str(d / "out"), *extra])
+    assert err.startswith(message)
+
+
+def test_untrusted_pickle_message(model_files, capsys):
+    d = model_files
+    err = error_of(capsys, ["compile", str(d / "pickled.pt"), "--bits", "4", "--calib",
+                            str(d / "calib.npz"), "-o", str(d / "out")])
+    assert err.startswith("snnc: error: ") and "--trust-model" in err and "torch.export" in err
+    assert main(["compile", str(d / "pickled.pt"), "--bits", "4", "--calib", str(d / "calib.npz"),
+                 "--trust-model", "-o", str(d / "out")]) == 0
+
+
+def test_user_errors_exit_2_without_traceback(model_files, capsys):
+    d = model_files
+    assert "--calib FILE.npz is required" in error_of(
+        capsys, ["compile", str(d / "net.pt2"), "--bits", "4", "-o", str(d / "o")])
+    assert "does not exist" in error_of(
+        capsys, ["compile", str(d / "nope.pt2"), "--bits", "4", "--calib", "c.npz", "-o", "o"])
+    assert "not a bundle directory" in error_of(
+        capsys, ["simulate", str(d / "missing"), "--data", str(d / "calib.npz")])
+    assert main(["compile", str(d / "net.pt2"), "--bits", "4", "--calib", str(d / "calib.npz"),
+                 "-o", str(d / "out")]) == 0
+    np.savez(d / "wrong.npz", x=np.ones((3, 7)))
+    assert "the model expects [6]" in error_of(
+        capsys, ["simulate", str(d / "out"), "--data", str(d / "wrong.npz")])
+    assert "--timesteps must be an integer >= 1" in error_of(
+        capsys, ["simulate", str(d / "out"), "--data", str(d / "calib.npz"), "-T", "0"])
+
+
+def test_usage_errors_and_help(capsys):
+    assert main([]) == 2
+    assert main(["compile", "m.pt2", "-o", "x", "--bits", "4", "--input-shape", "a,b"]) == 2
+    assert "expected sizes like 1,8,8" in capsys.readouterr().err
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "examples:" in out and "snnc compile model.pt2" in out and "--trust-model" in out
+    assert main(["compile", "--help"]) == 0
+    assert f"(default: {DEFAULT_TIMESTEPS})" in capsys.readouterr().out
+
+
+def test_python_dash_m(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "snnc", "compile", str(tmp_path / "m.pt2"),
+                           "--bits", "4", "-o", str(tmp_path / "o")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("snnc: error: --calib FILE.npz is required")
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    return demo_reference(tmp_path_factory.mktemp("demo"), bits=4, timesteps=DEFAULT_TIMESTEPS,
+                          max_strength=DEFAULT_MAX_STRENGTH)
+
+
+def test_demo_defaults_keep_4_bit_snn_within_2_points(demo):
+    assert demo["report"]["samples"] == 540
+    assert demo["ann_accuracy"] >= 0.95
+    assert demo["ann_accuracy"] - demo["snn_accuracy"] <= 0.02
+    assert demo["meta"]["bits"] == 4 and demo["graph"].timesteps == DEFAULT_TIMESTEPS
+
+
+def test_demo_command_without_rtl(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path), "--rtl-samples", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "float ANN test accuracy" in out and "SNN reference test accuracy" in out
+    assert "RTL check skipped" in out
+    assert load_bundle(tmp_path / "bundle").meta["bits"] == 4
+    assert (tmp_path / "digits_mlp.pt2").is_file() and (tmp_path / "test.npz").is_file()
