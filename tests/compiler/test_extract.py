@@ -33,11 +33,17 @@ class Functional(nn.Module):
         return F.log_softmax(self.c(x.flatten(1)), dim=1)
 
 
-@pytest.mark.parametrize("via", ["fx", "export"])
+@pytest.mark.parametrize("via", ["fx", "export", "export-dynamic-batch"])
 def test_functional_spellings(via):
     torch.manual_seed(0)
     model = Functional().eval()
-    src = model if via == "fx" else exported(model, torch.rand(3, 4, 4))
+    if via == "fx":
+        src = model
+    elif via == "export":
+        src = exported(model, torch.rand(3, 4, 4))
+    else:  # x.size(0) becomes aten.sym_size, a shape computation beside the data path
+        src = torch.export.export(model, (torch.rand(3, 4, 4),),
+                                  dynamic_shapes=({0: torch.export.Dim("batch")},)).module()
     net = extract_layers(src, (4, 4))
     assert net.input_shape == (4, 4)
     assert [layer.name for layer in net.layers] == ["a", "b", "c"]
