@@ -1,4 +1,4 @@
-"""The ``snnc`` command line: compile, simulate, demo.
+"""The ``snnc`` command line: compile, simulate, verify, demo.
 
 One entry point, :func:`main`, with one small function per subcommand. User errors
 (:class:`~snnc.compiler.errors.SnncError`, :class:`~snnc.compiler.bundle.BundleError`,
@@ -29,6 +29,8 @@ examples:
   snnc compile model.pt2 --bits 4 --calib calib.npz -o build/net
   snnc compile weights.pt --arch mynets:MLP --bits 8 --calib calib.npz -o build/net
   snnc simulate build/net --data test.npz --json results.json
+  snnc simulate build/net --data test.npz --cycle-accurate --clock-mhz 48
+  snnc verify build/net --data test.npz --samples 20 --simulator verilator
 
 model files:
   .pt2         torch.export.save(torch.export.export(model.eval(), (example,)), "model.pt2")
@@ -104,7 +106,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the results as JSON")
     p.add_argument("--batch-size", type=int, default=256, metavar="N",
                    help="samples per reference batch (default: %(default)s)")
+    p.add_argument("--cycle-accurate", action="store_true",
+                   help="also run the cycle-accurate model of the bundle's core: exact cycles "
+                        "per inference, per layer and per timestep, latency, utilization")
+    p.add_argument("--clock-mhz", type=float, default=50.0, metavar="F",
+                   help="clock for the latency figures (default: %(default)s MHz)")
     p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("verify", formatter_class=fmt, epilog=_EPILOG,
+                       help="run samples on the bundle's RTL (cocotb) and compare bit for bit",
+                       description="Build the bundle's generated core (core.v) under an HDL "
+                                   "simulator, run N inputs through it with cocotb, and compare "
+                                   "every output spike, every final membrane, the counters and "
+                                   "the cycle count with the reference and the cycle model.")
+    p.add_argument("bundle", type=Path, help="bundle directory written by snnc compile")
+    p.add_argument("--data", type=Path, metavar="FILE",
+                   help=".npz with float x; the first N samples are used (default: seeded "
+                        "random inputs)")
+    p.add_argument("--simulator", choices=("verilator", "icarus"), default="verilator",
+                   help="HDL simulator (default: %(default)s)")
+    p.add_argument("--samples", "-n", type=int, default=10, metavar="N",
+                   help="number of inputs (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed for random inputs and for the stall pattern (default: %(default)s)")
+    p.add_argument("--stall", type=float, default=0.0, metavar="P",
+                   help="probability of an idle input cycle and of output backpressure per "
+                        "cycle, 0..0.9 (default: %(default)s)")
+    p.add_argument("--timesteps", "-T", type=int, metavar="T",
+                   help="timesteps per inference (default: the compiled value)")
+    p.add_argument("--waves", type=Path, nargs="?", const=Path("waves"), metavar="DIR",
+                   help="on a mismatch, rerun the first failing sample with tracing and keep "
+                        "its waveform (VCD with Verilator, FST with Icarus) in DIR "
+                        "(default: ./waves)")
+    p.add_argument("--json", type=Path, metavar="FILE", help="also write the report as JSON")
+    p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("demo", formatter_class=fmt, epilog=_EPILOG,
                        help="train, compile and verify a digits MLP end to end",
@@ -263,13 +298,115 @@ def cmd_simulate(args) -> int:
     if y is not None:
         print(f"  accuracy {report['accuracy']:.2%} ({report['correct']}/{report['samples']})")
     _print_counters(report)
+    cycles = _cycle_accurate(bundle, x_int, T, args.clock_mhz) if args.cycle_accurate else None
     if args.json is not None:
         doc = {"bundle": str(args.bundle), "data": str(args.data), "timesteps": T, **report,
                "predictions": [int(v) for v in res["prediction"]]}
+        if cycles is not None:
+            doc["cycle_accurate"] = cycles
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(doc, indent=2) + "\n")
         print(f"  wrote {args.json}")
     return 0
+
+
+def _core_params(bundle):
+    from .hw.params import CoreParams
+    if not bundle.core.get("params"):
+        raise SnncError(f"{bundle.path} has no hardware section: recompile it with snnc compile")
+    try:
+        return CoreParams(**bundle.core["params"])
+    except (TypeError, ValueError) as exc:
+        raise BundleError(f"{bundle.path}/manifest.json has invalid core parameters: {exc}") from None
+
+
+def _cycle_accurate(bundle, x_int, T, clock_mhz) -> dict:
+    """Run the cycle-accurate model; check it against the reference; print and return the report."""
+    from .hw.mapping import map_graph
+    from .report.cycles import cycle_report, format_cycle_report
+    from .sim.core import CoreModel
+    from .sim.reference import run
+
+    if not clock_mhz > 0:
+        raise SnncError(f"--clock-mhz must be positive, not {clock_mhz}")
+    params = _core_params(bundle)
+    image = map_graph(bundle.graph)
+    runs = [CoreModel(params).run(image, x_int[i:i + 256], T) for i in range(0, len(x_int), 256)]
+    for i, r in zip(range(0, len(x_int), 256), runs):
+        ref = run(bundle.graph, x_int[i:i + 256], T)
+        if not np.array_equal(r.v_final, np.concatenate(ref.v_final, axis=1)):
+            raise SnncError("internal error: the cycle model disagrees with the reference")
+    merged = runs[0]
+    if len(runs) > 1:
+        import dataclasses
+        cat = lambda name: np.concatenate([getattr(r, name) for r in runs])
+        merged = dataclasses.replace(
+            merged, cycles=cat("cycles"), synops=cat("synops"), spike_counts=cat("spike_counts"),
+            cycles_per_timestep=cat("cycles_per_timestep"),
+            spike_buffer_high_water=cat("spike_buffer_high_water"),
+            spikes=[np.concatenate([r.spikes[k] for r in runs], axis=1) for k in range(len(merged.spikes))],
+            cycles_per_phase={key: np.concatenate([r.cycles_per_phase[key] for r in runs])
+                              for key in merged.cycles_per_phase})
+    rep = cycle_report(bundle.graph, merged, clock_mhz=clock_mhz)
+    print("  cycle-accurate model (results identical to the reference):")
+    for line in format_cycle_report(rep).splitlines():
+        print(f"    {line}")
+    return rep
+
+
+# ---------------------------------------------------------------------------------------------
+# verify
+
+
+def cmd_verify(args) -> int:
+    from .hw.mapping import MappingError
+    from .rtl.runner import SimulatorMissing
+    from .rtl.verify import verify_on_rtl
+    from .testing import random_inputs
+
+    if args.samples < 1:
+        raise SnncError(f"--samples must be >= 1, not {args.samples}")
+    if not 0.0 <= args.stall <= 0.9:
+        raise SnncError(f"--stall must be in 0..0.9, not {args.stall}")
+    bundle = load_bundle(args.bundle)
+    graph = bundle.graph
+    _core_params(bundle)
+    T = graph.timesteps if args.timesteps is None else args.timesteps
+    if T < 1:
+        raise SnncError(f"--timesteps must be >= 1, not {T}")
+    if args.data is not None:
+        x, _ = load_npz(args.data)
+        x = check_samples(x, graph.input.shape, what=str(args.data))[:args.samples]
+        x_int = quantize_inputs(x, bundle.meta)
+        source = f"the first {len(x_int)} samples of {args.data}"
+    else:
+        x_int = random_inputs(np.random.default_rng(args.seed), graph, args.samples)
+        source = f"{args.samples} random inputs (seed {args.seed})"
+    print(f"snnc: verifying {args.bundle} on {args.simulator} with {source}, T={T}", flush=True)
+    try:
+        rep = verify_on_rtl(bundle, x_int, timesteps=T, simulator=args.simulator, seed=args.seed,
+                            idle=args.stall, stall=args.stall, waves_dir=args.waves)
+    except SimulatorMissing as exc:
+        raise SnncError(f"{exc}; or choose the other --simulator") from None
+    except MappingError as exc:
+        raise SnncError(str(exc)) from None
+    for r in rep.per_sample:
+        status = "ok" if r["exact"] else "MISMATCH"
+        print(f"  sample {r['sample']:>4}: {status:<8} {r['cycles']:>9} cycles "
+              f"(RTL counter {r['rtl_active_cycles']}), prediction {r['prediction_rtl']}")
+        for m in r["mismatches"]:
+            print(f"      {m}")
+    print(f"  {rep.summary()}")
+    for w in rep.waves:
+        print(f"  waveform of the first failing sample: {w}")
+    if args.json is not None:
+        doc = {"bundle": str(args.bundle), "simulator": args.simulator, "timesteps": T,
+               "inputs": source, "all_exact": rep.all_exact, "samples": rep.per_sample,
+               "waves": rep.waves}
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(doc, indent=2) + "\n")
+        print(f"  wrote {args.json}")
+    return 0 if rep.all_exact else 1
 
 
 # ---------------------------------------------------------------------------------------------

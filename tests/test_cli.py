@@ -146,3 +146,37 @@ def test_demo_command_without_rtl(tmp_path, capsys):
     assert "RTL check skipped" in out
     assert load_bundle(tmp_path / "bundle").meta["bits"] == 4
     assert (tmp_path / "digits_mlp.pt2").is_file() and (tmp_path / "test.npz").is_file()
+
+
+def test_simulate_cycle_accurate(model_files, capsys):
+    """--cycle-accurate prints and records the cycle model's exact figures."""
+    from snnc.hw.mapping import map_graph
+    from snnc.hw.params import CoreParams
+    from snnc.sim.core import CoreModel
+    d = model_files
+    assert main(["compile", str(d / "net.pt2"), "--bits", "8", "--calib", str(d / "calib.npz"),
+                 "-T", "3", "-o", str(d / "out")]) == 0
+    capsys.readouterr()
+    assert main(["simulate", str(d / "out"), "--data", str(d / "calib.npz"), "--cycle-accurate",
+                 "--clock-mhz", "25", "--json", str(d / "c.json")]) == 0
+    out = capsys.readouterr().out
+    assert "cycles per inference" in out and "latency at 25 MHz" in out and "utilization" in out
+    doc = json.loads((d / "c.json").read_text())["cycle_accurate"]
+    bundle = load_bundle(d / "out")
+    x = quantize_inputs(np.load(d / "calib.npz")["x"], bundle.meta)
+    model = CoreModel(CoreParams(**bundle.core["params"])).run(map_graph(bundle.graph), x, 3)
+    assert doc["cycles_min"] == model.cycles.min() and doc["cycles_max"] == model.cycles.max()
+    assert doc["samples"] == 40 and doc["clock_mhz"] == 25.0
+    assert error_of(capsys, ["simulate", str(d / "out"), "--data", str(d / "calib.npz"),
+                             "--cycle-accurate", "--clock-mhz", "0"]).startswith(
+        "snnc: error: --clock-mhz must be positive")
+
+
+def test_verify_rejects_bad_flags(model_files, capsys):
+    d = model_files
+    assert main(["compile", str(d / "net.pt2"), "--bits", "8", "--calib", str(d / "calib.npz"),
+                 "-o", str(d / "out")]) == 0
+    capsys.readouterr()
+    assert "--samples must be >= 1" in error_of(capsys, ["verify", str(d / "out"), "--samples", "0"])
+    assert "--stall must be in 0..0.9" in error_of(capsys, ["verify", str(d / "out"), "--stall", "1"])
+    assert "not a bundle directory" in error_of(capsys, ["verify", str(d / "nope")])

@@ -90,7 +90,7 @@ def build(verilog: str, *, simulator: str = "verilator", waves: bool = False) ->
             runner = get_runner(simulator)
             args = ["-Wno-fatal"] if simulator == "verilator" else []
             if waves and simulator == "verilator":
-                args.append("--trace-fst")
+                args.append("--trace")
             log = bdir / "build.log"
             try:
                 runner.build(sources=[src], hdl_toplevel=TOPLEVEL, build_dir=bdir / "sim_build",
@@ -135,6 +135,13 @@ def run_job(rtl: RtlBuild, job: dict, *, waves: bool = False, keep_dir=None) -> 
         raise RuntimeError(f"cocotb test failed ({n_failed}/{n_tests}); log in {log}\n{tail}")
     result = json.loads(result_path.read_text())
     result["work_dir"] = str(work)
+    if waves:
+        # Verilator writes dump.vcd into the test directory; Icarus writes <top>.fst into the
+        # build directory (shared by runs), so copy it next to the job.
+        for f in (rtl.build_dir / "sim_build").glob(f"{TOPLEVEL}.fst"):
+            shutil.copy(f, work / f.name)
+        traces = sorted(str(f) for f in work.iterdir() if f.suffix in (".vcd", ".fst"))
+        result["waves"] = traces
     if not keep_dir and not waves:
         shutil.rmtree(work, ignore_errors=True)
     return result

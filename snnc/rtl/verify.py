@@ -84,6 +84,8 @@ class RtlReport:
     wall_cycles: list = field(default_factory=list)
     sim_seconds: float = 0.0
     simulator: str = "verilator"
+    per_sample: list = field(default_factory=list)
+    waves: list = field(default_factory=list)
 
     @property
     def all_exact(self) -> bool:
@@ -128,8 +130,12 @@ def run_networks(items, params: CoreParams, verilog: str, *, simulator="verilato
 
 
 def verify_on_rtl(bundle, x_int, *, timesteps=None, progress=True, simulator="verilator",
-                  seed=0, idle=0.0, stall=0.0, chunk=10) -> RtlReport:
-    """Run integer inputs ``x_int`` through the bundle's generated core and compare bit for bit."""
+                  seed=0, idle=0.0, stall=0.0, chunk=10, waves_dir=None) -> RtlReport:
+    """Run integer inputs ``x_int`` through the bundle's generated core and compare bit for bit.
+
+    With ``waves_dir``, the first failing sample is run again with tracing on and its waveform
+    (VCD from Verilator, FST from Icarus) is kept under ``waves_dir``.
+    """
     from tqdm import tqdm
 
     params = CoreParams(**bundle.core["params"])
@@ -145,6 +151,11 @@ def verify_on_rtl(bundle, x_int, *, timesteps=None, progress=True, simulator="ve
         [(model, mism, got)] = run_networks([(graph, xs, T)], params, verilog,
                                             simulator=simulator, seed=seed, idle=idle, stall=stall)
         for b, m in enumerate(mism):
+            report.per_sample.append({"sample": lo + b, "exact": not m, "mismatches": m,
+                                      "cycles": int(model.cycles[b]),
+                                      "rtl_active_cycles": int(got[b]["counters"][Counter.ACTIVE]),
+                                      "wall_cycles": int(got[b]["wall_cycles"]),
+                                      "prediction_rtl": _rtl_prediction(graph, params, got[b])})
             report.n_samples += 1
             report.n_exact += not m
             report.mismatches += [f"sample {lo + b}: {msg}" for msg in m]
@@ -153,4 +164,28 @@ def verify_on_rtl(bundle, x_int, *, timesteps=None, progress=True, simulator="ve
         bar.update(len(xs))
     bar.close()
     report.sim_seconds = time.perf_counter() - t0
+    failing = [r["sample"] for r in report.per_sample if not r["exact"]]
+    if waves_dir is not None and failing:
+        from pathlib import Path
+        b = failing[0]
+        keep = Path(waves_dir) / f"sample{b}"
+        [(_, _, _)] = run_networks([(graph, x[b:b + 1], T)], params, verilog, simulator=simulator,
+                                   seed=seed, idle=idle, stall=stall, waves=True, keep_dir=keep)
+        report.waves = sorted(str(f) for f in keep.iterdir() if f.suffix in (".vcd", ".fst"))
     return report
+
+
+def _rtl_prediction(graph: Graph, params: CoreParams, got: dict) -> int:
+    """The prediction computed from what the RTL produced (membranes read back, or spikes)."""
+    from ..ir import Readout
+    image = map_graph(graph)
+    k = graph.n_pops - 1
+    if graph.readout is Readout.MEMBRANE:
+        nb, n = image.pops[k]["NBASE"], image.pops[k]["SIZE"]
+        v = [_signed(a, params.v_bits) for a in got["v"][nb:nb + n]]
+        return int(np.argmax(v))
+    totals = np.zeros(graph.size(k), dtype=np.int64)
+    for _, pop, index, strength in got["events"]:
+        if pop == k:
+            totals[index] += strength
+    return int(np.argmax(totals))
