@@ -17,10 +17,13 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 __all__ = [
-    "WEIGHT_BITS", "INPUT_BITS", "STRENGTH_LIMIT",
-    "InputPopulation", "Population", "Dense", "Readout", "Graph",
-    "weight_limit", "frozen_array",
+    "WEIGHT_BITS", "INPUT_BITS", "STRENGTH_LIMIT", "MAX_KERNEL",
+    "InputPopulation", "Population", "Dense", "Conv", "MaxPool", "Readout", "Graph",
+    "weight_limit", "frozen_array", "conv_output_shape",
 ]
+
+#: Largest convolution / pooling kernel side.
+MAX_KERNEL = 7
 
 #: Weight widths the compiler and the core support.
 WEIGHT_BITS = (8, 4, 2)
@@ -109,6 +112,10 @@ class Population(_ArrayEq):
         s = min(U // theta, s_max) if spiking and U >= theta else 0
         V = clamp(U - s * theta, v_min, v_max)
 
+    A population with ``maxpool=True`` is a spiking max-pool gate (Rueckauer et al. 2017): its
+    only input is a :class:`MaxPool` projection, and its update is the gate rule of
+    ``docs/architecture.md`` (``bias``, ``theta``, ``v_min``, ``v_max`` are unused: 0, 1, 0, 0).
+
     Parameters
     ----------
     name : str
@@ -123,6 +130,11 @@ class Population(_ArrayEq):
         Clamp bounds applied once per timestep, ``v_min <= 0 < theta <= v_max``.
     spiking : bool
         False for the readout integrator (it never spikes).
+    shape : tuple of int
+        Layout of the neurons, ``(C, H, W)`` for feature maps (row-major, like ``torch.flatten``);
+        ``()`` means ``(size,)``.
+    maxpool : bool
+        The population is a spiking max-pool gate.
     """
     name: str
     size: int
@@ -132,9 +144,12 @@ class Population(_ArrayEq):
     v_min: int
     v_max: int
     spiking: bool = True
+    shape: tuple = ()
+    maxpool: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "bias", frozen_array(self.bias, ndim=1, name=f"{self.name}.bias"))
+        object.__setattr__(self, "shape", tuple(int(v) for v in self.shape) or (int(self.size),))
 
 
 @dataclass(frozen=True, eq=False)
@@ -158,6 +173,58 @@ class Dense(_ArrayEq):
         return int(np.count_nonzero(self.weights))
 
 
+def conv_output_shape(in_shape, out_channels, kernel, stride, padding) -> tuple[int, int, int]:
+    """``(C_out, H_out, W_out)`` of a convolution (floor division, like PyTorch)."""
+    _, h, w = in_shape
+    (kh, kw), (sy, sx), (py, px) = kernel, stride, padding
+    return (out_channels, (h + 2 * py - kh) // sy + 1, (w + 2 * px - kw) // sx + 1)
+
+
+@dataclass(frozen=True, eq=False)
+class Conv(_ArrayEq):
+    """A 2-D convolution projection ``src (C_in, H, W) -> dst (C_out, H_out, W_out)``.
+
+    ``weights[co, ci, ky, kx]`` (signed ``bits``-bit integers); ``stride`` and ``padding`` are
+    ``(y, x)`` pairs; zero padding; groups = 1 (a depthwise kernel is a full kernel whose
+    off-diagonal channel pairs are zero). An event of source ``(ci, y, x)`` reaches output
+    ``(co, oy, ox)`` with weight ``weights[co, ci, ky, kx]`` whenever
+    ``oy * sy - py + ky == y`` and ``ox * sx - px + kx == x``.
+    """
+    src: int
+    dst: int
+    weights: np.ndarray
+    bits: int
+    stride: tuple = (1, 1)
+    padding: tuple = (0, 0)
+
+    def __post_init__(self):
+        object.__setattr__(self, "weights",
+                           frozen_array(self.weights, ndim=4, name=f"conv {self.src}->{self.dst}"))
+        object.__setattr__(self, "stride", tuple(int(v) for v in self.stride))
+        object.__setattr__(self, "padding", tuple(int(v) for v in self.padding))
+
+    @property
+    def kernel(self) -> tuple[int, int]:
+        return tuple(self.weights.shape[2:])
+
+    @property
+    def nnz(self) -> int:
+        return int(np.count_nonzero(self.weights))
+
+
+@dataclass(frozen=True, eq=False)
+class MaxPool(_ArrayEq):
+    """Spiking max-pool ``src (C, H, W) -> dst (C, H // k, W // k)``: windows of ``k x k``,
+    stride ``k``, no padding (rows and columns past the last whole window are dropped)."""
+    src: int
+    dst: int
+    kernel: int
+
+    @property
+    def nnz(self) -> int:
+        return 0
+
+
 @dataclass(frozen=True, eq=False)
 class Graph(_ArrayEq):
     """A whole SNN: populations in evaluation order, projections, and the run configuration.
@@ -168,14 +235,14 @@ class Graph(_ArrayEq):
     populations : tuple of Population
         Neuron populations in evaluation order; population index ``k`` in projections refers to
         ``populations[k - 1]`` (index 0 is the input).
-    projections : tuple of Dense
+    projections : tuple of Dense, Conv or MaxPool
     timesteps : int
         Default number of timesteps ``T``.
     readout : Readout
     """
     input: InputPopulation
     populations: tuple[Population, ...]
-    projections: tuple[Dense, ...]
+    projections: tuple
     timesteps: int
     readout: Readout = Readout.MEMBRANE
     name: str = "snn"
@@ -192,10 +259,13 @@ class Graph(_ArrayEq):
         """Number of populations including the input population."""
         return 1 + len(self.populations)
 
-    def incoming(self, index: int) -> tuple[Dense, ...]:
+    def shape(self, index: int) -> tuple[int, ...]:
+        return tuple(self.pop(index).shape)
+
+    def incoming(self, index: int) -> tuple:
         return tuple(p for p in self.projections if p.dst == index)
 
-    def outgoing(self, index: int) -> tuple[Dense, ...]:
+    def outgoing(self, index: int) -> tuple:
         return tuple(p for p in self.projections if p.src == index)
 
     @property

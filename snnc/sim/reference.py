@@ -11,9 +11,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..ir import Graph, Readout
+from ..ir import Conv, Dense, Graph, MaxPool, Readout
 
-__all__ = ["RunResult", "neuron_step", "run", "check_inputs", "argmax_lowest"]
+__all__ = ["RunResult", "neuron_step", "run", "check_inputs", "argmax_lowest", "maxpool_gate",
+           "conv_exact"]
 
 # float64 matrix products are exact while every partial sum stays below 2**53.
 _EXACT_F64 = 1 << 53
@@ -91,6 +92,33 @@ def check_inputs(graph: Graph, x) -> np.ndarray:
     return x
 
 
+def conv_exact(src: np.ndarray, proj: Conv, in_shape) -> np.ndarray:
+    """Integer 2-D convolution of a batch of flattened sources (exact: float64 below 2**53)."""
+    import torch
+    x = torch.from_numpy(src.reshape((src.shape[0],) + tuple(in_shape)).astype(np.float64))
+    w = torch.from_numpy(proj.weights.astype(np.float64))
+    out = torch.nn.functional.conv2d(x, w, stride=proj.stride, padding=proj.padding)
+    return np.rint(out.numpy()).astype(np.int64).reshape(src.shape[0], -1)
+
+
+def maxpool_gate(acc: np.ndarray, s: np.ndarray, in_shape, k: int) -> np.ndarray:
+    """Spiking max-pool output for one timestep.
+
+    ``acc`` (B, n_src) is each member's accumulated strength including this timestep, ``s`` its
+    strength this timestep. Each ``k x k`` window passes the strength of its member with the
+    highest ``acc``, ties going to the first member in row-major window order.
+    """
+    B = acc.shape[0]
+    c, h, w = in_shape
+    ho, wo = h // k, w // k
+
+    def windows(a):
+        a = a.reshape(B, c, h, w)[:, :, :ho * k, :wo * k].reshape(B, c, ho, k, wo, k)
+        return a.transpose(0, 1, 2, 4, 3, 5).reshape(B, c, ho, wo, k * k)
+    win = np.argmax(windows(acc), axis=-1)
+    return np.take_along_axis(windows(s), win[..., None], axis=-1).reshape(B, -1)
+
+
 def _matmul_exact(src: np.ndarray, weights_t: np.ndarray, bound: int) -> np.ndarray:
     if bound < _EXACT_F64:
         return np.rint(src.astype(np.float64) @ weights_t.astype(np.float64)).astype(np.int64)
@@ -109,26 +137,47 @@ def run(graph: Graph, x, timesteps: int | None = None) -> RunResult:
     V = [np.zeros((B, p.size), dtype=np.int64) for p in pops]
     spikes = [np.zeros((T, B, p.size), dtype=np.int64) for p in pops]
     synops = np.zeros(B, dtype=np.int64)
-    # Per projection: transposed weights, nonzeros per source, and an exactness bound.
+    # Per projection: how to apply it, and how many synapses each nonzero event reaches.
     plan = []
     for proj in graph.projections:
-        wt = np.ascontiguousarray(proj.weights.T)
-        fan = np.count_nonzero(proj.weights, axis=0).astype(np.int64)
+        if isinstance(proj, MaxPool):
+            continue
         lo, hi = (graph.input.value_range if proj.src == 0 else (0, graph.pop(proj.src).s_max))
-        bound = int(np.abs(proj.weights).sum(axis=1).max(initial=0)) * max(abs(lo), abs(hi))
-        plan.append((proj, wt, fan, bound))
+        if isinstance(proj, Conv):
+            plan.append((proj, None, None, 0))
+        else:
+            wt = np.ascontiguousarray(proj.weights.T)
+            fan = np.count_nonzero(proj.weights, axis=0).astype(np.int64)
+            bound = int(np.abs(proj.weights).sum(axis=1).max(initial=0)) * max(abs(lo), abs(hi))
+            plan.append((proj, wt, fan, bound))
+    pool_acc = {k: np.zeros((B, graph.size(p.src)), dtype=np.int64)
+                for k in range(1, K) for p in graph.incoming(k) if isinstance(p, MaxPool)}
     x_nonzero = (x != 0).astype(np.int64)
     for t in range(T):
         out = {0: x}
         for k in range(1, K):
             pop = pops[k - 1]
+            if pop.maxpool:
+                (proj,) = graph.incoming(k)
+                pool_acc[k] += out[proj.src]
+                s = maxpool_gate(pool_acc[k], out[proj.src], graph.shape(proj.src), proj.kernel)
+                spikes[k - 1][t] = s
+                out[k] = s
+                continue
             acc = V[k - 1]
             for proj, wt, fan, bound in plan:
                 if proj.dst != k:
                     continue
                 src = out[proj.src]
-                acc = acc + _matmul_exact(src, wt, bound + 1)
-                synops += (src != 0).astype(np.int64) @ fan
+                if isinstance(proj, Conv):
+                    acc = acc + conv_exact(src, proj, graph.shape(proj.src))
+                    reach = Conv(proj.src, proj.dst, (proj.weights != 0).astype(np.int64), 8,
+                                 proj.stride, proj.padding)
+                    synops += conv_exact((src != 0).astype(np.int64), reach,
+                                         graph.shape(proj.src)).sum(axis=1)
+                else:
+                    acc = acc + _matmul_exact(src, wt, bound + 1)
+                    synops += (src != 0).astype(np.int64) @ fan
             s, V[k - 1] = neuron_step(acc + pop.bias, pop.theta, pop.s_max, pop.v_min, pop.v_max,
                                       pop.spiking)
             spikes[k - 1][t] = s
