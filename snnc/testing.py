@@ -21,7 +21,7 @@ def random_graph(rng: np.random.Generator, *, max_in: int = 12, max_size: int = 
     """
     n_in = int(rng.integers(1, max_in + 1))
     signed = bool(rng.random() < 0.4)
-    n_hidden = int(rng.integers(0, max_hidden + 1))
+    n_hidden = int(rng.integers(1 if residual and max_hidden else 0, max_hidden + 1))
     sizes = [n_in] + [int(rng.integers(1, max_size + 1)) for _ in range(n_hidden)] + \
         [int(rng.integers(1, max(2, max_size // 2) + 1))]
     b = int(rng.choice([8, 4, 2])) if bits is None else bits
@@ -33,7 +33,7 @@ def random_graph(rng: np.random.Generator, *, max_in: int = 12, max_size: int = 
         w = rng.integers(-lim, lim + 1, size=(sizes[k], sizes[k - 1]))
         w = w * (rng.random(w.shape) < density)
         projections.append(Dense(src=k - 1, dst=k, weights=w, bits=b))
-        if residual and k >= 2 and rng.random() < 0.5:
+        if residual and k >= 2 and (k == len(sizes) - 1 or rng.random() < 0.5):
             w2 = rng.integers(-lim, lim + 1, size=(sizes[k], sizes[k - 2])) * (rng.random((sizes[k], sizes[k - 2])) < 0.5)
             projections.append(Dense(src=k - 2, dst=k, weights=w2, bits=b))
     projections.sort(key=lambda p: (p.dst, p.src))

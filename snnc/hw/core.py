@@ -16,7 +16,8 @@ from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .neuron import NeuronUnit
-from .params import CfgSel, CoreParams, Counter, ParamField, TIMING
+from .params import (MEMBER_BITS, TIMING, CfgSel, ConvField, CoreParams, Counter, ParamField,
+                     SourceMode)
 
 __all__ = ["Core", "input_layout", "output_layout"]
 
@@ -38,8 +39,15 @@ def _param_layout(p: CoreParams) -> data.StructLayout:
         "NBASE": p.neuron_addr_bits, "SIZE": p.local_bits + 1,
         "SBASE": p.source_addr_bits, "TBASE": p.syn_addr_bits, "WBASE": p.syn_addr_bits,
         "WSHIFT": 2, "THETA": unsigned(vb), "SMAX": p.strength_bits, "VMIN": signed(vb),
-        "VMAX": signed(vb), "SPIKING": 1, "SMAX_THETA": unsigned(vb),
+        "VMAX": signed(vb), "SPIKING": 1, "SMAX_THETA": unsigned(vb), "SMODE": 2, "GATE": 1,
     })
+
+
+def _conv_layout(p: CoreParams) -> data.StructLayout:
+    cb = p.coord_bits
+    return data.StructLayout({"PAD_Y": 3, "PAD_X": 3, "STRIDE_Y": 3, "STRIDE_X": 3,
+                              "RECIP_Y": p.recip_shift + 1, "RECIP_X": p.recip_shift + 1,
+                              "OUT_H": cb + 1, "OUT_W": cb + 1})
 
 
 class Core(wiring.Component):
@@ -80,7 +88,7 @@ class Core(wiring.Component):
 
         # Memories (synchronous read ports only, so they map onto block RAM).
         m.submodules.ptr_mem = ptr_mem = memory.Memory(shape=p.ptr_bits, depth=p.max_sources, init=[])
-        m.submodules.tgt_mem = tgt_mem = memory.Memory(shape=p.neuron_addr_bits, depth=p.max_synapses, init=[])
+        m.submodules.tgt_mem = tgt_mem = memory.Memory(shape=p.tgt_bits, depth=p.max_synapses, init=[])
         m.submodules.wgt_mem = wgt_mem = memory.Memory(shape=8, depth=p.max_synapses, init=[])
         m.submodules.bias_mem = bias_mem = memory.Memory(shape=signed(vb), depth=p.max_neurons, init=[])
         m.submodules.v_mem = v_mem = memory.Memory(shape=signed(vb), depth=p.max_neurons, init=[])
@@ -92,15 +100,21 @@ class Core(wiring.Component):
         ptr_r, tgt_r, wgt_r, bias_r = (mem.read_port() for mem in (ptr_mem, tgt_mem, wgt_mem, bias_mem))
         v_r = v_mem.read_port(transparent_for=(v_w,))
         spk_r = spk_mem.read_port()
+        # Accumulated strength of each max-pool member (indexed by global source).
+        m.submodules.cnt_mem = cnt_mem = memory.Memory(shape=p.pool_count_bits, depth=p.max_sources, init=[])
+        cnt_w = cnt_mem.write_port()
+        cnt_r = cnt_mem.read_port(transparent_for=(cnt_w,))
 
         # Parameter and global registers.
         playout = _param_layout(p)
         pregs = Array(Signal(playout, name=f"pop{k}") for k in range(p.max_pops))
         n_pops = Signal(p.pop_bits + 1)
         timesteps = Signal(p.counter_bits)
-        n_neurons = Signal(p.neuron_addr_bits + 1)
+        n_clear = Signal(p.clear_bits + 1)
         cur_pop = Signal(p.pop_bits)
         cur = pregs[cur_pop]
+        clayout = _conv_layout(p)
+        cregs = Array(Signal(clayout, name=f"conv{j}") for j in range(p.max_convs))
 
         # Counters.
         cnt_active = Signal(p.counter_bits)
@@ -114,7 +128,7 @@ class Core(wiring.Component):
         stall_out = Signal()
         wait_in = Signal()
         m.d.comb += [stall_out.eq(self.out.valid & ~self.out.ready), en.eq(~stall_out & ~wait_in)]
-        for port in (ptr_r, tgt_r, wgt_r, bias_r, v_r, spk_r):
+        for port in (ptr_r, tgt_r, wgt_r, bias_r, v_r, spk_r, cnt_r):
             m.d.comb += port.en.eq(en)
 
         # Configuration writes (idle only; the host guarantees it).
@@ -140,46 +154,116 @@ class Core(wiring.Component):
                 with m.Case(1):
                     m.d.sync += timesteps.eq(wdata)
                 with m.Case(2):
-                    m.d.sync += n_neurons.eq(wdata)
+                    m.d.sync += n_clear.eq(wdata)
+        with m.If(we & (sel == CfgSel.CONV)):
+            with m.Switch(addr[4:]):
+                for j in range(p.max_convs):
+                    with m.Case(j):
+                        with m.Switch(addr[:4]):
+                            for f in ConvField:
+                                with m.Case(int(f)):
+                                    width = clayout[f.name].width
+                                    m.d.sync += getattr(cregs[j], f.name).eq(wdata[:width])
 
         # Neuron unit.
         m.submodules.neuron = nu = NeuronUnit(p.neuron, tag_bits=p.local_bits)
         m.d.comb += [nu.en.eq(en), nu.theta.eq(cur.THETA), nu.smax.eq(cur.SMAX),
                      nu.smax_theta.eq(cur.SMAX_THETA), nu.vmin.eq(cur.VMIN), nu.vmax.eq(cur.VMAX),
-                     nu.spiking.eq(cur.SPIKING)]
+                     nu.spiking.eq(cur.SPIKING), nu.gate.eq(cur.GATE)]
 
-        # Synapse pipeline: S0 issues target/weight reads, S1 extracts the weight and reads V,
-        # S2 writes V + w * strength.
+        # Synapse pipeline (5 stages): S0 reads the entry and its weight; S1 decodes the weight
+        # and the kernel tap; S2 divides by the stride; S3 checks bounds, forms the target and
+        # reads V (and a max-pool member's count); S4 writes V + w * strength, or the gate state.
+        nab, cb, sb_ = p.neuron_addr_bits, p.coord_bits, p.strength_bits
         s0_valid = Signal()
         walk_pos = Signal(p.syn_addr_bits)   # relative entry index within the fan-out region
         walk_left = Signal(p.count_bits)
+        walk_y = Signal(cb)
+        walk_x = Signal(cb)
         evt_strength = Signal(signed(p.input_bits))
-        s1_valid = Signal()
-        s1_lane = Signal(2)
-        s1_shift = Signal(2)
-        s1_strength = Signal(signed(p.input_bits))
-        s2_valid = Signal()
-        s2_tgt = Signal(p.neuron_addr_bits)
-        s2_prod = Signal(signed(8 + p.input_bits))
+        evt_src = Signal(p.source_addr_bits)
         m.d.comb += [tgt_r.addr.eq(cur.TBASE + walk_pos),
                      wgt_r.addr.eq(cur.WBASE + (walk_pos >> cur.WSHIFT))]
+
+        def stage(name, **fields):
+            return {k: Signal(v, name=f"{name}_{k}") for k, v in fields.items()}
+
+        common = dict(valid=1, strength=signed(p.input_bits), mode=2, g=p.source_addr_bits)
+        s1 = stage("s1", lane=2, shift=2, y=cb, x=cb, **common)
+        s2 = stage("s2", t=nab, prod=signed(8 + p.input_bits), ny=signed(cb + 2),
+                   nx=signed(cb + 2), cid=p.conv_bits, member=MEMBER_BITS, **common)
+        s3 = stage("s3", t=nab, prod=signed(8 + p.input_bits), ny=signed(cb + 2),
+                   nx=signed(cb + 2), qy=cb + 1, qx=cb + 1, cid=p.conv_bits, member=MEMBER_BITS,
+                   **common)
+        s4 = stage("s4", t=nab, prod=signed(8 + p.input_bits), member=MEMBER_BITS, **common)
+
+        def carry(dst, src):
+            return [dst[k].eq(src[k]) for k in common]
+
         with m.If(en):
-            m.d.sync += [s1_valid.eq(s0_valid), s1_lane.eq(walk_pos & ((1 << cur.WSHIFT) - 1)),
-                         s1_shift.eq(cur.WSHIFT), s1_strength.eq(evt_strength)]
+            m.d.sync += [s1["valid"].eq(s0_valid), s1["lane"].eq(walk_pos & ((1 << cur.WSHIFT) - 1)),
+                         s1["shift"].eq(cur.WSHIFT), s1["strength"].eq(evt_strength),
+                         s1["mode"].eq(cur.SMODE), s1["g"].eq(evt_src),
+                         s1["y"].eq(walk_y), s1["x"].eq(walk_x)]
+        # S1
         weight = Signal(signed(8))
         word = wgt_r.data
-        with m.Switch(s1_shift):
+        with m.Switch(s1["shift"]):
             with m.Case(0):
                 m.d.comb += weight.eq(word.as_signed())
             with m.Case(1):
-                m.d.comb += weight.eq(word.word_select(s1_lane[0], 4).as_signed())
+                m.d.comb += weight.eq(word.word_select(s1["lane"][0], 4).as_signed())
             with m.Default():
-                m.d.comb += weight.eq(word.word_select(s1_lane, 2).as_signed())
+                m.d.comb += weight.eq(word.word_select(s1["lane"], 2).as_signed())
+        entry = tgt_r.data
+        e_t, e_ky, e_kx, e_cid = entry[:nab], entry[nab:nab + 3], entry[nab + 3:nab + 6], entry[nab + 6:]
+        cv1 = cregs[e_cid]
         with m.If(en):
-            m.d.sync += [s2_valid.eq(s1_valid), s2_tgt.eq(tgt_r.data),
-                         s2_prod.eq(weight * s1_strength)]
-            with m.If(s2_valid):
-                m.d.sync += cnt_synops.eq(cnt_synops + 1)
+            m.d.sync += carry(s2, s1) + [
+                s2["t"].eq(e_t), s2["prod"].eq(weight * s1["strength"]), s2["cid"].eq(e_cid),
+                s2["member"].eq(Cat(e_kx, e_ky)),
+                s2["ny"].eq(s1["y"] + cv1.PAD_Y - e_ky), s2["nx"].eq(s1["x"] + cv1.PAD_X - e_kx)]
+        # S2
+        cv2 = cregs[s2["cid"]]
+        with m.If(en):
+            m.d.sync += carry(s3, s2) + [
+                s3[k].eq(s2[k]) for k in ("t", "prod", "ny", "nx", "cid", "member")] + [
+                s3["qy"].eq((s2["ny"][:cb + 1] * cv2.RECIP_Y) >> p.recip_shift),
+                s3["qx"].eq((s2["nx"][:cb + 1] * cv2.RECIP_X) >> p.recip_shift)]
+        # S3
+        cv3 = cregs[s3["cid"]]
+        conv_ok = ((s3["ny"] >= 0) & (s3["nx"] >= 0) & (s3["qy"] * cv3.STRIDE_Y == s3["ny"]) &
+                   (s3["qx"] * cv3.STRIDE_X == s3["nx"]) & (s3["qy"] < cv3.OUT_H) &
+                   (s3["qx"] < cv3.OUT_W))
+        s3_target = Signal(nab)
+        with m.If(s3["mode"] == SourceMode.CONV):
+            m.d.comb += s3_target.eq(s3["t"] + s3["qy"] * cv3.OUT_W + s3["qx"])
+        with m.Else():
+            m.d.comb += s3_target.eq(s3["t"])
+        m.d.comb += cnt_r.addr.eq(s3["g"])
+        with m.If(en):
+            m.d.sync += carry(s4, s3) + [
+                s4["valid"].eq(s3["valid"] & ((s3["mode"] != SourceMode.CONV) | conv_ok)),
+                s4["t"].eq(s3_target), s4["prod"].eq(s3["prod"]), s4["member"].eq(s3["member"])]
+        # S4: membrane update, or max-pool gate update.
+        pool4 = s4["mode"] == SourceMode.POOL
+        acc_new = Signal(p.pool_count_bits)
+        g_cur = v_r.data[:sb_]
+        g_idx = v_r.data[sb_:sb_ + MEMBER_BITS]
+        g_acc = v_r.data[sb_ + MEMBER_BITS:sb_ + MEMBER_BITS + p.pool_count_bits]
+        take = Signal()
+        m.d.comb += [acc_new.eq(cnt_r.data + s4["strength"][:sb_]),
+                     take.eq((acc_new > g_acc) | ((acc_new == g_acc) & (s4["member"] <= g_idx))),
+                     cnt_w.addr.eq(s4["g"]), cnt_w.data.eq(acc_new),
+                     cnt_w.en.eq(en & s4["valid"] & pool4)]
+        del g_cur
+        s4_write = Signal()
+        s4_data = Signal(signed(vb))
+        m.d.comb += [s4_write.eq(s4["valid"] & (~pool4 | take)),
+                     s4_data.eq(Mux(pool4, Cat(s4["strength"][:sb_], s4["member"], acc_new),
+                                    v_r.data + s4["prod"]))]
+        with m.If(en & s4["valid"] & ~pool4):
+            m.d.sync += cnt_synops.eq(cnt_synops + 1)
 
         # Sweep pipeline: W0 issues V/bias reads, W1 feeds U = V + bias to the neuron unit.
         sweep_issue = Signal()
@@ -196,7 +280,7 @@ class Core(wiring.Component):
         spk_rp = Signal(p.local_bits + 1)
 
         # V memory ports are shared by phase: sweep issue, synapse walk, or readback / clear.
-        clear_i = Signal(p.neuron_addr_bits + 1)
+        clear_i = Signal(p.clear_bits + 1)
         clearing = Signal()
         idle = Signal()
         with m.If(sweep_issue):
@@ -204,11 +288,11 @@ class Core(wiring.Component):
         with m.Elif(idle):
             m.d.comb += v_r.addr.eq(self.rb_addr)
         with m.Else():
-            m.d.comb += v_r.addr.eq(tgt_r.data)
+            m.d.comb += v_r.addr.eq(s3_target)
         with m.If(nu.o_valid):
             m.d.comb += [v_w.addr.eq(cur.NBASE + nu.o_tag), v_w.data.eq(nu.o_v), v_w.en.eq(en)]
-        with m.Elif(s2_valid):
-            m.d.comb += [v_w.addr.eq(s2_tgt), v_w.data.eq(v_r.data + s2_prod), v_w.en.eq(en)]
+        with m.Elif(s4["valid"]):
+            m.d.comb += [v_w.addr.eq(s4["t"]), v_w.data.eq(s4_data), v_w.en.eq(en & s4_write)]
         with m.Elif(clearing):
             m.d.comb += [v_w.addr.eq(clear_i), v_w.data.eq(0), v_w.en.eq(1)]
         with m.Else():
@@ -270,25 +354,30 @@ class Core(wiring.Component):
                     m.d.sync += [c.eq(0) for c in cnt_spikes]
                     m.next = "CLEAR"
             with m.State("CLEAR"):
-                m.d.comb += clearing.eq(clear_i < n_neurons)
+                m.d.comb += clearing.eq(clear_i < n_clear)
+                with m.If(clear_i < n_clear):
+                    m.d.comb += [cnt_w.addr.eq(clear_i), cnt_w.data.eq(0), cnt_w.en.eq(1)]
                 m.d.sync += clear_i.eq(clear_i + 1)
-                with m.If(clear_i >= n_neurons):
+                with m.If(clear_i >= n_clear):
                     m.next = "IN_FETCH"
             with m.State("IN_FETCH"):
                 m.d.comb += [wait_in.eq(~self.inp.valid), self.inp.ready.eq(~stall_out)]
                 m.d.comb += ptr_r.addr.eq(cur.SBASE + self.inp.payload.index)
                 with m.If(en):
-                    m.d.sync += [evt_strength.eq(self.inp.payload.value), from_spikes.eq(0)]
+                    m.d.sync += [evt_strength.eq(self.inp.payload.value), from_spikes.eq(0),
+                                 evt_src.eq(cur.SBASE + self.inp.payload.index)]
                     with m.If(self.inp.payload.eot):
                         m.d.sync += [cur_pop.eq(1), drain_left.eq(TIMING.drain - 1)]
                         m.next = "DRAIN"
                     with m.Else():
                         m.next = "PTR"
             with m.State("PTR"):
-                start = ptr_r.data[:p.syn_addr_bits]
-                count = ptr_r.data[p.syn_addr_bits:]
+                a, c = p.syn_addr_bits, p.count_bits
+                start, count = ptr_r.data[:a], ptr_r.data[a:a + c]
                 with m.If(en):
-                    m.d.sync += [walk_pos.eq(start), walk_left.eq(count)]
+                    m.d.sync += [walk_pos.eq(start), walk_left.eq(count),
+                                 walk_y.eq(ptr_r.data[a + c:a + c + cb]),
+                                 walk_x.eq(ptr_r.data[a + c + cb:a + c + 2 * cb])]
                     with m.If(count == 0):
                         back_to_fetch()
                     with m.Else():
@@ -332,7 +421,8 @@ class Core(wiring.Component):
             with m.State("SP_DATA"):
                 m.d.comb += ptr_r.addr.eq(spk_r.data[:p.source_addr_bits])
                 with m.If(en):
-                    m.d.sync += evt_strength.eq(spk_r.data[p.source_addr_bits:])
+                    m.d.sync += [evt_strength.eq(spk_r.data[p.source_addr_bits:]),
+                                 evt_src.eq(spk_r.data[:p.source_addr_bits])]
                     m.next = "PTR"
             with m.State("EMIT_EOT"):
                 with m.If(en):

@@ -21,10 +21,12 @@ from pathlib import Path
 import numpy as np
 
 from ..ir import Graph, required_state_bits, verify
-from .params import CfgSel, CoreParams, ParamField, bits_for
+from ..ir import Conv, MaxPool
+from .params import (MEMBER_BITS, CfgSel, ConvField, CoreParams, ParamField, SourceMode,
+                     bits_for)
 
 __all__ = ["MappingError", "CoreImage", "map_graph", "core_params_for", "config_writes",
-           "write_hardware", "WSHIFT"]
+           "write_hardware", "check_fits", "clear_length", "recip", "WSHIFT"]
 
 #: log2(weights per 8-bit word) per weight width.
 WSHIFT = {8: 0, 4: 1, 2: 2}
@@ -38,16 +40,25 @@ class MappingError(ValueError):
 class CoreImage:
     """Everything the core loads for one network, plus what the cycle model needs.
 
-    ``pops[k]`` maps :class:`ParamField` names to integers; ``fanout[g]`` is the number of
-    synapse entries of global source ``g``; ``source_of_neuron[n]`` is the global source index of
-    global neuron ``n`` (-1 for neurons that are not sources).
+    ``pops[k]`` maps :class:`ParamField` names to integers. Per global source ``g``:
+    ``ptr_start/ptr_count`` (its entry list, relative to its population's region) and
+    ``ptr_y/ptr_x`` (its coordinates, for convolution sources). Per synapse entry:
+    ``tgt`` (target neuron, or output-channel base for a convolution, or max-pool window),
+    ``tgt_ky/tgt_kx`` (kernel tap, or the max-pool member as ``ky * 8 + kx``) and ``tgt_conv``.
+    ``convs[j]`` is the geometry of convolution ``j`` (pads, strides, output size).
     """
     pops: tuple
     ptr_start: np.ndarray
     ptr_count: np.ndarray
+    ptr_y: np.ndarray
+    ptr_x: np.ndarray
     tgt: np.ndarray
+    tgt_ky: np.ndarray
+    tgt_kx: np.ndarray
+    tgt_conv: np.ndarray
     wgt: np.ndarray
     bias: np.ndarray
+    convs: tuple
     n_neurons: int
     n_sources: int
     n_entries: int
@@ -56,13 +67,33 @@ class CoreImage:
     pop_sizes: tuple
     max_strength: int
     state_bits: int
+    max_side: int
+    pool_strength: int
 
     @property
     def fanout(self) -> np.ndarray:
         return self.ptr_count
 
+    @property
+    def has_pool(self) -> bool:
+        return any(p["GATE"] for p in self.pops)
+
     def ptr_words(self, params: CoreParams) -> np.ndarray:
-        return self.ptr_start | (self.ptr_count << params.syn_addr_bits)
+        a, c, cb = params.syn_addr_bits, params.count_bits, params.coord_bits
+        return (self.ptr_start | (self.ptr_count << a) | (self.ptr_y << (a + c))
+                | (self.ptr_x << (a + c + cb)))
+
+    def tgt_words(self, params: CoreParams) -> np.ndarray:
+        n = params.neuron_addr_bits
+        return self.tgt | (self.tgt_ky << n) | (self.tgt_kx << (n + 3)) | (self.tgt_conv << (n + 6))
+
+    def needs(self, timesteps: int) -> dict:
+        return {"neurons": self.n_neurons, "sources": max(self.n_sources, self.pop_sizes[0]),
+                "synapses": max(self.n_entries, self.n_words), "populations": self.n_pops,
+                "population size": max(self.pop_sizes[1:]), "state bits": self.state_bits,
+                "spike strength": self.max_strength, "convolutions": len(self.convs),
+                "feature map side": self.max_side,
+                "max-pool count (timesteps x s_max)": timesteps * self.pool_strength}
 
 
 def _pack(weights: np.ndarray, bits: int) -> np.ndarray:
@@ -74,6 +105,36 @@ def _pack(weights: np.ndarray, bits: int) -> np.ndarray:
         part = weights[lane::lanes] & mask
         words[:len(part)] |= part << (bits * lane)
     return words
+
+
+def _source_mode(graph: Graph, k: int) -> SourceMode:
+    out = graph.outgoing(k)
+    kinds = {type(p) for p in out}
+    name = graph.pop(k).name
+    if MaxPool in kinds:
+        if len(out) > 1:
+            raise MappingError(f"population {k} ('{name}') feeds a max-pool and other layers; "
+                               "a max-pool's source must feed only the max-pool")
+        return SourceMode.POOL
+    if len(kinds) > 1:
+        raise MappingError(f"population {k} ('{name}') feeds both dense and convolution "
+                           "projections; one tile addresses a source population one way")
+    return SourceMode.CONV if Conv in kinds else SourceMode.DENSE
+
+
+def _dense_entries(graph, k, nbase):
+    src_i, tgt_g, w = [], [], []
+    for proj in graph.outgoing(k):
+        j, i = np.nonzero(proj.weights)
+        src_i.append(i)
+        tgt_g.append(j + nbase[proj.dst])
+        w.append(proj.weights[j, i])
+    if not src_i:
+        z = np.zeros(0, np.int64)
+        return z, z, z
+    src_i, tgt_g, w = (np.concatenate(a).astype(np.int64) for a in (src_i, tgt_g, w))
+    order = np.lexsort((tgt_g, src_i))
+    return src_i[order], tgt_g[order], w[order]
 
 
 def map_graph(graph: Graph) -> CoreImage:
@@ -88,39 +149,84 @@ def map_graph(graph: Graph) -> CoreImage:
     for k in range(K):
         if is_source[k]:
             sbase[k], s = s, s + graph.size(k)
-    starts, counts, tgts, wgts = [], [], [], []
-    tbase, wbase, wshift = [0] * K, [0] * K, [0] * K
+    conv_ids = {}
+    convs = []
+    for proj in graph.projections:
+        if isinstance(proj, Conv):
+            conv_ids[(proj.src, proj.dst)] = len(convs)
+            _, ho, wo = graph.shape(proj.dst)
+            convs.append({"PAD_Y": proj.padding[0], "PAD_X": proj.padding[1],
+                          "STRIDE_Y": proj.stride[0], "STRIDE_X": proj.stride[1],
+                          "OUT_H": ho, "OUT_W": wo})
+    cols = {name: [] for name in ("start", "count", "y", "x", "tgt", "ky", "kx", "conv", "wgt")}
+    tbase, wbase, wshift, smode = [0] * K, [0] * K, [0] * K, [0] * K
     entries = words = 0
     for k in range(K):
         if not is_source[k]:
             continue
+        mode = _source_mode(graph, k)
         out = graph.outgoing(k)
-        widths = {p.bits for p in out}
+        widths = {p.bits for p in out if not isinstance(p, MaxPool)}
         if len(widths) > 1:
             raise MappingError(f"population {k} ('{graph.pop(k).name}') feeds projections with "
                                f"different weight widths {sorted(widths)}; one tile stores one "
                                "width per source population")
         bits = widths.pop() if widths else 8
-        src_i, tgt_g, w = [], [], []
-        for proj in out:
-            j, i = np.nonzero(proj.weights)
-            src_i.append(i)
-            tgt_g.append(j + nbase[proj.dst])
-            w.append(proj.weights[j, i])
-        if out:
-            src_i, tgt_g, w = (np.concatenate(a).astype(np.int64) for a in (src_i, tgt_g, w))
-            order = np.lexsort((tgt_g, src_i))
-            src_i, tgt_g, w = src_i[order], tgt_g[order], w[order]
+        size = graph.size(k)
+        ys = xs = np.zeros(size, np.int64)
+        if len(graph.shape(k)) == 3:
+            c, h, w_ = graph.shape(k)
+            idx = np.arange(size)
+            ys, xs = (idx // w_) % h, idx % w_
+        ky = kx = conv = np.zeros(0, np.int64)
+        if mode is SourceMode.DENSE:
+            src_i, tgt, w = _dense_entries(graph, k, nbase)
+            cnt = np.bincount(src_i, minlength=size).astype(np.int64)
+            start = np.concatenate([[0], np.cumsum(cnt)[:-1]]).astype(np.int64)
+            ky = kx = conv = np.zeros(len(tgt), np.int64)
+        elif mode is SourceMode.CONV:
+            C = graph.shape(k)[0]
+            chan_t, chan_ky, chan_kx, chan_conv, chan_w, chan_cnt = [], [], [], [], [], []
+            for ci in range(C):
+                n_c = 0
+                for proj in out:
+                    _, ho, wo = graph.shape(proj.dst)
+                    co, tky, tkx = np.nonzero(proj.weights[:, ci])
+                    chan_t.append(nbase[proj.dst] + co * ho * wo)
+                    chan_ky.append(tky)
+                    chan_kx.append(tkx)
+                    chan_conv.append(np.full(len(co), conv_ids[(proj.src, proj.dst)]))
+                    chan_w.append(proj.weights[co, ci, tky, tkx])
+                    n_c += len(co)
+                chan_cnt.append(n_c)
+            cat = lambda a: np.concatenate(a).astype(np.int64) if a else np.zeros(0, np.int64)
+            tgt, ky, kx, conv, w = map(cat, (chan_t, chan_ky, chan_kx, chan_conv, chan_w))
+            chan_cnt = np.array(chan_cnt, dtype=np.int64)
+            chan_start = np.concatenate([[0], np.cumsum(chan_cnt)[:-1]]).astype(np.int64)
+            ch = np.arange(size) // (graph.shape(k)[1] * graph.shape(k)[2])
+            start, cnt = chan_start[ch], chan_cnt[ch]
         else:
-            src_i = tgt_g = w = np.zeros(0, dtype=np.int64)
-        cnt = np.bincount(src_i, minlength=graph.size(k)).astype(np.int64)
-        starts.append(np.concatenate([[0], np.cumsum(cnt)[:-1]]).astype(np.int64))
-        counts.append(cnt)
+            (proj,) = out
+            kk = proj.kernel
+            c, h, w_ = graph.shape(k)
+            _, ho, wo = graph.shape(proj.dst)
+            idx = np.arange(size)
+            inside = (ys < ho * kk) & (xs < wo * kk)
+            ch = idx // (h * w_)
+            win = (ch * ho + ys // kk) * wo + xs // kk
+            member = (ys % kk) * kk + xs % kk
+            cnt = inside.astype(np.int64)
+            start = np.concatenate([[0], np.cumsum(cnt)[:-1]]).astype(np.int64)
+            tgt = (nbase[proj.dst] + win[inside]).astype(np.int64)
+            ky, kx = member[inside] // 8, member[inside] % 8
+            conv = np.zeros(len(tgt), np.int64)
+            w = np.zeros(0, np.int64)
         packed = _pack(w, bits)
-        tbase[k], wbase[k], wshift[k] = entries, words, WSHIFT[bits]
-        tgts.append(tgt_g)
-        wgts.append(packed)
-        entries += len(tgt_g)
+        tbase[k], wbase[k], wshift[k], smode[k] = entries, words, WSHIFT[bits], int(mode)
+        for name, col in (("start", start), ("count", cnt), ("y", ys), ("x", xs), ("tgt", tgt),
+                          ("ky", ky), ("kx", kx), ("conv", conv), ("wgt", packed)):
+            cols[name].append(np.asarray(col, dtype=np.int64))
+        entries += len(tgt)
         words += len(packed)
     pops = []
     for k in range(K):
@@ -133,41 +239,60 @@ def map_graph(graph: Graph) -> CoreImage:
             "VMIN": p.v_min if neuron else 0, "VMAX": p.v_max if neuron else 0,
             "SPIKING": int(p.spiking) if neuron else 0,
             "SMAX_THETA": p.s_max * p.theta if neuron else 1,
+            "SMODE": smode[k], "GATE": int(neuron and p.maxpool),
         })
-    bias = (np.concatenate([p.bias for p in graph.populations]).astype(np.int64))
+    cat = {name: (np.concatenate(v) if v else np.zeros(0, np.int64)) for name, v in cols.items()}
+    bias = np.concatenate([p.bias for p in graph.populations]).astype(np.int64)
+    sides = [d for k in range(K) if len(graph.shape(k)) == 3 for d in graph.shape(k)[1:]]
+    pools = [graph.pop(k).s_max for k in range(1, K) if graph.pop(k).maxpool]
     return CoreImage(
-        pops=tuple(pops), ptr_start=np.concatenate(starts), ptr_count=np.concatenate(counts),
-        tgt=np.concatenate(tgts) if tgts else np.zeros(0, np.int64),
-        wgt=np.concatenate(wgts) if wgts else np.zeros(0, np.int64), bias=bias,
+        pops=tuple(pops), ptr_start=cat["start"], ptr_count=cat["count"], ptr_y=cat["y"],
+        ptr_x=cat["x"], tgt=cat["tgt"], tgt_ky=cat["ky"], tgt_kx=cat["kx"], tgt_conv=cat["conv"],
+        wgt=cat["wgt"], bias=bias, convs=tuple(convs),
         n_neurons=n, n_sources=s, n_entries=entries, n_words=words, n_pops=K,
         pop_sizes=tuple(graph.size(k) for k in range(K)),
         max_strength=max(p.s_max for p in graph.populations),
-        state_bits=required_state_bits(graph))
+        state_bits=required_state_bits(graph), max_side=max(sides, default=1),
+        pool_strength=max(pools, default=0))
 
 
-def core_params_for(image: CoreImage, **overrides) -> CoreParams:
+def _gate_bits(image: CoreImage, params: CoreParams) -> int:
+    return params.gate_bits + 1 if image.has_pool else 0
+
+
+def core_params_for(image: CoreImage, *, timesteps: int = 1, **overrides) -> CoreParams:
     """The smallest core that holds ``image`` (capacities may be raised with ``overrides``)."""
+    strength_bits = bits_for(image.max_strength)
+    pool_bits = bits_for(max(1, timesteps * image.pool_strength))
     fields = dict(
-        max_neurons=max(1, image.n_neurons), max_sources=max(1, image.n_sources),
+        max_neurons=max(1, image.n_neurons), max_sources=max(1, image.n_sources, image.pop_sizes[0]),
         max_synapses=max(1, image.n_entries, image.n_words), max_pops=max(2, image.n_pops),
-        max_pop_size=max(image.pop_sizes[1:]), v_bits=max(4, image.state_bits),
-        strength_bits=bits_for(image.max_strength))
+        max_pop_size=max(image.pop_sizes[1:]), strength_bits=strength_bits,
+        max_convs=max(1, len(image.convs)), coord_bits=bits_for(max(1, image.max_side - 1)),
+        pool_count_bits=pool_bits,
+        v_bits=max(4, image.state_bits,
+                   (pool_bits + MEMBER_BITS + strength_bits + 1) if image.has_pool else 0))
     fields.update(overrides)
     return CoreParams(**fields)
 
 
-def check_fits(image: CoreImage, params: CoreParams) -> None:
+def check_fits(image: CoreImage, params: CoreParams, timesteps: int = 1) -> None:
     """Raise :class:`MappingError` naming every limit ``image`` exceeds on ``params``."""
-    problems = params.fits(neurons=image.n_neurons, sources=image.n_sources,
-                           synapses=max(image.n_entries, image.n_words), pops=image.n_pops,
-                           pop_size=max(image.pop_sizes[1:]), v_bits=image.state_bits,
-                           s_max=image.max_strength)
-    if image.pop_sizes[0] > params.max_sources:
-        problems.append(f"input size: the network needs {image.pop_sizes[0]}, the core holds "
-                        f"{params.max_sources}")
+    problems = params.fits(image.needs(timesteps))
+    if image.has_pool and params.v_bits < params.gate_bits + 1:
+        problems.append(f"state bits: a max-pool gate needs {params.gate_bits + 1}, the core "
+                        f"holds {params.v_bits}")
+    for j, cv in enumerate(image.convs):
+        if max(cv["STRIDE_Y"], cv["STRIDE_X"]) > 7:
+            problems.append(f"convolution {j}: stride {cv['STRIDE_Y']}x{cv['STRIDE_X']} exceeds 7")
     if problems:
         raise MappingError("the network does not fit the core: " + "; ".join(problems) +
                            ". Prune more, use fewer/smaller layers, or build a larger core.")
+
+
+def recip(stride: int, params: CoreParams) -> int:
+    """Multiplier with ``(n * recip) >> recip_shift == n // stride`` for every coordinate ``n``."""
+    return -(-(1 << params.recip_shift) // stride)
 
 
 def _twos(value: int, bits: int) -> int:
@@ -176,18 +301,26 @@ def _twos(value: int, bits: int) -> int:
 
 def config_writes(image: CoreImage, params: CoreParams, timesteps: int) -> list[tuple[int, int, int]]:
     """The ``(cfg_sel, cfg_addr, cfg_data)`` writes that load ``image`` into a core."""
-    check_fits(image, params)
+    check_fits(image, params, timesteps)
     vb = params.v_bits
     writes = [(CfgSel.PTR, a, int(d)) for a, d in enumerate(image.ptr_words(params))]
-    writes += [(CfgSel.TGT, a, int(d)) for a, d in enumerate(image.tgt)]
+    writes += [(CfgSel.TGT, a, int(d)) for a, d in enumerate(image.tgt_words(params))]
     writes += [(CfgSel.WGT, a, int(d)) for a, d in enumerate(image.wgt)]
     writes += [(CfgSel.BIAS, a, _twos(d, vb)) for a, d in enumerate(image.bias)]
     for k, pop in enumerate(image.pops):
         for f in ParamField:
             writes.append((CfgSel.PARAM, k * 16 + f, _twos(pop[f.name], vb)))
+    for j, cv in enumerate(image.convs):
+        regs = dict(cv, RECIP_Y=recip(cv["STRIDE_Y"], params), RECIP_X=recip(cv["STRIDE_X"], params))
+        writes += [(CfgSel.CONV, j * 16 + f, regs[f.name]) for f in ConvField]
     writes += [(CfgSel.GLOBAL, 0, image.n_pops), (CfgSel.GLOBAL, 1, int(timesteps)),
-               (CfgSel.GLOBAL, 2, image.n_neurons)]
+               (CfgSel.GLOBAL, 2, clear_length(image))]
     return [(int(s), int(a), int(d)) for s, a, d in writes]
+
+
+def clear_length(image: CoreImage) -> int:
+    """Words the clear sweep zeroes: every membrane and every max-pool member count."""
+    return max(image.n_neurons, image.n_sources if image.has_pool else 0)
 
 
 def _hex(path: Path, values, bits: int) -> None:
@@ -202,16 +335,17 @@ def write_hardware(out_dir, graph: Graph) -> dict:
 
     out = Path(out_dir)
     image = map_graph(graph)
-    params = core_params_for(image)
+    params = core_params_for(image, timesteps=graph.timesteps)
     mem = out / "mem"
     mem.mkdir(parents=True, exist_ok=True)
     _hex(mem / "ptr.hex", image.ptr_words(params), params.ptr_bits)
-    _hex(mem / "tgt.hex", image.tgt, params.neuron_addr_bits)
+    _hex(mem / "tgt.hex", image.tgt_words(params), params.tgt_bits)
     _hex(mem / "wgt.hex", image.wgt, 8)
     _hex(mem / "bias.hex", image.bias, params.v_bits)
     (mem / "params.json").write_text(json.dumps(
-        {"populations": list(image.pops), "n_pops": image.n_pops,
-         "n_neurons": image.n_neurons}, indent=1) + "\n")
+        {"populations": list(image.pops), "convolutions": list(image.convs),
+         "n_pops": image.n_pops, "n_neurons": image.n_neurons,
+         "clear_length": clear_length(image)}, indent=1) + "\n")
     core = Core(params)
     (out / "core.v").write_text(verilog.convert(core, name="snnc_core"))
     cfg = {name: getattr(params, name) for name in params.__dataclass_fields__}
@@ -226,7 +360,9 @@ def write_hardware(out_dir, graph: Graph) -> dict:
 def memory_bits(image: CoreImage, params: CoreParams) -> dict:
     """Bits of each memory the network occupies (used entries times word width)."""
     return {"ptr": image.n_sources * params.ptr_bits,
-            "tgt": image.n_entries * params.neuron_addr_bits,
+            "tgt": image.n_entries * params.tgt_bits,
             "wgt": image.n_words * 8,
             "bias": image.n_neurons * params.v_bits,
-            "vmem": image.n_neurons * params.v_bits}
+            "vmem": image.n_neurons * params.v_bits,
+            "pool_count": image.n_sources * params.pool_count_bits if image.has_pool else 0,
+            "spike_buffer": max(image.pop_sizes[1:]) * (params.source_addr_bits + params.strength_bits)}

@@ -23,8 +23,11 @@ class NeuronUnit(wiring.Component):
     where ``R = q_so_far * theta`` travels with the value; the final stage applies ``s_max``
     (using the precomputed ``smax_theta``), subtracts, clamps and registers the result.
     Every register advances only when ``en`` is high (a global stall freezes the pipeline).
-    The per-population inputs (``theta`` ... ``spiking``) must be stable while values are in
+    The per-population inputs (``theta`` ... ``gate``) must be stable while values are in
     flight. ``tag`` travels alongside unchanged.
+
+    With ``gate`` high (a spiking max-pool population) ``U`` is a packed gate state: the unit
+    emits its low ``strength_bits`` (the strength passed this timestep) and clears them.
     """
 
     def __init__(self, params: NeuronParams, *, tag_bits: int = 1):
@@ -37,7 +40,7 @@ class NeuronUnit(wiring.Component):
             "i_valid": In(1), "i_u": In(signed(vb)), "i_tag": In(tag_bits),
             "theta": In(unsigned(vb)), "smax": In(unsigned(sb)),
             "smax_theta": In(unsigned(vb + sb)),
-            "vmin": In(signed(vb)), "vmax": In(signed(vb)), "spiking": In(1),
+            "vmin": In(signed(vb)), "vmax": In(signed(vb)), "spiking": In(1), "gate": In(1),
             "o_valid": Out(1), "o_s": Out(unsigned(sb)), "o_v": Out(signed(vb)), "o_tag": Out(tag_bits),
         })
 
@@ -69,6 +72,9 @@ class NeuronUnit(wiring.Component):
         m.d.comb += rem.eq(u - sub)
         clamped = Mux(rem < self.vmin, self.vmin, Mux(rem > self.vmax, self.vmax, rem))
         with m.If(self.en):
-            m.d.sync += [self.o_valid.eq(valid), self.o_s.eq(s), self.o_v.eq(clamped),
-                         self.o_tag.eq(tag)]
+            m.d.sync += [self.o_valid.eq(valid), self.o_tag.eq(tag)]
+            with m.If(self.gate):
+                m.d.sync += [self.o_s.eq(u[:sb]), self.o_v.eq(Cat(Const(0, sb), u[sb:]))]
+            with m.Else():
+                m.d.sync += [self.o_s.eq(s), self.o_v.eq(clamped)]
         return m

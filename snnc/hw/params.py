@@ -8,7 +8,11 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-__all__ = ["NeuronParams", "CoreParams", "CfgSel", "ParamField", "Counter", "TIMING", "bits_for"]
+__all__ = ["NeuronParams", "CoreParams", "CfgSel", "ParamField", "ConvField", "SourceMode",
+           "Counter", "TIMING", "bits_for", "MEMBER_BITS"]
+
+#: Width of a max-pool member index (kernels up to 7x7 = 49 members).
+MEMBER_BITS = 6
 
 
 def bits_for(n: int) -> int:
@@ -60,7 +64,15 @@ class CfgSel(enum.IntEnum):
     BIAS = 3     #: bias of a neuron (signed ``v_bits``)
     VMEM = 4     #: membrane of a neuron (signed ``v_bits``)
     PARAM = 5    #: population parameter, address ``pop * 16 + ParamField``
-    GLOBAL = 6   #: global register: 0 = number of populations, 1 = timesteps, 2 = neurons
+    GLOBAL = 6   #: global register: 0 = number of populations, 1 = timesteps, 2 = clear length
+    CONV = 7     #: convolution geometry register, address ``conv * 16 + ConvField``
+
+
+class SourceMode(enum.IntEnum):
+    """How the synapse walk turns a source population's entries into targets."""
+    DENSE = 0    #: entries hold the global target neuron
+    CONV = 1     #: entries hold (output-channel base, ky, kx, conv id); targets are computed
+    POOL = 2     #: one entry per source: (max-pool window neuron, member index)
 
 
 class ParamField(enum.IntEnum):
@@ -77,6 +89,20 @@ class ParamField(enum.IntEnum):
     VMAX = 9
     SPIKING = 10
     SMAX_THETA = 11  #: s_max * theta, precomputed by the mapper
+    SMODE = 12       #: :class:`SourceMode` of the population's fan-out
+    GATE = 13        #: 1 for a spiking max-pool population
+
+
+class ConvField(enum.IntEnum):
+    """Per-convolution geometry registers (address ``conv * 16 + field``)."""
+    PAD_Y = 0
+    PAD_X = 1
+    STRIDE_Y = 2
+    STRIDE_X = 3
+    RECIP_Y = 4    #: ceil(2**recip_shift / STRIDE_Y): q = (n * RECIP) >> recip_shift = n // stride
+    RECIP_X = 5
+    OUT_H = 6
+    OUT_W = 7
 
 
 class Counter(enum.IntEnum):
@@ -132,6 +158,9 @@ class CoreParams:
     strength_bits: int = 4
     input_bits: int = 9
     counter_bits: int = 32
+    max_convs: int = 4
+    coord_bits: int = 6
+    pool_count_bits: int = 12
 
     def __post_init__(self):
         _check_int("max_neurons", self.max_neurons, 1)
@@ -141,6 +170,9 @@ class CoreParams:
         _check_int("max_pop_size", self.max_pop_size, 1)
         _check_int("input_bits", self.input_bits, 2, 16)
         _check_int("counter_bits", self.counter_bits, 8, 64)
+        _check_int("max_convs", self.max_convs, 1, 64)
+        _check_int("coord_bits", self.coord_bits, 1, 12)
+        _check_int("pool_count_bits", self.pool_count_bits, 1, 32)
         NeuronParams(v_bits=self.v_bits, strength_bits=self.strength_bits)
 
     @property
@@ -175,16 +207,41 @@ class CoreParams:
 
     @property
     def ptr_bits(self) -> int:
-        return self.syn_addr_bits + self.count_bits
+        """Source descriptor: ``start | count | y | x``."""
+        return self.syn_addr_bits + self.count_bits + 2 * self.coord_bits
+
+    @property
+    def conv_bits(self) -> int:
+        return bits_for(self.max_convs - 1)
+
+    @property
+    def tgt_bits(self) -> int:
+        """Synapse entry: ``target | ky (3) | kx (3) | conv id`` (ky|kx hold a pool member)."""
+        return self.neuron_addr_bits + 6 + self.conv_bits
+
+    @property
+    def recip_shift(self) -> int:
+        """Shift of the reciprocal division; exact for strides 1..7 over ``coord_bits + 1`` bits."""
+        return self.coord_bits + 4
+
+    @property
+    def clear_bits(self) -> int:
+        return bits_for(max(self.max_neurons, self.max_sources))
+
+    @property
+    def gate_bits(self) -> int:
+        """Bits of a packed max-pool gate state: ``best_acc | best_idx | cur_s``."""
+        return self.pool_count_bits + MEMBER_BITS + self.strength_bits
 
     @property
     def cfg_addr_bits(self) -> int:
         return max(self.neuron_addr_bits, self.source_addr_bits, self.syn_addr_bits,
-                   bits_for(self.max_pops * 16 - 1))
+                   bits_for(self.max_pops * 16 - 1), bits_for(self.max_convs * 16 - 1))
 
     @property
     def cfg_data_bits(self) -> int:
-        return max(self.v_bits, self.ptr_bits, self.counter_bits, 8)
+        return max(self.v_bits, self.ptr_bits, self.counter_bits, self.tgt_bits,
+                   self.recip_shift + 1, 8)
 
     @property
     def rb_bits(self) -> int:
@@ -195,13 +252,17 @@ class CoreParams:
         """SWEEP_DRAIN cycles: memory read (1) + neuron unit + the write-back cycle."""
         return 1 + self.neuron.latency
 
-    def fits(self, *, neurons: int, sources: int, synapses: int, pops: int, pop_size: int,
-             v_bits: int, s_max: int) -> list[str]:
-        """Reasons a network does not fit this core (empty when it fits)."""
-        need = [("neurons", neurons, self.max_neurons), ("sources", sources, self.max_sources),
-                ("synapses", synapses, self.max_synapses), ("populations", pops, self.max_pops),
-                ("population size", pop_size, self.max_pop_size),
-                ("state bits", v_bits, self.v_bits),
-                ("spike strength", s_max, self.neuron.max_strength)]
-        return [f"{what}: the network needs {n}, the core holds {cap}"
-                for what, n, cap in need if n > cap]
+    def capacity(self) -> dict:
+        """What one tile holds, by the names :meth:`fits` checks."""
+        return {"neurons": self.max_neurons, "sources": self.max_sources,
+                "synapses": self.max_synapses, "populations": self.max_pops,
+                "population size": self.max_pop_size, "state bits": self.v_bits,
+                "spike strength": self.neuron.max_strength, "convolutions": self.max_convs,
+                "feature map side": 1 << self.coord_bits,
+                "max-pool count (timesteps x s_max)": (1 << self.pool_count_bits) - 1}
+
+    def fits(self, needs: dict) -> list[str]:
+        """Reasons a network with ``needs`` (name -> amount) does not fit (empty when it fits)."""
+        cap = self.capacity()
+        return [f"{what}: the network needs {n}, the core holds {cap[what]}"
+                for what, n in needs.items() if n > cap[what]]

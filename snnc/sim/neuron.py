@@ -37,7 +37,11 @@ class NeuronModel:
             raise ValueError(f"s_max must be in 1..{p.max_strength}, not {s_max}")
 
     def update(self, u: int, theta: int, s_max: int, v_min: int, v_max: int,
-               spiking: bool = True) -> tuple[int, int]:
+               spiking: bool = True, gate: bool = False) -> tuple[int, int]:
+        """``gate=True``: ``u`` is a packed max-pool gate state; emit and clear its low bits."""
+        if gate:
+            mask = (1 << self.params.strength_bits) - 1
+            return u & mask, u & ~mask
         self.check(u, theta, s_max, v_min, v_max)
         s = min(u // theta, s_max) if spiking and u >= theta else 0
         return s, min(max(u - s * theta, v_min), v_max)

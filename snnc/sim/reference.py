@@ -29,7 +29,8 @@ class RunResult:
     spikes : list of int64 arrays, one per neuron population, shaped (T, B, n)
         Spike strength of every neuron at every timestep (all zero for the readout integrator).
     v_final : list of int64 arrays shaped (B, n)
-        Membranes after the last timestep.
+        Membranes after the last timestep; for a max-pool population, the gate state
+        ``best_acc * 64 + best_idx`` (the winning member's accumulated strength and its index).
     prediction : int64 array (B,)
     synops : int64 array (B,)
         Synaptic operations: one nonzero weight reached by one nonzero event.
@@ -182,6 +183,14 @@ def run(graph: Graph, x, timesteps: int | None = None) -> RunResult:
                                       pop.spiking)
             spikes[k - 1][t] = s
             out[k] = s
+    for k, acc in pool_acc.items():
+        (proj,) = graph.incoming(k)
+        c, h, w = graph.shape(proj.src)
+        kk = proj.kernel
+        ho, wo = h // kk, w // kk
+        win = acc.reshape(B, c, h, w)[:, :, :ho * kk, :wo * kk].reshape(B, c, ho, kk, wo, kk)
+        win = win.transpose(0, 1, 2, 4, 3, 5).reshape(B, -1, kk * kk)
+        V[k - 1] = win.max(axis=-1) * 64 + np.argmax(win, axis=-1)
     spike_counts = np.stack([(s != 0).sum(axis=(0, 2)) for s in spikes], axis=1).astype(np.int64)
     spike_strength = np.stack([s.sum(axis=(0, 2)) for s in spikes], axis=1).astype(np.int64)
     if graph.readout is Readout.MEMBRANE:

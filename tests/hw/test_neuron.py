@@ -41,19 +41,20 @@ def test_model_rejects_bad_values():
 
 
 def rtl_run(params, stimulus, stall_prob, seed):
-    """Feed (u, theta, smax, vmin, vmax, spiking) tuples grouped per parameter set; return outputs."""
+    """Feed values ``u`` grouped per parameter set (theta, smax, vmin, vmax, spiking, gate)."""
     dut = NeuronUnit(params, tag_bits=16)
     out = []
     rng = random.Random(seed)
 
     async def bench(ctx):
-        for (theta, smax, vmin, vmax, spiking), us in stimulus:
+        for (theta, smax, vmin, vmax, spiking, gate), us in stimulus:
             ctx.set(dut.theta, theta)
             ctx.set(dut.smax, smax)
             ctx.set(dut.smax_theta, smax * theta)
             ctx.set(dut.vmin, vmin)
             ctx.set(dut.vmax, vmax)
             ctx.set(dut.spiking, spiking)
+            ctx.set(dut.gate, gate)
             sent = 0
             got = []
             cycles = 0
@@ -100,11 +101,14 @@ def test_unit_matches_model(seed, v_bits, strength_bits):
         vmin = -rng.randrange(0, lim // 2)
         vmax = rng.randrange(theta, lim // 2)
         spiking = rng.random() < 0.8
+        gate = rng.random() < 0.25
         us = [rng.choice([rng.randrange(-lim, lim), rng.randrange(-3 * theta, 20 * theta),
                           theta * rng.randrange(0, 17)]) for _ in range(40)]
         us = [max(-lim, min(lim, u)) for u in us]
-        stimulus.append(((theta, smax, vmin, vmax, spiking), us))
+        if gate:   # packed max-pool gate states are non-negative
+            us = [abs(u) for u in us]
+        stimulus.append(((theta, smax, vmin, vmax, spiking, gate), us))
     got = rtl_run(params, stimulus, stall_prob=0.3, seed=seed)
-    for ((theta, smax, vmin, vmax, spiking), us), outs in zip(stimulus, got):
-        want = [(i, *model.update(u, theta, smax, vmin, vmax, spiking)) for i, u in enumerate(us)]
+    for ((theta, smax, vmin, vmax, spiking, gate), us), outs in zip(stimulus, got):
+        want = [(i, *model.update(u, theta, smax, vmin, vmax, spiking, gate)) for i, u in enumerate(us)]
         assert outs == want

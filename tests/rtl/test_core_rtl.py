@@ -14,13 +14,15 @@ from snnc.hw.core import Core
 from snnc.hw.params import CoreParams
 from snnc.ir import Readout
 from snnc.rtl.verify import run_networks
-from snnc.testing import random_graph, random_inputs
+from snnc.testing import random_conv_graph, random_graph, random_inputs
 
 pytestmark = pytest.mark.verilator
 
-PARAMS = CoreParams(max_neurons=64, max_sources=64, max_synapses=1024, max_pops=4,
-                    max_pop_size=16, v_bits=32, strength_bits=4)
+PARAMS = CoreParams(max_neurons=1024, max_sources=1024, max_synapses=2048, max_pops=8,
+                    max_pop_size=256, v_bits=32, strength_bits=4, max_convs=8, coord_bits=4,
+                    pool_count_bits=12)
 N_NETWORKS = 60
+N_CONV_NETWORKS = 40
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +38,17 @@ def regression_set(seed, n=N_NETWORKS):
                          max_strength=1 if case % 4 == 0 else 15, residual=case % 5 == 0)
         xs = random_inputs(rng, g, 3)
         items.append((g, xs, g.timesteps))
+    return items
+
+
+def conv_regression_set(seed, n=N_CONV_NETWORKS):
+    items = []
+    for case in range(n):
+        rng = np.random.default_rng([seed, case, 3])
+        g = random_conv_graph(rng, bits=(8, 4, 2)[case % 3], max_hw=7,
+                              max_strength=1 if case % 4 == 0 else 15,
+                              timesteps=int(rng.integers(1, 4)))
+        items.append((g, random_inputs(rng, g, 2), g.timesteps))
     return items
 
 
@@ -69,6 +82,22 @@ def test_random_networks_bit_exact(simulator, core_verilog, seed):
     assert not failures, "\n".join(failures[:20])
     checked = sum(len(xs) for _, xs, _ in items)
     print(f"{len(items)} networks, {checked} samples bit-exact (events, membranes, counters, cycles)")
+
+
+def test_random_conv_networks_bit_exact(simulator, core_verilog, seed):
+    """Convolutions (kernels 1..5, strides 1..3, padding), spiking max-pool, residual blocks."""
+    from snnc.ir import Conv, MaxPool
+    items = conv_regression_set(seed)
+    kinds = {type(p) for g, _, _ in items for p in g.projections}
+    strides = {p.stride[0] for g, _, _ in items for p in g.projections if isinstance(p, Conv)}
+    pads = {p.padding[0] for g, _, _ in items for p in g.projections if isinstance(p, Conv)}
+    residual = sum(len(g.incoming(k)) > 1 for g, _, _ in items for k in range(1, g.n_pops))
+    assert {Conv, MaxPool} <= kinds and len(strides) > 1 and len(pads) > 1 and residual > 0
+    out = run_networks(items, PARAMS, core_verilog, simulator=simulator, seed=seed,
+                       idle=0.2, stall=0.2)
+    failures = [f"network {i} sample {b}: {m}" for i, (_, mism, _) in enumerate(out)
+                for b, ms in enumerate(mism) for m in ms]
+    assert not failures, "\n".join(failures[:20])
 
 
 def test_extremes_bit_exact(simulator, core_verilog, seed):
