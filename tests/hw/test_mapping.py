@@ -1,0 +1,102 @@
+"""Mapping a graph onto the core's memories: packing, conv lists, reciprocal division, errors."""
+
+import numpy as np
+import pytest
+
+from snnc.hw.mapping import MappingError, core_params_for, map_graph, recip
+from snnc.hw.params import CoreParams, SourceMode
+from snnc.ir import Conv, Dense, Graph, InputPopulation, MaxPool, Population
+from snnc.sim.core import unpack_weights
+from snnc.testing import random_conv_graph
+
+
+@pytest.mark.parametrize("coord_bits", range(1, 13))
+def test_reciprocal_division_is_exact(coord_bits):
+    p = CoreParams(coord_bits=coord_bits)
+    n = np.arange(1 << (coord_bits + 1))
+    for s in range(1, 8):
+        assert np.array_equal((n * recip(s, p)) >> p.recip_shift, n // s), (coord_bits, s)
+
+
+def test_weights_pack_and_unpack(seed):
+    rng = np.random.default_rng(seed)
+    from snnc.hw.mapping import _pack
+    for bits, shift in ((8, 0), (4, 1), (2, 2)):
+        lim = (1 << (bits - 1)) - 1
+        w = rng.integers(-lim, lim + 1, size=int(rng.integers(0, 40)))
+        assert np.array_equal(unpack_weights(_pack(w, bits), 0, len(w), shift), w)
+
+
+def conv_net(c_in=2, hw=6, c_out=3, k=3, density=1.0, seed=0):
+    rng = np.random.default_rng(seed)
+    w = rng.integers(-7, 8, (c_out, c_in, k, k)) * (rng.random((c_out, c_in, k, k)) < density)
+    out = (c_out, hw, hw)
+    n = int(np.prod(out))
+    return Graph(InputPopulation("in", (c_in, hw, hw), False),
+                 (Population("c", n, np.zeros(n, np.int64), 5, 3, -100, 100, shape=out),
+                  Population("o", 2, np.zeros(2, np.int64), 1, 1, -10**6, 10**6, False)),
+                 (Conv(0, 1, w, 4, (1, 1), (1, 1)), Dense(1, 2, rng.integers(-7, 8, (2, n)), 4)),
+                 timesteps=2)
+
+
+def test_conv_is_not_unrolled():
+    g = conv_net(c_in=2, hw=6, c_out=3, k=3, density=0.5)
+    image = map_graph(g)
+    conv = g.projections[0]
+    in_region = image.pops[0]
+    assert in_region["SMODE"] == SourceMode.CONV
+    # The input population's entries are its channel lists: exactly the nonzero taps, not
+    # C_in*H*W fan-out lists.
+    entries_in = image.pops[1]["TBASE"] - in_region["TBASE"]
+    assert entries_in == conv.nnz
+    # Every source of channel c shares the list of channel c.
+    starts = image.ptr_start[:72].reshape(2, 36)
+    assert (starts == starts[:, :1]).all()
+    assert image.ptr_y[:72].reshape(2, 6, 6)[0, :, 0].tolist() == list(range(6))
+
+
+def test_memory_report_counts_conv_entries(tmp_path):
+    from snnc.compiler.bundle import write_bundle
+    g = conv_net(density=0.5)
+    b = write_bundle(tmp_path / "b", g)
+    bits = b.core["usage"]["memory_bits"]
+    p = core_params_for(map_graph(g), timesteps=2)
+    assert bits["tgt"] == map_graph(g).n_entries * p.tgt_bits
+    assert set(bits) >= {"ptr", "tgt", "wgt", "bias", "vmem", "spike_buffer"}
+
+
+def test_mapping_errors_name_the_population():
+    g = conv_net()
+    n = g.size(1)
+    mixed = g.replace(populations=g.populations + (Population("d", 2, np.zeros(2, np.int64), 1, 1, -9, 9, False),),
+                      projections=g.projections + (Dense(1, 3, np.ones((2, n), np.int64), 8),))
+    with pytest.raises(MappingError, match=r"different weight widths \[4, 8\]"):
+        map_graph(mixed.replace(populations=tuple(
+            p if p.name != "o" else Population("o", 2, np.zeros(2, np.int64), 1, 1, -9, 9, True)
+            for p in mixed.populations)))
+
+
+def test_random_conv_graphs_map_and_fit(seed):
+    rng = np.random.default_rng(seed)
+    for _ in range(30):
+        g = random_conv_graph(rng)
+        image = map_graph(g)
+        params = core_params_for(image, timesteps=g.timesteps)
+        assert params.fits(image.needs(g.timesteps)) == []
+        nnz = sum(p.nnz for p in g.projections if not isinstance(p, MaxPool))
+        pools = sum(1 for p in g.projections if isinstance(p, MaxPool))
+        assert image.n_entries >= nnz or pools
+
+
+def test_mapping_rejects_dense_and_conv_from_one_population():
+    g = conv_net(c_out=1, hw=4)
+    n = g.size(1)
+    c2 = Population("c2", n, np.zeros(n, np.int64), 5, 3, -100, 100, shape=(1, 4, 4))
+    out = Population("o", 2, np.zeros(2, np.int64), 1, 1, -10**6, 10**6, False)
+    g2 = g.replace(populations=(g.populations[0], c2, out),
+                   projections=(g.projections[0],
+                                Conv(1, 2, np.ones((1, 1, 3, 3), np.int64), 4, (1, 1), (1, 1)),
+                                Dense(1, 3, np.ones((2, n), np.int64), 4),
+                                Dense(2, 3, np.ones((2, n), np.int64), 4)))
+    with pytest.raises(MappingError, match="population 1 \\('c'\\) feeds both dense and convolution"):
+        map_graph(g2)
