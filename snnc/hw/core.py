@@ -50,6 +50,18 @@ def _conv_layout(p: CoreParams) -> data.StructLayout:
                               "OUT_H": cb + 1, "OUT_W": cb + 1})
 
 
+def _register_file_writes(m, write, addr, wdata, regs, layout, fields) -> None:
+    """Configuration writes into a bank of records: ``addr = record * 16 + field``."""
+    with m.If(write):
+        with m.Switch(addr[4:]):
+            for k, reg in enumerate(regs):
+                with m.Case(k):
+                    with m.Switch(addr[:4]):
+                        for f in fields:
+                            with m.Case(int(f)):
+                                m.d.sync += getattr(reg, f.name).eq(wdata[:layout[f.name].width])
+
+
 class Core(wiring.Component):
     """The tile, sized by a :class:`CoreParams`; networks are loaded at run time.
 
@@ -138,15 +150,7 @@ class Core(wiring.Component):
                      tgt_w.addr.eq(addr), tgt_w.data.eq(wdata), tgt_w.en.eq(we & (sel == CfgSel.TGT)),
                      wgt_w.addr.eq(addr), wgt_w.data.eq(wdata), wgt_w.en.eq(we & (sel == CfgSel.WGT)),
                      bias_w.addr.eq(addr), bias_w.data.eq(wdata), bias_w.en.eq(we & (sel == CfgSel.BIAS))]
-        with m.If(we & (sel == CfgSel.PARAM)):
-            with m.Switch(addr[4:]):
-                for k in range(p.max_pops):
-                    with m.Case(k):
-                        with m.Switch(addr[:4]):
-                            for f in ParamField:
-                                with m.Case(int(f)):
-                                    width = playout[f.name].width
-                                    m.d.sync += getattr(pregs[k], f.name).eq(wdata[:width])
+        _register_file_writes(m, we & (sel == CfgSel.PARAM), addr, wdata, pregs, playout, ParamField)
         with m.If(we & (sel == CfgSel.GLOBAL)):
             with m.Switch(addr[:2]):
                 with m.Case(0):
@@ -155,15 +159,7 @@ class Core(wiring.Component):
                     m.d.sync += timesteps.eq(wdata)
                 with m.Case(2):
                     m.d.sync += n_clear.eq(wdata)
-        with m.If(we & (sel == CfgSel.CONV)):
-            with m.Switch(addr[4:]):
-                for j in range(p.max_convs):
-                    with m.Case(j):
-                        with m.Switch(addr[:4]):
-                            for f in ConvField:
-                                with m.Case(int(f)):
-                                    width = clayout[f.name].width
-                                    m.d.sync += getattr(cregs[j], f.name).eq(wdata[:width])
+        _register_file_writes(m, we & (sel == CfgSel.CONV), addr, wdata, cregs, clayout, ConvField)
 
         # Neuron unit.
         m.submodules.neuron = nu = NeuronUnit(p.neuron, tag_bits=p.local_bits)
