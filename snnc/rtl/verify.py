@@ -116,7 +116,7 @@ def run_networks(items, params: CoreParams, verilog: str, *, simulator="verilato
 
     Returns a list (per network) of (model run, list of per-sample mismatch lists, raw results).
     """
-    rtl = runner.build(verilog, simulator=simulator, waves=waves)
+    rtl = runner.build(verilog, params, simulator=simulator, waves=waves)
     models, nets = [], []
     for graph, xs, T in items:
         xs = np.asarray(xs, dtype=np.int64)

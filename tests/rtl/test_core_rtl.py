@@ -19,7 +19,7 @@ from snnc.testing import random_conv_graph, random_graph, random_inputs
 pytestmark = pytest.mark.verilator
 
 PARAMS = CoreParams(max_neurons=1024, max_sources=1024, max_synapses=2048, max_pops=8,
-                    max_pop_size=256, v_bits=32, strength_bits=4, max_convs=8, coord_bits=4,
+                    max_pop_size=512, v_bits=32, strength_bits=4, max_convs=8, coord_bits=4,
                     pool_count_bits=12)
 N_NETWORKS = 60
 N_CONV_NETWORKS = 40
