@@ -64,6 +64,7 @@ def event_driven(graph, x, T, rng):
                     elif m == best_idx[win]:
                         cur[win] = s
                 gate[k] = (acc, best_acc, best_idx, cur)
+                V[k - 1] = [a * 64 + i for a, i in zip(best_acc, best_idx)]   # the gate state
                 out[k] = cur
                 spikes[k - 1].append(cur)
                 continue
