@@ -19,12 +19,13 @@ from ..ir import Graph, required_state_bits
 from .convert import check_options, convert
 from .data import check_samples, load_npz
 from .errors import SnncError
-from .extract import FloatMLP, extract_layers
+from .extract import extract_layers
+from .floatnet import FloatNet
 from .load import LoadedModel, load_model
 from .quantize import Calibration, calibrate
 
 __all__ = ["DEFAULT_TIMESTEPS", "DEFAULT_MAX_STRENGTH", "Options", "Compilation", "PASSES",
-           "compile_model", "build_meta"]
+           "FRONT_PASSES", "compile_model", "compile_variants", "build_meta"]
 
 #: Default timesteps and maximum spike strength, chosen by measurement on the digits MLP (the
 #: 4-bit SNN is within 2 points of the float network; see README/examples): at T=4 and S=15 each
@@ -40,7 +41,7 @@ class Options:
     path: Path
     bits: int
     timesteps: int
-    max_strength: int
+    max_strength: object
     calib: object
     percentile: float = 99.9
     arch: str | None = None
@@ -53,7 +54,7 @@ class Compilation:
     """The state threaded through :data:`PASSES`; each pass sets the next field."""
     options: Options
     model: LoadedModel | None = None
-    net: FloatMLP | None = None
+    net: FloatNet | None = None
     calib_x: np.ndarray | None = None
     calib_y: np.ndarray | None = None
     calib_source: str | None = None
@@ -113,8 +114,10 @@ def convert_pass(c: Compilation) -> Compilation:
     return dataclasses.replace(c, graph=graph, layers=tuple(layers))
 
 
+#: The passes that do not depend on bits, timesteps or strengths.
+FRONT_PASSES = (check, load, extract, read_calibration, calibrate_pass)
 #: The passes, in order.
-PASSES = (check, load, extract, read_calibration, calibrate_pass, convert_pass)
+PASSES = FRONT_PASSES + (convert_pass,)
 
 
 def build_meta(c: Compilation) -> dict:
@@ -126,7 +129,8 @@ def build_meta(c: Compilation) -> dict:
         "format": c.model.format,
         "bits": o.bits,
         "timesteps": o.timesteps,
-        "max_strength": o.max_strength,
+        "max_strength": check_options(bits=o.bits, timesteps=o.timesteps,
+                                      max_strength=o.max_strength).as_json(),
         "percentile": o.percentile,
         "input_shape": list(c.net.input_shape),
         "input_scale": cal.input_scale,
@@ -141,7 +145,7 @@ def build_meta(c: Compilation) -> dict:
     }
 
 
-def compile_model(path, *, bits: int, timesteps: int, max_strength: int, calib,
+def compile_model(path, *, bits: int, timesteps: int, max_strength, calib,
                   percentile: float = 99.9, arch: str | None = None, trust_model: bool = False,
                   input_shape=None) -> tuple[Graph, dict]:
     """Compile a model file into a verified SNN graph and its metadata.
@@ -153,7 +157,9 @@ def compile_model(path, *, bits: int, timesteps: int, max_strength: int, calib,
         ``trust_model``).
     bits : {8, 4, 2}
     timesteps : int >= 1
-    max_strength : int in 1..15
+    max_strength : int in 1..15, or str
+        For every spiking layer, or per layer: ``"7,conv1=3,fc1=15"``
+        (:func:`~snnc.compiler.convert.parse_max_strength`).
     calib : str, Path or (x, y)
         Calibration data: an ``.npz`` path or arrays (``y`` may be None).
     percentile : float in (0, 100]
@@ -170,9 +176,34 @@ def compile_model(path, *, bits: int, timesteps: int, max_strength: int, calib,
     ------
     SnncError
     """
+    ((graph, meta),) = compile_variants(
+        path, [{"bits": bits, "timesteps": timesteps, "max_strength": max_strength}],
+        calib=calib, percentile=percentile, arch=arch, trust_model=trust_model,
+        input_shape=input_shape)
+    return graph, meta
+
+
+def compile_variants(path, variants, *, calib, percentile: float = 99.9, arch: str | None = None,
+                     trust_model: bool = False, input_shape=None) -> list[tuple[Graph, dict]]:
+    """Compile one model at several settings, loading, extracting and calibrating it once.
+
+    ``variants`` is a sequence of dicts with ``bits``, ``timesteps`` and ``max_strength``; the
+    other parameters are those of :func:`compile_model`. Returns one ``(graph, meta)`` per
+    variant, each equal to what :func:`compile_model` gives for it.
+    """
     shape = None if input_shape is None else tuple(int(d) for d in input_shape)
-    c = Compilation(Options(Path(path), bits, timesteps, max_strength, calib, percentile, arch,
-                            trust_model, shape))
-    for compiler_pass in PASSES:
+    variants = [dict(v) for v in variants]
+    if not variants:
+        raise SnncError("nothing to compile: no settings given")
+    base = Compilation(Options(Path(path), calib=calib, percentile=percentile, arch=arch,
+                               trust_model=trust_model, input_shape=shape, **variants[0]))
+    for v in variants[1:]:
+        check(dataclasses.replace(base, options=dataclasses.replace(base.options, **v)))
+    c = base
+    for compiler_pass in FRONT_PASSES:
         c = compiler_pass(c)
-    return c.graph, build_meta(c)
+    out = []
+    for v in variants:
+        cv = convert_pass(dataclasses.replace(c, options=dataclasses.replace(c.options, **v)))
+        out.append((cv.graph, build_meta(cv)))
+    return out

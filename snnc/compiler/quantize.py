@@ -15,6 +15,12 @@ Weights: symmetric per-layer quantization to ``b`` bits, integers in ``[-q, q]``
 error ``mean((s_w * W_q - W)**2)`` over the candidates ``s_w = max|W| * f / q`` for ``f`` in
 :data:`SCALE_FACTORS` (1.0 down to 0.3): clipping the few largest weights buys resolution for the
 many small ones, which matters at 4 and 2 bits. Weights that round to zero are absent synapses.
+
+A layer with several inputs (a residual addition) has one integer current for all of them, so
+its inputs share one current unit ``c``: :func:`quantize_terms` quantizes the *effective* weights
+``A_j = W_j * u_j`` (float weight times the source's unit of spike strength) as
+``A_j ~= c * clip(round(A_j / c), -q, q)``, with ``c`` chosen by the same MSE search over all
+``A_j`` together. An identity shortcut's weight is at least 1, so the shortcut never vanishes.
 """
 
 from __future__ import annotations
@@ -25,10 +31,10 @@ import numpy as np
 
 from ..ir import WEIGHT_BITS, weight_limit
 from .errors import SnncError
-from .extract import FloatMLP
+from .floatnet import FloatNet
 
 __all__ = ["SCALE_FACTORS", "round_half_away", "QuantizedWeights", "quantize_weights",
-           "input_scale", "Calibration", "calibrate"]
+           "quantize_terms", "input_scale", "Calibration", "calibrate"]
 
 #: Candidate clipping factors for the weight scale search, largest first (ties keep the largest).
 SCALE_FACTORS = tuple(round(1.0 - 0.01 * i, 2) for i in range(71))
@@ -81,6 +87,48 @@ def quantize_weights(weight, bits: int, factors=SCALE_FACTORS) -> QuantizedWeigh
     return best
 
 
+def quantize_terms(effective, bits: int, identity=None, factors=SCALE_FACTORS):
+    """Quantize several effective weight arrays with one shared current unit ``c``.
+
+    Parameters
+    ----------
+    effective : list of float arrays
+        ``A_j = W_j * u_j`` for each input ``j`` of one layer.
+    bits : int
+    identity : list of bool, optional
+        Inputs that are identity shortcuts: their nonzero weights quantize to at least 1 in
+        magnitude.
+    factors : sequence of float
+
+    Returns
+    -------
+    (list of int64 arrays, c, mse)
+        ``A_j ~= c * values_j``; ``mse`` over all weights of all inputs.
+    """
+    if bits not in WEIGHT_BITS:
+        raise SnncError(f"--bits must be one of {', '.join(map(str, WEIGHT_BITS))}, not {bits}")
+    q = weight_limit(bits)
+    arrays = [np.asarray(a, dtype=np.float64) for a in effective]
+    identity = identity or [False] * len(arrays)
+    amax = max(float(np.abs(a).max(initial=0.0)) for a in arrays)
+    if amax == 0.0:
+        return [np.zeros(a.shape, dtype=np.int64) for a in arrays], 1.0, 0.0
+    n = sum(a.size for a in arrays)
+    best = None
+    for f in factors:
+        c = amax * f / q
+        values = []
+        for a, ident in zip(arrays, identity):
+            v = np.clip(round_half_away(a / c), -q, q)
+            if ident:
+                v = np.where((v == 0) & (a != 0), np.sign(a), v)
+            values.append(v)
+        mse = sum(float(np.sum((v * c - a) ** 2)) for v, a in zip(values, arrays)) / n
+        if best is None or mse < best[2]:
+            best = ([v.astype(np.int64) for v in values], c, mse)
+    return best
+
+
 def input_scale(x) -> tuple[float, bool]:
     """``(s_in, signed)`` for calibration inputs ``x`` (see the module docstring)."""
     x = np.asarray(x, dtype=np.float64)
@@ -98,7 +146,7 @@ class Calibration:
     Attributes
     ----------
     lambdas : tuple of float
-        Activation scale of each hidden (ReLU) layer, in layer order.
+        Activation scale of each spiking (ReLU) layer, in the order of ``FloatNet.spiking``.
     input_scale : float
     input_signed : bool
     samples : int
@@ -115,29 +163,41 @@ class Calibration:
     notes: tuple[str, ...] = ()
 
 
-def calibrate(net: FloatMLP, x, y=None, *, percentile: float = 99.9) -> Calibration:
+def calibrate(net: FloatNet, x, y=None, *, percentile: float = 99.9,
+              batch_size: int = 512) -> Calibration:
     """Run the float network on calibration inputs and pick the activation scales.
 
     Parameters
     ----------
-    net : FloatMLP
+    net : FloatNet
     x : float array, shape (N, ...)
         Calibration inputs, the model's per-sample shape (or flattened).
     y : int array (N,), optional
         Labels, only used to report the float accuracy.
     percentile : float in (0, 100]
+    batch_size : int
+        Samples per forward pass (bounds the memory the activations take).
 
     Returns
     -------
     Calibration
-        ``lambdas[l]`` is the ``percentile`` of layer ``l``'s post-ReLU activations; if that is 0
-        (a mostly silent layer) the maximum is used, and 1.0 if the layer never activates.
+        ``lambdas[l]`` is the ``percentile`` of spiking layer ``l``'s post-ReLU activations (over
+        every sample, channel and position); if that is 0 (a mostly silent layer) the maximum is
+        used, and 1.0 if the layer never activates; a ReLU6 layer's is at most 6.
     """
     if not 0 < percentile <= 100:
         raise SnncError(f"--percentile must be in (0, 100], not {percentile}")
-    outs = net.activations(x)
+    x = np.asarray(x, dtype=np.float64)
+    names = [layer.name for layer in net.spiking] + [net.readout.name]
+    parts = {name: [] for name in names}
+    for start in range(0, len(x), batch_size):
+        acts = net.activations(x[start:start + batch_size])
+        for name in names:
+            parts[name].append(acts[name])
+    outs = {name: np.concatenate(v) for name, v in parts.items()}
     lambdas, notes = [], []
-    for layer, act in zip(net.layers[:-1], outs[:-1]):
+    for layer in net.spiking:
+        act = outs[layer.name]
         lam = float(np.percentile(act, percentile))
         if lam <= 0.0:
             lam = float(act.max(initial=0.0))
@@ -147,9 +207,11 @@ def calibrate(net: FloatMLP, x, y=None, *, percentile: float = 99.9) -> Calibrat
             else:
                 notes.append(f"layer '{layer.name}': the {percentile} percentile is 0, using the "
                              "maximum activation")
+        if layer.cap is not None:  # ReLU6: the activation never exceeds the cap
+            lam = min(lam, layer.cap)
         lambdas.append(lam)
     s_in, signed = input_scale(x)
     acc = None
     if y is not None:
-        acc = float(np.mean(np.argmax(outs[-1], axis=1) == np.asarray(y)))
+        acc = float(np.mean(np.argmax(outs[net.readout.name], axis=1) == np.asarray(y)))
     return Calibration(tuple(lambdas), s_in, signed, int(len(x)), acc, tuple(notes))

@@ -51,6 +51,11 @@ def nets(tmp_path, monkeypatch):
     sys.modules.pop("tinynets", None)
 
 
+def exported(model, example):
+    """``model`` through torch.export (eval mode), as snnc loads a .pt2: ``ep.module()``."""
+    return torch.export.export(model.eval(), (example,)).module()
+
+
 def seeded_mlp(nets, seed=0):
     torch.manual_seed(seed)
     return nets.MLP().eval()

@@ -6,7 +6,7 @@ from hypothesis import given, settings, strategies as st
 
 from snnc.compiler.convert import apply_clamps, check_options, clamp_bound, convert
 from snnc.compiler.errors import SnncError
-from snnc.compiler.extract import FloatMLP, LinearLayer
+from snnc.compiler.floatnet import FloatNet
 from snnc.compiler.quantize import Calibration, calibrate
 from snnc.ir import input_current_bounds
 from snnc.sim.reference import run
@@ -14,9 +14,9 @@ from snnc.testing import random_graph
 
 # 2 inputs -> 2 hidden (ReLU) -> 2 outputs. Weights sit on the 4-bit grid (scale 0.1), so they
 # quantize exactly: W1 -> [[7, -3], [0, 2]], W2 -> [[5, -7], [-2, 4]].
-HAND = FloatMLP((2,), (
-    LinearLayer("hidden", np.array([[0.7, -0.3], [0.0, 0.2]]), np.array([0.015, -0.01])),
-    LinearLayer("out", np.array([[0.5, -0.7], [-0.2, 0.4]]), np.array([0.12, -0.18])),
+HAND = FloatNet.from_dense((2,), (
+    ("hidden", np.array([[0.7, -0.3], [0.0, 0.2]]), np.array([0.015, -0.01])),
+    ("out", np.array([[0.5, -0.7], [-0.2, 0.4]]), np.array([0.12, -0.18])),
 ))
 # Calibration: max |x| = 2.55 -> s_in = 2.55 / 255 = 0.01, unsigned. Hidden activations:
 # x0 -> (0.7*2.55 + 0.015, 0) = (1.8, 0); x1 -> (0, 0.2*2.55 - 0.01) = (0, 0.5). Percentile 100
@@ -131,5 +131,5 @@ def test_bad_options(kwargs, match):
 
 def test_convert_checks_calibration_length():
     cal = Calibration(lambdas=(1.0, 2.0), input_scale=0.01, input_signed=False, samples=1)
-    with pytest.raises(SnncError, match="2 activation scales for 1 hidden layers"):
+    with pytest.raises(SnncError, match="2 activation scales for 1 spiking layers"):
         convert(HAND, cal, bits=4, timesteps=4, max_strength=3)

@@ -6,7 +6,7 @@ from hypothesis import given, settings, strategies as st
 from hypothesis.extra.numpy import arrays
 
 from snnc.compiler.errors import SnncError
-from snnc.compiler.extract import FloatMLP, LinearLayer
+from snnc.compiler.floatnet import FloatNet
 from snnc.compiler.quantize import (SCALE_FACTORS, calibrate, input_scale, quantize_weights,
                                     round_half_away)
 
@@ -77,8 +77,7 @@ def test_input_scale():
 
 def identity_net(hidden_bias=0.0):
     one = np.array([[1.0]])
-    return FloatMLP((1,), (LinearLayer("h", one, np.array([hidden_bias])),
-                           LinearLayer("o", one, np.zeros(1))))
+    return FloatNet.from_dense((1,), (("h", one, np.array([hidden_bias])), ("o", one, np.zeros(1))))
 
 
 def test_calibration_percentile():
