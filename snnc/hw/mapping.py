@@ -309,7 +309,11 @@ def config_writes(image: CoreImage, params: CoreParams, timesteps: int) -> list[
     writes += [(CfgSel.BIAS, a, _twos(d, vb)) for a, d in enumerate(image.bias)]
     for k, pop in enumerate(image.pops):
         for f in ParamField:
-            writes.append((CfgSel.PARAM, k * 16 + f, _twos(pop[f.name], vb)))
+            value = pop[f.name]
+            # Only the clamp bounds are signed (v_bits two's complement); the other fields are
+            # addresses, sizes and flags written as they are.
+            writes.append((CfgSel.PARAM, k * 16 + f,
+                           _twos(value, vb) if f in (ParamField.VMIN, ParamField.VMAX) else value))
     for j, cv in enumerate(image.convs):
         regs = dict(cv, RECIP_Y=recip(cv["STRIDE_Y"], params), RECIP_X=recip(cv["STRIDE_X"], params))
         writes += [(CfgSel.CONV, j * 16 + f, regs[f.name]) for f in ConvField]

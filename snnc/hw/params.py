@@ -194,8 +194,9 @@ class CoreParams:
 
     @property
     def count_bits(self) -> int:
-        """Width of a fan-out count (a source reaches at most every neuron)."""
-        return bits_for(self.max_neurons)
+        """Width of a source's entry count (a convolution's channel list may hold more entries
+        than there are neurons, never more than the synapse memory)."""
+        return bits_for(self.max_synapses)
 
     @property
     def local_bits(self) -> int:

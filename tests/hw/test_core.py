@@ -178,3 +178,18 @@ def test_random_conv_networks(seed, case):
     xs = random_inputs(rng, g, 2)
     results = rtl_run(PARAMS, map_graph(g), xs, g.timesteps, seed=seed + case)
     check_against_model(g, xs, results)
+
+
+@pytest.mark.parametrize("case", range(8))
+def test_random_networks_on_minimal_cores(seed, case):
+    """Each network on the smallest core that holds it (as a bundle's core.v is sized), so
+    every field width is as narrow as the mapping allows."""
+    from snnc.hw.mapping import core_params_for
+    rng = np.random.default_rng([seed, case, 11])
+    g = (random_conv_graph(rng, max_hw=6, timesteps=int(rng.integers(1, 3))) if case % 2 else
+         random_graph(rng, residual=case % 4 == 0, timesteps=int(rng.integers(1, 3))))
+    image = map_graph(g)
+    params = core_params_for(image, timesteps=g.timesteps)
+    xs = random_inputs(rng, g, 2)
+    results = rtl_run(params, image, xs, g.timesteps, seed=seed + case)
+    check_against_model(g, xs, results, params=params)
