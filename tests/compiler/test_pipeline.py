@@ -8,7 +8,7 @@ import torch
 
 from snnc.compiler.data import quantize_inputs
 from snnc.compiler.errors import SnncError
-from snnc.compiler.pipeline import PASSES, compile_model
+from snnc.compiler.pipeline import PASSES, compile_model, compile_variants
 from snnc.ir import required_state_bits, verify
 from snnc.sim.reference import run
 
@@ -98,3 +98,34 @@ def test_pipeline_is_an_explicit_tuple():
     assert isinstance(PASSES, tuple) and all(callable(p) for p in PASSES)
     assert [p.__name__ for p in PASSES] == ["check", "load", "extract", "read_calibration",
                                             "calibrate_pass", "convert_pass"]
+
+
+def test_cnn_pt2_and_compile_variants(tmp_path):
+    from torch import nn
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.BatchNorm2d(3), nn.ReLU(),
+                          nn.MaxPool2d(2), nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(),
+                          nn.AvgPool2d(2), nn.Flatten(), nn.Linear(16, 3)).eval()
+    path = tmp_path / "cnn.pt2"
+    torch.export.save(torch.export.export(model, (torch.rand(2, 1, 8, 8),)), path)
+    x = np.random.default_rng(0).random((40, 1, 8, 8))
+    variants = [{"bits": 8, "timesteps": 2, "max_strength": "15,0=3"},
+                {"bits": 2, "timesteps": 3, "max_strength": 7}]
+    many = compile_variants(path, variants, calib=(x, None))
+    for v, (graph, meta) in zip(variants, many):
+        one = compile_model(path, calib=(x, None), **v)
+        assert one[0] == graph and one[1] == meta
+        assert json.loads(json.dumps(meta)) == meta
+    graph, meta = many[0]
+    assert [p.name for p in graph.populations] == ["0", "3", "4", "6", "8"]
+    assert [p.shape for p in graph.populations] == [(3, 8, 8), (3, 4, 4), (4, 4, 4), (4, 2, 2), (3,)]
+    assert [p.s_max for p in graph.populations] == [3, 3, 15, 15, 1]
+    assert meta["max_strength"] == "15,0=3" and many[1][1]["max_strength"] == 7
+    assert [m["kind"] for m in meta["layers"]] == ["spiking", "maxpool", "spiking", "avgpool",
+                                                   "readout"]
+    assert meta["input_shape"] == [1, 8, 8]
+    assert any("BatchNorm2d" in d for d in meta["dropped_ops"])
+    run(graph, quantize_inputs(x.reshape(40, -1), meta))
+    with pytest.raises(SnncError, match="--max-strength must be an integer in 1..15"):
+        compile_variants(path, variants + [{"bits": 8, "timesteps": 2, "max_strength": 0}],
+                         calib=(x, None))
