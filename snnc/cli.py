@@ -19,13 +19,15 @@ from .compiler.bundle import BundleError, load_bundle, write_bundle
 from .compiler.data import check_samples, load_npz, quantize_inputs
 from .compiler.errors import SnncError
 from .compiler.pipeline import DEFAULT_MAX_STRENGTH, DEFAULT_TIMESTEPS, compile_model
-from .ir import Graph, VerifyError
+from .ir import Conv, Graph, MaxPool, VerifyError
+from .models.digits_cnn import CNN_MAX_STRENGTH, CNN_TIMESTEPS
 
 __all__ = ["main", "build_parser"]
 
 _EPILOG = f"""\
 examples:
   snnc demo                                  train, compile and verify the digits MLP
+  snnc demo --model cnn                      the digits CNN: accuracy table over bits and T
   snnc compile model.pt2 --bits 4 --calib calib.npz -o build/net
   snnc compile weights.pt --arch mynets:MLP --bits 8 --calib calib.npz -o build/net
   snnc simulate build/net --data test.npz --json results.json
@@ -41,7 +43,18 @@ data files are .npz with a float array x (batch first) and optional integer labe
   numpy.savez("calib.npz", x=inputs, y=labels)
 
 defaults: --timesteps {DEFAULT_TIMESTEPS} --max-strength {DEFAULT_MAX_STRENGTH} (measured on the digits MLP)
+
+--max-strength S sets every spiking layer's largest spike strength (1..15); per layer:
+  --max-strength 7,conv1=3,fc1=15     7 for all layers but conv1 (3) and fc1 (15)
+  --max-strength conv1=3              3 for conv1, the default {DEFAULT_MAX_STRENGTH} for the others
+layer names are those snnc compile prints; pooling layers take their source's strength.
 """
+
+
+def _strength(text: str):
+    """``--max-strength``: an int, or the per-layer text (checked by the compiler)."""
+    text = text.strip()
+    return int(text) if text.lstrip("-").isdigit() else text
 
 
 def _shape(text: str) -> tuple[int, ...]:
@@ -59,8 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
         prog="snnc", formatter_class=fmt, epilog=_EPILOG,
-        description="Compile trained PyTorch networks (Linear/ReLU MLPs) into integer spiking "
-                    "neural networks and bit-exact hardware.")
+        description="Compile trained PyTorch networks (feed-forward convolutional and linear "
+                    "networks: Conv2d, Linear, BatchNorm, ReLU, pooling, residual additions) into "
+                    "integer spiking neural networks and bit-exact hardware.")
     parser.add_argument("--version", action="version", version=f"snnc {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -73,9 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="weight width; 2 bits means ternary weights {-1, 0, 1}")
     p.add_argument("--timesteps", "-T", type=int, default=DEFAULT_TIMESTEPS, metavar="T",
                    help="timesteps per inference (default: %(default)s)")
-    p.add_argument("--max-strength", "-S", type=int, default=DEFAULT_MAX_STRENGTH, metavar="S",
-                   help="largest spike strength, 1..15; 1 gives binary spikes "
-                        "(default: %(default)s)")
+    p.add_argument("--max-strength", "-S", type=_strength, default=DEFAULT_MAX_STRENGTH,
+                   metavar="S[,LAYER=S...]",
+                   help="largest spike strength, 1..15, for every spiking layer or per layer "
+                        "(e.g. 7,conv1=3,fc1=15); 1 gives binary spikes (default: %(default)s)")
     p.add_argument("--calib", type=Path, metavar="FILE",
                    help="calibration data (.npz with float x, optional labels y): "
                         "representative inputs, e.g. a few hundred training samples")
@@ -88,8 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trust-model", action="store_true",
                    help="allow loading a pickled nn.Module (this runs code from the file)")
     p.add_argument("--input-shape", type=_shape, metavar="D1,D2,...",
-                   help="per-sample input shape without the batch axis (default: from the .pt2 "
-                        "example, else the first Linear's in_features)")
+                   help="per-sample input shape without the batch axis, e.g. 1,28,28 (default: "
+                        "from the .pt2 example, else the first Linear's in_features)")
     p.add_argument("-o", "--out", type=Path, required=True, metavar="DIR",
                    help="bundle directory to write")
     p.set_defaults(func=cmd_compile)
@@ -142,18 +157,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("demo", formatter_class=fmt, epilog=_EPILOG,
-                       help="train, compile and verify a digits MLP end to end",
-                       description="Train a 64-64-10 MLP on scikit-learn's digits, compile it, "
-                                   "check SNN accuracy with the reference model, and run test "
-                                   "images through the generated RTL.")
-    p.add_argument("--out", "-o", type=Path, default=Path("build/demo"), metavar="DIR",
-                   help="where the model, data and bundle go (default: %(default)s)")
+                       help="train, compile and verify a digits MLP (or CNN) end to end",
+                       description="Train a network on scikit-learn's digits, compile it, check "
+                                   "SNN accuracy with the reference model, and run test images "
+                                   "through the generated RTL. --model mlp: a 64-64-10 MLP. "
+                                   "--model cnn: a residual CNN (conv-BN-ReLU-maxpool, residual "
+                                   "block, conv-BN-ReLU-avgpool, linear), compiled at 8, 4 and 2 "
+                                   "bits, with a table of accuracy over bits and timesteps.")
+    p.add_argument("--model", choices=("mlp", "cnn"), default="mlp",
+                   help="which demo network (default: %(default)s)")
+    p.add_argument("--out", "-o", type=Path, metavar="DIR",
+                   help="where the model, data and bundle go (default: build/demo, "
+                        "build/demo-cnn for the CNN)")
     p.add_argument("--bits", type=int, default=4, metavar="{8,4,2}",
-                   help="weight width (default: %(default)s)")
-    p.add_argument("--timesteps", "-T", type=int, default=DEFAULT_TIMESTEPS, metavar="T",
-                   help="timesteps per inference (default: %(default)s)")
-    p.add_argument("--max-strength", "-S", type=int, default=DEFAULT_MAX_STRENGTH, metavar="S",
-                   help="largest spike strength (default: %(default)s)")
+                   help="weight width of the bundle run on the RTL (default: %(default)s)")
+    p.add_argument("--timesteps", "-T", type=int, metavar="T",
+                   help=f"timesteps per inference (default: {DEFAULT_TIMESTEPS} for the MLP, "
+                        f"{CNN_TIMESTEPS} for the CNN)")
+    p.add_argument("--max-strength", "-S", type=_strength, metavar="S[,LAYER=S...]",
+                   help=f"largest spike strength (default: {DEFAULT_MAX_STRENGTH} for the MLP, "
+                        f"{CNN_MAX_STRENGTH} for the CNN)")
     p.add_argument("--rtl-samples", type=int, default=20, metavar="N",
                    help="test images to run on the RTL; 0 skips the RTL (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="training seed (default: %(default)s)")
@@ -182,21 +205,44 @@ def main(argv=None) -> int:
 # compile
 
 
+def _inputs(graph: Graph, k: int) -> str:
+    """``"conv1: conv 3x3 4-bit, 70/72 kernel weights; ..."`` for population ``k``'s inputs."""
+    parts = []
+    for proj in graph.incoming(k):
+        src = graph.pop(proj.src).name
+        if isinstance(proj, Conv):
+            kh, kw = proj.kernel
+            pair = lambda v: str(v[0]) if v[0] == v[1] else f"{v[0]}x{v[1]}"  # noqa: E731
+            geo = (f" stride {pair(proj.stride)}" if proj.stride != (1, 1) else "") + \
+                  (f" pad {pair(proj.padding)}" if proj.padding != (0, 0) else "")
+            parts.append(f"{src}: conv {kh}x{kw}{geo} {proj.bits}-bit, "
+                         f"{proj.nnz}/{proj.weights.size} kernel weights")
+        elif not isinstance(proj, MaxPool):
+            parts.append(f"{src}: dense {proj.bits}-bit, {proj.nnz}/{proj.weights.size} synapses")
+    return "; ".join(parts)
+
+
 def _summary(graph: Graph, meta: dict) -> list[str]:
     """Human-readable lines describing a compiled network."""
     kind = "signed" if meta["input_signed"] else "unsigned"
-    lines = [f"  {'input':<12} {graph.input.size:>6}  {kind} 8-bit events, "
-             f"scale {meta['input_scale']:.6g}"]
-    for pop, layer, proj in zip(graph.populations, meta["layers"], graph.projections):
-        if pop.spiking:
-            what = f"spiking  theta {pop.theta}, s_max {pop.s_max}"
+    lines = [f"  {'input':<12} {graph.input.size:>6}  {'x'.join(map(str, graph.input.shape)):<9} "
+             f"{kind} 8-bit events, scale {meta['input_scale']:.6g}"]
+    for k, (pop, layer) in enumerate(zip(graph.populations, meta["layers"]), start=1):
+        shape = "x".join(map(str, pop.shape))
+        src = graph.pop(graph.incoming(k)[0].src).name
+        if pop.maxpool:
+            what = f"max pool {graph.incoming(k)[0].kernel}x{graph.incoming(k)[0].kernel} of " \
+                   f"{src}, s_max {pop.s_max}"
+        elif layer.get("kind") == "avgpool":
+            what = f"average pool of {src}: theta {pop.theta}, s_max {pop.s_max}"
+        elif pop.spiking:
+            what = f"spiking  theta {pop.theta}, s_max {pop.s_max}; {_inputs(graph, k)}"
         else:
-            what = "readout  (non-spiking integrator)"
-        lines.append(f"  {pop.name:<12} {pop.size:>6}  {what}; {proj.bits}-bit weights, "
-                     f"{proj.nnz}/{proj.weights.size} synapses ({layer['density']:.1%}), "
-                     f"v in [{pop.v_min}, {pop.v_max}]")
+            what = f"readout  (non-spiking integrator); {_inputs(graph, k)}"
+        clamp = "" if pop.maxpool else f"; v in [{pop.v_min}, {pop.v_max}]"
+        lines.append(f"  {pop.name:<12} {pop.size:>6}  {shape:<9} {what}{clamp}")
     lines.append(f"  timesteps {graph.timesteps}, membrane state {meta['state_bits']} bits, "
-                 f"{graph.n_neurons} neurons, {graph.nnz} synapses")
+                 f"{graph.n_neurons} neurons, {graph.nnz} synapses and kernel weights")
     if meta.get("ann_calib_accuracy") is not None:
         lines.append(f"  float ANN accuracy on the calibration set: "
                      f"{meta['ann_calib_accuracy']:.2%}")
@@ -213,11 +259,16 @@ def _files(out: Path) -> str:
 
 
 def cmd_compile(args) -> int:
+    from .hw.mapping import MappingError
+
     graph, meta = compile_model(args.model, bits=args.bits, timesteps=args.timesteps,
                                 max_strength=args.max_strength, calib=args.calib,
                                 percentile=args.percentile, arch=args.arch,
                                 trust_model=args.trust_model, input_shape=args.input_shape)
-    write_bundle(args.out, graph, meta, hardware=True)
+    try:
+        write_bundle(args.out, graph, meta, hardware=True)
+    except MappingError as exc:
+        raise SnncError(f"the network does not map onto the core: {exc}") from None
     print(f"snnc: compiled {args.model} ({meta['format']}) -> {args.out}")
     for line in _summary(graph, meta):
         print(line)
@@ -451,22 +502,118 @@ def _rtl_step(bundle, x_int: np.ndarray, n: int) -> bool:
     return bool(rtl.all_exact)
 
 
-def cmd_demo(args) -> int:
-    if args.rtl_samples < 0:
-        raise SnncError(f"--rtl-samples must be >= 0, not {args.rtl_samples}")
-    print(f"snnc demo: 64-64-10 ReLU MLP on scikit-learn digits (seed {args.seed}), "
-          f"{args.bits}-bit weights, T={args.timesteps}, S={args.max_strength}", flush=True)
-    r = demo_reference(args.out, bits=args.bits, timesteps=args.timesteps,
-                       max_strength=args.max_strength, seed=args.seed)
-    rep = r["report"]
+def cnn_demo_reference(out: Path, *, bits: int = 4, timesteps: int = CNN_TIMESTEPS,
+                       max_strength=CNN_MAX_STRENGTH, seed: int = 0, table_bits=(8, 4, 2),
+                       table_timesteps=(1, 2, 4, 8)) -> dict:
+    """The CNN demo up to the reference model: train, export, compile, run the test split.
+
+    Writes ``digits_cnn.pt2``, ``calib.npz`` and ``test.npz`` into ``out``; compiles the CNN for
+    every bits in ``table_bits`` and T in ``table_timesteps`` (plus ``bits``/``timesteps``) and
+    runs the reference model on the 540 test images. Returns the float accuracy, the ``table``
+    ``{(bits, T): (accuracy, mean synaptic ops)}``, and, for ``bits`` at ``timesteps``, the graph,
+    metadata, quantized test inputs, labels and counters report (as :func:`demo_reference`).
+    """
+    from .models.digits import one_thread
+
+    # The CNN's layers are tiny: torch's thread pool only costs time (a lot on a busy machine).
+    with one_thread():
+        return _cnn_demo_reference(Path(out), bits, timesteps, max_strength, seed, table_bits,
+                                   table_timesteps)
+
+
+def _cnn_demo_reference(out, bits, timesteps, max_strength, seed, table_bits, table_timesteps):
+    from .compiler.pipeline import compile_variants
+    from .models.digits import accuracy
+    from .models.digits_cnn import cnn_split, export_cnn, save_cnn_split, train_digits_cnn
+
+    model = train_digits_cnn(seed)
+    _, _, x_te, y_te = cnn_split()
+    ann = accuracy(model, x_te, y_te)
+    model_path = export_cnn(model, out / "digits_cnn.pt2")
+    calib_path, _ = save_cnn_split(out)
+    settings = [(b, t) for b in sorted(set(table_bits) | {bits}, reverse=True)
+                for t in sorted(set(table_timesteps) | {timesteps})]
+    compiled = compile_variants(model_path, [{"bits": b, "timesteps": t, "max_strength": max_strength}
+                                             for b, t in settings], calib=calib_path)
+    table, r = {}, {}
+    for (b, t), (graph, meta) in zip(settings, compiled):
+        x_int = quantize_inputs(check_samples(x_te, graph.input.shape), meta)
+        res = simulate(graph, x_int, progress=False)
+        report = counters_report(graph, res, y_te)
+        table[(b, t)] = (report["accuracy"], report["mean"]["synops"])
+        if (b, t) == (bits, timesteps):
+            r = {"graph": graph, "meta": meta, "x_int": x_int, "report": report,
+                 "snn_accuracy": report["accuracy"]}
+    return {"ann_accuracy": ann, "table": table, "y": y_te, "model_path": model_path, **r}
+
+
+def _write_demo_bundle(path: Path, graph: Graph, meta: dict, rtl_samples: int):
+    from .hw.mapping import MappingError
+
+    try:
+        return write_bundle(path, graph, meta, hardware=True)
+    except MappingError as exc:
+        if rtl_samples:
+            raise SnncError(f"the network does not map onto the core: {exc}") from None
+        print(f"  note: no hardware in the bundle: {exc}")
+        return write_bundle(path, graph, meta, hardware=False)
+
+
+def _print_table(table: dict, ann: float, default: tuple) -> None:
+    bits = sorted({b for b, _ in table}, reverse=True)
+    steps = sorted({t for _, t in table})
+    print(f"  SNN reference test accuracy in % (float ANN {100 * ann:.2f}; * = default "
+          f"T={default[1]}):")
+    print("    bits " + "".join(f"{'T=' + str(t):>8}" for t in steps))
+    for b in bits:
+        cells = "".join(f"{('*' if (b, t) == (b, default[1]) else '') + f'{100 * table[(b, t)][0]:.1f}':>8}"
+                        for t in steps)
+        print(f"    {b:>4} {cells}")
+    print("    mean synaptic operations per inference at " + ", ".join(
+        f"T={t}: {table[(bits[0], t)][1]:,.0f}" for t in steps) + f" ({bits[0]}-bit)")
+
+
+def _demo_cnn(args, out: Path) -> int:
+    T = CNN_TIMESTEPS if args.timesteps is None else args.timesteps
+    S = CNN_MAX_STRENGTH if args.max_strength is None else args.max_strength
+    print(f"snnc demo --model cnn: residual CNN on scikit-learn digits (seed {args.seed}): "
+          f"conv-BN-ReLU-maxpool, residual block, conv-BN-ReLU-avgpool, linear; S={S}",
+          flush=True)
+    r = cnn_demo_reference(out, bits=args.bits, timesteps=T, max_strength=S, seed=args.seed)
     print(f"  float ANN test accuracy      {r['ann_accuracy']:.2%}")
-    print(f"  SNN reference test accuracy {r['snn_accuracy']:.2%} ({rep['correct']}/"
-          f"{rep['samples']}, {100 * (r['snn_accuracy'] - r['ann_accuracy']):+.2f} points)")
+    _print_table(r["table"], r["ann_accuracy"], (args.bits, T))
+    rep = r["report"]
+    print(f"  {args.bits}-bit, T={T}: SNN reference test accuracy {r['snn_accuracy']:.2%} "
+          f"({rep['correct']}/{rep['samples']}, "
+          f"{100 * (r['snn_accuracy'] - r['ann_accuracy']):+.2f} points)")
     _print_counters(rep)
-    bundle = write_bundle(args.out / "bundle", r["graph"], r["meta"], hardware=True)
+    return _demo_bundle_and_rtl(args, out, r)
+
+
+def _demo_bundle_and_rtl(args, out: Path, r: dict) -> int:
+    bundle = _write_demo_bundle(out / "bundle", r["graph"], r["meta"], args.rtl_samples)
     print(f"  bundle: {bundle.path} ({_files(bundle.path)})")
     if args.rtl_samples == 0:
         print("  RTL check skipped (--rtl-samples 0)")
         return 0
     exact = _rtl_step(bundle, r["x_int"], min(args.rtl_samples, len(r["x_int"])))
     return 0 if exact else 1
+
+
+def cmd_demo(args) -> int:
+    if args.rtl_samples < 0:
+        raise SnncError(f"--rtl-samples must be >= 0, not {args.rtl_samples}")
+    if args.model == "cnn":
+        return _demo_cnn(args, args.out or Path("build/demo-cnn"))
+    out = args.out or Path("build/demo")
+    T = DEFAULT_TIMESTEPS if args.timesteps is None else args.timesteps
+    S = DEFAULT_MAX_STRENGTH if args.max_strength is None else args.max_strength
+    print(f"snnc demo: 64-64-10 ReLU MLP on scikit-learn digits (seed {args.seed}), "
+          f"{args.bits}-bit weights, T={T}, S={S}", flush=True)
+    r = demo_reference(out, bits=args.bits, timesteps=T, max_strength=S, seed=args.seed)
+    rep = r["report"]
+    print(f"  float ANN test accuracy      {r['ann_accuracy']:.2%}")
+    print(f"  SNN reference test accuracy {r['snn_accuracy']:.2%} ({rep['correct']}/"
+          f"{rep['samples']}, {100 * (r['snn_accuracy'] - r['ann_accuracy']):+.2f} points)")
+    _print_counters(rep)
+    return _demo_bundle_and_rtl(args, out, r)

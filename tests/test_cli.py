@@ -180,3 +180,41 @@ def test_verify_rejects_bad_flags(model_files, capsys):
     assert "--samples must be >= 1" in error_of(capsys, ["verify", str(d / "out"), "--samples", "0"])
     assert "--stall must be in 0..0.9" in error_of(capsys, ["verify", str(d / "out"), "--stall", "1"])
     assert "not a bundle directory" in error_of(capsys, ["verify", str(d / "nope")])
+
+
+def test_per_layer_max_strength(model_files, capsys):
+    d = model_files
+    assert main(["compile", str(d / "net.pt2"), "--bits", "4", "--calib", str(d / "calib.npz"),
+                 "-S", "7,0=3", "-o", str(d / "out")]) == 0
+    bundle = load_bundle(d / "out")
+    assert [p.s_max for p in bundle.graph.populations] == [3, 1]
+    assert bundle.meta["max_strength"] == "7,0=3"
+    capsys.readouterr()
+    err = error_of(capsys, ["compile", str(d / "net.pt2"), "--bits", "4", "--calib",
+                            str(d / "calib.npz"), "-S", "7,nope=3", "-o", str(d / "o2")])
+    assert err.startswith("snnc: error: --max-strength names layer 'nope', which the network "
+                          "does not have; its spiking layers are: 0")
+    assert "two values for all layers" in error_of(
+        capsys, ["compile", str(d / "net.pt2"), "--bits", "4", "--calib", str(d / "calib.npz"),
+                 "-S", "7,8", "-o", str(d / "o3")])
+    assert main(["compile", "--help"]) == 0
+    assert "7,conv1=3,fc1=15" in capsys.readouterr().out
+
+
+def test_cnn_demo_command(tmp_path, capsys, monkeypatch):
+    """The table's layout and the bundle; the accuracy bars are in tests/models."""
+    import snnc.models.digits_cnn as cnn
+    quick = cnn.train_digits_cnn(0, epochs=1)
+    monkeypatch.setattr(cnn, "train_digits_cnn", lambda seed=0: quick)
+    assert main(["demo", "--model", "cnn", "--out", str(tmp_path), "--rtl-samples", "0",
+                 "-T", "3", "--bits", "8"]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    head = next(i for i, line in enumerate(lines) if line.split()[:1] == ["bits"])
+    assert lines[head].split() == ["bits", "T=1", "T=2", "T=3", "T=4", "T=8"]
+    assert [line.split()[0] for line in lines[head + 1:head + 4]] == ["8", "4", "2"]
+    assert lines[head + 1].split()[3].startswith("*")            # 8-bit at T=3: the bundle's
+    assert "8-bit, T=3: SNN reference test accuracy" in out and "RTL check skipped" in out
+    bundle = load_bundle(tmp_path / "bundle")
+    assert bundle.meta["bits"] == 8 and bundle.graph.timesteps == 3
+    assert (tmp_path / "digits_cnn.pt2").is_file() and (tmp_path / "test.npz").is_file()

@@ -1,0 +1,48 @@
+"""The demo CNN: deterministic training, export, and the accuracy bars of the CNN demo."""
+
+import numpy as np
+import pytest
+import torch
+
+from snnc.cli import cnn_demo_reference
+from snnc.compiler.load import load_model
+from snnc.models.digits_cnn import (CNN_MAX_STRENGTH, CNN_TIMESTEPS, cnn_split, export_cnn,
+                                    train_digits_cnn)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """The demo's reference part at its defaults, 8/4/2 bits (the CNN is trained once)."""
+    return cnn_demo_reference(tmp_path_factory.mktemp("cnn"), bits=4, timesteps=CNN_TIMESTEPS,
+                              max_strength=CNN_MAX_STRENGTH, table_timesteps=(CNN_TIMESTEPS,))
+
+
+def gap(demo, bits):
+    return demo["ann_accuracy"] - demo["table"][(bits, CNN_TIMESTEPS)][0]
+
+
+def test_cnn_demo_meets_the_8_and_4_bit_bars(demo):
+    assert demo["ann_accuracy"] >= 0.97
+    assert gap(demo, 8) <= 0.01
+    assert gap(demo, 4) <= 0.02
+    graph = demo["graph"]
+    assert [p.name for p in graph.populations] == [
+        "conv1", "pool1", "block.conv1", "block.conv2", "conv3", "pool2", "fc"]
+    assert graph.timesteps == CNN_TIMESTEPS and demo["meta"]["bits"] == 4
+    assert demo["report"]["samples"] == 540
+
+
+@pytest.mark.xfail(strict=True, reason="2-bit (ternary) weights quantized after training lose "
+                   "far more than 5 points on the CNN; it needs quantization-aware training")
+def test_cnn_demo_2_bit_bar(demo):
+    assert gap(demo, 2) <= 0.05
+
+
+def test_cnn_training_is_deterministic(tmp_path):
+    a, b = train_digits_cnn(0, epochs=1), train_digits_cnn(0, epochs=1)
+    for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert ka == kb and torch.equal(va, vb)
+    loaded = load_model(export_cnn(a, tmp_path / "cnn.pt2"))
+    x = torch.from_numpy(cnn_split()[2][:7])
+    assert loaded.format == "exported" and torch.equal(loaded.module(x), a(x))
+    assert np.array_equal(a(x.reshape(7, 64)).detach(), a(x).detach())   # flattened inputs too
