@@ -58,7 +58,7 @@ class _Tuple:
     value: object
 
 
-def _pair(v, what: str) -> tuple[int, int]:
+def _pair(v) -> tuple[int, int]:
     if isinstance(v, (list, tuple)):
         v = tuple(int(x) for x in v)
         return v * 2 if len(v) == 1 else v
@@ -176,8 +176,8 @@ class _Walker:
         if a.get("groups", 1) != 1:
             raise SnncError(f"{where} has groups={a['groups']}: snnc supports groups=1 (a full "
                             "kernel); use a plain convolution")
-        if _pair(a.get("dilation", 1), "dilation") != (1, 1):
-            raise SnncError(f"{where} has dilation={tuple(_pair(a['dilation'], ''))}: snnc "
+        if _pair(a.get("dilation", 1)) != (1, 1):
+            raise SnncError(f"{where} has dilation={_pair(a['dilation'])}: snnc "
                             "supports dilation 1")
         w = self.param(a["weight"])
         if w.ndim != 4:
@@ -186,7 +186,7 @@ class _Walker:
         if max(kh, kw) > MAX_KERNEL:
             raise SnncError(f"{where} has a {kh}x{kw} kernel: snnc supports kernels up to "
                             f"{MAX_KERNEL}x{MAX_KERNEL}")
-        stride = _pair(a.get("stride", 1), "stride")
+        stride = _pair(a.get("stride", 1))
         pad = a.get("padding", 0)
         if pad == "valid":
             pad = (0, 0)
@@ -195,7 +195,7 @@ class _Walker:
             if kh % 2 == 0 or kw % 2 == 0 or stride != (1, 1):
                 raise SnncError(f"{where} uses padding='same' with an even kernel or a stride: "
                                 "give the padding as numbers")
-        pad = _pair(pad, "padding")
+        pad = _pair(pad)
         if pad[0] >= kh or pad[1] >= kw:
             raise SnncError(f"{where} pads by {pad} with a {kh}x{kw} kernel: snnc needs "
                             "padding smaller than the kernel")
@@ -268,13 +268,13 @@ class _Walker:
 
     def _pool_params(self, node, a, what: str):
         where = self.desc(node)
-        k = _pair(a["kernel_size"], "kernel_size")
+        k = _pair(a["kernel_size"])
         stride = a.get("stride")
-        stride = k if stride is None or stride == [] or stride == () else _pair(stride, "stride")
+        stride = k if stride is None or stride == [] or stride == () else _pair(stride)
         if stride != k:
             raise SnncError(f"{where} has stride {stride} and kernel {k}: snnc supports "
                             f"{what} with stride equal to the kernel")
-        pad = _pair(a.get("padding", 0), "padding")
+        pad = _pair(a.get("padding", 0))
         if pad != (0, 0):
             raise SnncError(f"{where} pads by {pad}: snnc supports {what} without padding")
         if a.get("ceil_mode", False):
@@ -287,7 +287,7 @@ class _Walker:
     def maxpool(self, node, a):
         where = self.desc(node)
         k = self._pool_params(node, a, "max pooling")
-        if _pair(a.get("dilation", 1), "dilation") != (1, 1):
+        if _pair(a.get("dilation", 1)) != (1, 1):
             raise SnncError(f"{where} has dilation {a['dilation']}: snnc supports dilation 1")
         if k[0] != k[1]:
             raise SnncError(f"{where} has a {k[0]}x{k[1]} window: snnc max-pools square windows")
@@ -475,6 +475,10 @@ class _Walker:
         for key, v in a.items():
             if key not in data and isinstance(v, torch.fx.Node) and v in self.vals:
                 raise SnncError(f"{self.desc(node)} uses a layer's output as its {key}: {ANN}")
+        if kind != "getitem" and any(isinstance(self.vals.get(a.get(key)), _Tuple)
+                                     for key in data if isinstance(a.get(key), torch.fx.Node)):
+            raise SnncError(f"{self.desc(node)} receives a tuple (an operator with several "
+                            f"outputs, not followed by [0]): {ANN}")
         if self.ended is not None and kind != "identity":
             raise SnncError(f"{self.desc(node)} follows the final {self.ended}: only the class "
                             "scores' softmax may end the network")

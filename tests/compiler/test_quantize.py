@@ -1,5 +1,7 @@
 """Weight quantization (ranges, MSE-optimal scale), input scale, calibration percentiles."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -104,3 +106,13 @@ def test_calibration_fallbacks_and_accuracy():
 def test_calibration_percentile_range(p):
     with pytest.raises(SnncError, match=r"--percentile must be in \(0, 100\]"):
         calibrate(identity_net(), np.ones((3, 1)), percentile=p)
+
+
+def test_relu6_caps_the_activation_scale():
+    one = np.array([[1.0]])
+    net = FloatNet.from_dense((1,), (("h", one, np.zeros(1)), ("o", one, np.zeros(1))))
+    capped = FloatNet((1,), (dataclasses.replace(net.nodes[0], cap=6.0), net.nodes[1]))
+    x = np.linspace(0, 10, 101).reshape(-1, 1)        # activations up to 10, 6 after the cap
+    assert calibrate(net, x, percentile=99).lambdas == (pytest.approx(np.percentile(x, 99)),)
+    assert calibrate(capped, x, percentile=99).lambdas == (6.0,)
+    assert capped.forward(x).max() == 6.0
