@@ -559,16 +559,15 @@ def _write_demo_bundle(path: Path, graph: Graph, meta: dict, rtl_samples: int):
         return write_bundle(path, graph, meta, hardware=False)
 
 
-def _print_table(table: dict, ann: float, default: tuple) -> None:
+def _print_table(table: dict, ann: float, timesteps: int) -> None:
+    """The ``{(bits, T): (accuracy, synops)}`` table; ``*`` marks the demo's T."""
     bits = sorted({b for b, _ in table}, reverse=True)
     steps = sorted({t for _, t in table})
-    print(f"  SNN reference test accuracy in % (float ANN {100 * ann:.2f}; * = default "
-          f"T={default[1]}):")
+    print(f"  SNN reference test accuracy in % (float ANN {100 * ann:.2f}; * = T={timesteps}):")
     print("    bits " + "".join(f"{'T=' + str(t):>8}" for t in steps))
     for b in bits:
-        cells = "".join(f"{('*' if (b, t) == (b, default[1]) else '') + f'{100 * table[(b, t)][0]:.1f}':>8}"
-                        for t in steps)
-        print(f"    {b:>4} {cells}")
+        cells = ["*" * (t == timesteps) + f"{100 * table[(b, t)][0]:.1f}" for t in steps]
+        print(f"    {b:>4} " + "".join(f"{c:>8}" for c in cells))
     print("    mean synaptic operations per inference at " + ", ".join(
         f"T={t}: {table[(bits[0], t)][1]:,.0f}" for t in steps) + f" ({bits[0]}-bit)")
 
@@ -581,7 +580,7 @@ def _demo_cnn(args, out: Path) -> int:
           flush=True)
     r = cnn_demo_reference(out, bits=args.bits, timesteps=T, max_strength=S, seed=args.seed)
     print(f"  float ANN test accuracy      {r['ann_accuracy']:.2%}")
-    _print_table(r["table"], r["ann_accuracy"], (args.bits, T))
+    _print_table(r["table"], r["ann_accuracy"], T)
     rep = r["report"]
     print(f"  {args.bits}-bit, T={T}: SNN reference test accuracy {r['snn_accuracy']:.2%} "
           f"({rep['correct']}/{rep['samples']}, "
