@@ -9,7 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from snnc.cli import demo_reference, main
+from snnc.cli import main
+from snnc.demo import demo_reference
 from snnc.compiler.bundle import load_bundle
 from snnc.compiler.data import quantize_inputs
 from snnc.compiler.pipeline import DEFAULT_MAX_STRENGTH, DEFAULT_TIMESTEPS

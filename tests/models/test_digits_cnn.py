@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from snnc.cli import cnn_demo_reference
+from snnc.demo import cnn_demo_reference
 from snnc.compiler.load import load_model
 from snnc.models.digits_cnn import (CNN_MAX_STRENGTH, CNN_TIMESTEPS, cnn_split, export_cnn,
                                     train_digits_cnn)

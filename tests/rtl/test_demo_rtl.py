@@ -5,7 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from snnc.cli import demo_reference, main
+from snnc.cli import main
+from snnc.demo import demo_reference
 from snnc.compiler.bundle import write_bundle
 from snnc.rtl.verify import verify_on_rtl
 
@@ -67,3 +68,16 @@ def test_verify_names_a_timing_fault_and_keeps_waves(verilator, demo_bundle, tmp
     assert "active cycles: expected" in out and "MISMATCH" in out
     vcd = list((tmp_path / "w").rglob("*.vcd"))
     assert vcd and vcd[0].stat().st_size > 0, out
+
+
+def test_demo_cnn_bit_exact_on_digits(verilator, tmp_path_factory):
+    """The demo CNN (conv, max-pool, residual block, avg-pool, linear) on real test images."""
+    from snnc.demo import cnn_demo_reference
+    from snnc.sim.reference import run
+    out = tmp_path_factory.mktemp("cnn")
+    r = cnn_demo_reference(out, bits=4, timesteps=2, table_bits=(4,), table_timesteps=(2,))
+    bundle = write_bundle(out / "bundle", r["graph"], r["meta"])
+    x = r["x_int"][:8]
+    rep = verify_on_rtl(bundle, x, progress=False)
+    assert rep.n_samples == 8 and rep.all_exact, rep.mismatches[:5]
+    assert [s["prediction_rtl"] for s in rep.per_sample] == run(bundle.graph, x).prediction.tolist()
