@@ -266,12 +266,15 @@ def cmd_compile(args) -> int:
                                 percentile=args.percentile, arch=args.arch,
                                 trust_model=args.trust_model, input_shape=args.input_shape)
     try:
-        write_bundle(args.out, graph, meta, hardware=True)
+        bundle = write_bundle(args.out, graph, meta, hardware=True)
     except MappingError as exc:
         raise SnncError(f"the network does not map onto the core: {exc}") from None
     print(f"snnc: compiled {args.model} ({meta['format']}) -> {args.out}")
     for line in _summary(graph, meta):
         print(line)
+    mem = bundle.core["usage"]["memory_bits"]
+    print("  core memory, bits: " + ", ".join(f"{k} {v:,}" for k, v in mem.items() if v) +
+          f" (total {sum(mem.values()):,})")
     print(f"  files: {_files(args.out)}")
     return 0
 

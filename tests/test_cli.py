@@ -43,6 +43,7 @@ def test_compile_then_simulate(model_files, capsys):
                  "-T", "6", "-S", "7", "-o", str(d / "out")]) == 0
     out = capsys.readouterr().out
     assert "compiled" in out and "theta" in out and "membrane state" in out and "manifest.json" in out
+    assert "core memory, bits: ptr " in out and "total" in out
     bundle = load_bundle(d / "out")
     assert bundle.graph.timesteps == 6 and bundle.meta["max_strength"] == 7
     assert main(["simulate", str(d / "out"), "--data", str(d / "calib.npz"), "--batch-size", "16",
