@@ -16,8 +16,7 @@ from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .neuron import NeuronUnit
-from .params import (MEMBER_BITS, TIMING, CfgSel, ConvField, CoreParams, Counter, ParamField,
-                     SourceMode)
+from .params import MEMBER_BITS, TIMING, CfgSel, ConvField, CoreParams, ParamField, SourceMode
 
 __all__ = ["Core", "input_layout", "output_layout"]
 

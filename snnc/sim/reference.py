@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..ir import Conv, Dense, Graph, MaxPool, Readout
+from ..ir import Conv, Graph, MaxPool, Readout
 
 __all__ = ["RunResult", "neuron_step", "run", "check_inputs", "argmax_lowest", "maxpool_gate",
            "conv_exact"]

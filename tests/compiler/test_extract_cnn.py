@@ -9,7 +9,7 @@ from torch import nn
 
 from snnc.compiler.errors import SnncError
 from snnc.compiler.extract import extract_layers
-from snnc.compiler.floatnet import Layer, Pool
+from snnc.compiler.floatnet import Pool
 
 from .conftest import Plain, exported
 

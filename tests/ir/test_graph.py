@@ -5,8 +5,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from snnc.ir import (Dense, Graph, InputPopulation, Population, VerifyError, input_current_bounds,
-                     required_state_bits, signed_bits, state_range, verify)
+from snnc.ir import (Dense, VerifyError, input_current_bounds, required_state_bits, signed_bits,
+                     state_range, verify)
 from snnc.ir.serialize import graph_from_dict, graph_to_dict
 from snnc.testing import random_graph
 from tests.sim.test_reference import hand_graph

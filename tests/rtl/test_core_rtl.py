@@ -12,7 +12,6 @@ from amaranth.back import verilog
 
 from snnc.hw.core import Core
 from snnc.hw.params import CoreParams
-from snnc.ir import Readout
 from snnc.rtl.verify import run_networks
 from snnc.testing import random_conv_graph, random_graph, random_inputs
 

@@ -3,10 +3,9 @@ that scatters each event by the Conv docstring's rule and runs the max-pool gate
 (the way the core does), with events in random order."""
 
 import numpy as np
-import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from snnc.ir import Conv, Dense, MaxPool
+from snnc.ir import Conv
 from snnc.sim.reference import maxpool_gate, run
 from snnc.testing import random_conv_graph, random_inputs
 
