@@ -94,22 +94,24 @@ def accuracy(model: nn.Module, x, y) -> float:
     return float(np.mean(pred == np.asarray(y)))
 
 
-def export_model(model: nn.Module, path, n_inputs: int = 64) -> Path:
-    """Save ``model`` as a ``.pt2`` ExportedProgram with a dynamic batch axis."""
+def export_model(model: nn.Module, path, sample_shape=(64,)) -> Path:
+    """Save ``model`` as a ``.pt2`` ExportedProgram for inputs ``(B, *sample_shape)``, with a
+    dynamic batch axis."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    example = (torch.zeros(2, n_inputs),)
+    example = (torch.zeros(2, *sample_shape),)
     batch = torch.export.Dim("batch", min=1)
     ep = torch.export.export(model.eval(), example, dynamic_shapes=({0: batch},))
     torch.export.save(ep, path)
     return path
 
 
-def save_split(out_dir) -> tuple[Path, Path]:
-    """Write ``calib.npz`` (the training split) and ``test.npz`` into ``out_dir``."""
+def save_split(out_dir, split=None) -> tuple[Path, Path]:
+    """Write ``calib.npz`` (the training split) and ``test.npz`` of ``split()`` (default: the
+    MLP's :func:`digits_split`) into ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    x_tr, y_tr, x_te, y_te = digits_split()
+    x_tr, y_tr, x_te, y_te = (split or digits_split)()
     np.savez(out / "calib.npz", x=x_tr, y=y_tr)
     np.savez(out / "test.npz", x=x_te, y=y_te)
     return out / "calib.npz", out / "test.npz"

@@ -20,11 +20,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
-from .digits import digits_split, one_thread
+from .digits import digits_split, export_model, one_thread, save_split
 
 __all__ = ["DigitsCNN", "ResidualBlock", "train_digits_cnn", "cnn_split", "export_cnn",
            "save_cnn_split", "CNN_TIMESTEPS", "CNN_MAX_STRENGTH"]
@@ -113,19 +112,9 @@ def _train(seed, epochs, batch_size, lr) -> DigitsCNN:
 
 def export_cnn(model: nn.Module, path) -> Path:
     """Save ``model`` as a ``.pt2`` ExportedProgram for (B, 1, 8, 8) inputs, dynamic batch."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    batch = torch.export.Dim("batch", min=1)
-    ep = torch.export.export(model.eval(), (torch.zeros(2, 1, 8, 8),), dynamic_shapes=({0: batch},))
-    torch.export.save(ep, path)
-    return path
+    return export_model(model, path, sample_shape=(1, 8, 8))
 
 
 def save_cnn_split(out_dir) -> tuple[Path, Path]:
     """Write ``calib.npz`` (the training split) and ``test.npz`` with (N, 1, 8, 8) images."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    x_tr, y_tr, x_te, y_te = cnn_split()
-    np.savez(out / "calib.npz", x=x_tr, y=y_tr)
-    np.savez(out / "test.npz", x=x_te, y=y_te)
-    return out / "calib.npz", out / "test.npz"
+    return save_split(out_dir, split=cnn_split)
