@@ -105,6 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input-shape", type=_shape, metavar="D1,D2,...",
                    help="per-sample input shape without the batch axis, e.g. 1,28,28 (default: "
                         "from the .pt2 example, else the first Linear's in_features)")
+    p.add_argument("--readout", choices=("membrane", "spike-count"), default="membrane",
+                   help="prediction: argmax of the last layer's membrane, a non-spiking "
+                        "integrator (default), or argmax of its total spike strength, the last "
+                        "layer spiking like the others")
     p.add_argument("-o", "--out", type=Path, required=True, metavar="DIR",
                    help="bundle directory to write")
     p.set_defaults(func=cmd_compile)
@@ -264,7 +268,8 @@ def cmd_compile(args) -> int:
     graph, meta = compile_model(args.model, bits=args.bits, timesteps=args.timesteps,
                                 max_strength=args.max_strength, calib=args.calib,
                                 percentile=args.percentile, arch=args.arch,
-                                trust_model=args.trust_model, input_shape=args.input_shape)
+                                trust_model=args.trust_model, input_shape=args.input_shape,
+                                readout=args.readout)
     try:
         bundle = write_bundle(args.out, graph, meta, hardware=True)
     except MappingError as exc:

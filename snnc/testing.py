@@ -13,7 +13,7 @@ __all__ = ["random_graph", "random_conv_graph", "random_inputs", "with_random_cl
 
 def random_graph(rng: np.random.Generator, *, max_in: int = 12, max_size: int = 12,
                  max_hidden: int = 2, max_strength: int = 15, bits=None, timesteps=None,
-                 residual: bool = False) -> Graph:
+                 residual: bool = False, readout: Readout = Readout.MEMBRANE) -> Graph:
     """A random valid graph: 1..``max_hidden``+1 weight layers, any bits, thresholds and clamps.
 
     Covers negative weights and biases, power-of-two and other thresholds, binary and graded
@@ -44,9 +44,10 @@ def random_graph(rng: np.random.Generator, *, max_in: int = 12, max_size: int = 
         s_max = int(rng.integers(1, max_strength + 1)) if rng.random() < 0.7 else 1
         bias = rng.integers(-2 * theta, 2 * theta + 1, size=sizes[k]) * (rng.random(sizes[k]) < 0.5)
         pops.append(Population(name=f"l{k}", size=sizes[k], bias=bias, theta=theta, s_max=s_max,
-                               v_min=0, v_max=theta, spiking=not last))
+                               v_min=0, v_max=theta,
+                               spiking=not last or readout is Readout.SPIKE_COUNT))
     g = Graph(input=InputPopulation("in", (n_in,), signed), populations=tuple(pops),
-              projections=tuple(projections), timesteps=T, readout=Readout.MEMBRANE, name="random")
+              projections=tuple(projections), timesteps=T, readout=readout, name="random")
     return with_random_clamps(rng, g)
 
 

@@ -220,3 +220,22 @@ def test_cnn_demo_command(tmp_path, capsys, monkeypatch):
     bundle = load_bundle(tmp_path / "bundle")
     assert bundle.meta["bits"] == 8 and bundle.graph.timesteps == 3
     assert (tmp_path / "digits_cnn.pt2").is_file() and (tmp_path / "test.npz").is_file()
+
+
+def test_spike_count_readout(model_files, capsys):
+    """--readout spike-count: the last layer spikes and the prediction is its strongest neuron."""
+    from snnc.ir import Readout
+    d = model_files
+    assert main(["compile", str(d / "net.pt2"), "--bits", "8", "--calib", str(d / "calib.npz"),
+                 "-T", "6", "--readout", "spike-count", "-o", str(d / "sc")]) == 0
+    assert "readout (spike count)" not in capsys.readouterr().err
+    bundle = load_bundle(d / "sc")
+    g = bundle.graph
+    assert g.readout is Readout.SPIKE_COUNT and all(p.spiking for p in g.populations)
+    assert bundle.meta["readout"] == "spike_count"
+    x = quantize_inputs(np.load(d / "calib.npz")["x"], bundle.meta)
+    r = run(g, x)
+    totals = r.spikes[-1].sum(axis=0)
+    assert np.array_equal(r.prediction, np.argmax(totals, axis=1))
+    assert error_of(capsys, ["compile", str(d / "net.pt2"), "--bits", "8", "--calib",
+                             str(d / "calib.npz"), "--readout", "votes", "-o", str(d / "x")])

@@ -63,7 +63,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..ir import (Conv, Dense, Graph, InputPopulation, MaxPool, Population, input_current_bounds,
+from ..ir import (Conv, Dense, Graph, InputPopulation, MaxPool, Population, Readout,
+                  input_current_bounds,
                   verify)
 from .errors import SnncError
 from .floatnet import INPUT, FloatNet, Layer, Pool
@@ -261,7 +262,7 @@ def _quantize_layer(node: Layer, units: dict, bits: int):
 
 
 def convert(net: FloatNet, calib: Calibration, *, bits: int, timesteps: int, max_strength,
-            name: str = "snn") -> tuple[Graph, list[dict]]:
+            name: str = "snn", readout: Readout = Readout.MEMBRANE) -> tuple[Graph, list[dict]]:
     """Quantize ``net`` into a verified integer SNN graph.
 
     Parameters
@@ -276,6 +277,11 @@ def convert(net: FloatNet, calib: Calibration, *, bits: int, timesteps: int, max
         ``S`` for every spiking layer, or per layer (:func:`parse_max_strength`).
     name : str
         The graph's name.
+    readout : Readout
+        ``MEMBRANE``: the last layer is a non-spiking integrator (argmax of its membrane).
+        ``SPIKE_COUNT``: the last layer spikes like a hidden layer (threshold from the
+        ``percentile`` of its positive calibration outputs, the default ``S``) and the prediction
+        is the argmax of its total spike strength.
 
     Returns
     -------
@@ -308,14 +314,17 @@ def convert(net: FloatNet, calib: Calibration, *, bits: int, timesteps: int, max
                        ("conv" if t.conv else "dense"), "weight_scale": current / units[t.src],
                        "nnz": int(np.count_nonzero(v))} for t, v in zip(node.terms, values)]
             bias = round_half_away(node.bias / current).astype(np.int64)
-            if node.relu:
-                lam, s_max = lambdas[node.name], strengths[node.name]
+            spiking = node.relu or readout is Readout.SPIKE_COUNT
+            if spiking:
+                if node.relu:
+                    lam, s_max, kind = lambdas[node.name], strengths[node.name], "spiking"
+                else:
+                    lam, s_max, kind = calib.readout_lambda, spec.default, "readout (spike count)"
                 theta = max(1, int(round_half_away(lam / s_max / current)))
                 units[node.name] = theta * current
-                kind = "spiking"
             else:
                 lam, s_max, theta, kind = None, 1, 1, "readout"
-            pop = Population(node.name, node.size, bias, theta, s_max, 0, theta, node.relu,
+            pop = Population(node.name, node.size, bias, theta, s_max, 0, theta, spiking,
                              node.shape)
         index[node.name], smax[node.name] = k, pop.s_max
         pops.append(pop)
@@ -331,5 +340,5 @@ def convert(net: FloatNet, calib: Calibration, *, bits: int, timesteps: int, max
         })
     graph = Graph(input=InputPopulation(INPUT, tuple(net.input_shape), calib.input_signed),
                   populations=tuple(pops), projections=tuple(sorted(projs, key=lambda p: (p.dst, p.src))),
-                  timesteps=int(timesteps), name=name)
+                  timesteps=int(timesteps), name=name, readout=readout)
     return apply_clamps(check_core_rules(graph)), meta

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
-from ..ir import Graph, required_state_bits
+from ..ir import Graph, Readout, required_state_bits
 from .convert import check_options, convert
 from .data import check_samples, load_npz
 from .errors import SnncError
@@ -47,6 +47,15 @@ class Options:
     arch: str | None = None
     trust_model: bool = False
     input_shape: tuple[int, ...] | None = None
+    readout: str = "membrane"
+
+
+def readout_mode(text: str) -> Readout:
+    """``membrane`` or ``spike-count`` (``spike_count``) as a :class:`Readout`."""
+    try:
+        return Readout(str(text).replace("-", "_"))
+    except ValueError:
+        raise SnncError(f"--readout must be 'membrane' or 'spike-count', not {text!r}") from None
 
 
 @dataclass(frozen=True)
@@ -68,6 +77,7 @@ def check(c: Compilation) -> Compilation:
     o = c.options
     check_options(bits=o.bits, timesteps=o.timesteps, max_strength=o.max_strength,
                   percentile=o.percentile)
+    readout_mode(o.readout)
     if o.input_shape is not None and (not o.input_shape or any(d < 1 for d in o.input_shape)):
         raise SnncError(f"--input-shape must be positive sizes, not {list(o.input_shape)}")
     if o.calib is None:
@@ -110,7 +120,8 @@ def calibrate_pass(c: Compilation) -> Compilation:
 def convert_pass(c: Compilation) -> Compilation:
     o = c.options
     graph, layers = convert(c.net, c.calibration, bits=o.bits, timesteps=o.timesteps,
-                            max_strength=o.max_strength, name=Path(o.path).stem or "snn")
+                            max_strength=o.max_strength, name=Path(o.path).stem or "snn",
+                            readout=readout_mode(o.readout))
     return dataclasses.replace(c, graph=graph, layers=tuple(layers))
 
 
@@ -132,6 +143,7 @@ def build_meta(c: Compilation) -> dict:
         "max_strength": check_options(bits=o.bits, timesteps=o.timesteps,
                                       max_strength=o.max_strength).as_json(),
         "percentile": o.percentile,
+        "readout": c.graph.readout.value,
         "input_shape": list(c.net.input_shape),
         "input_scale": cal.input_scale,
         "input_signed": cal.input_signed,
@@ -147,7 +159,7 @@ def build_meta(c: Compilation) -> dict:
 
 def compile_model(path, *, bits: int, timesteps: int, max_strength, calib,
                   percentile: float = 99.9, arch: str | None = None, trust_model: bool = False,
-                  input_shape=None) -> tuple[Graph, dict]:
+                  input_shape=None, readout: str = "membrane") -> tuple[Graph, dict]:
     """Compile a model file into a verified SNN graph and its metadata.
 
     Parameters
@@ -167,6 +179,8 @@ def compile_model(path, *, bits: int, timesteps: int, max_strength, calib,
         ``module:Class`` for state_dict files.
     trust_model : bool
     input_shape : tuple of int, optional
+    readout : {"membrane", "spike-count"}
+        Argmax of the non-spiking readout's membrane, or of a spiking readout's spike strength.
 
     Returns
     -------
@@ -177,7 +191,8 @@ def compile_model(path, *, bits: int, timesteps: int, max_strength, calib,
     SnncError
     """
     ((graph, meta),) = compile_variants(
-        path, [{"bits": bits, "timesteps": timesteps, "max_strength": max_strength}],
+        path, [{"bits": bits, "timesteps": timesteps, "max_strength": max_strength,
+                "readout": readout}],
         calib=calib, percentile=percentile, arch=arch, trust_model=trust_model,
         input_shape=input_shape)
     return graph, meta
@@ -187,7 +202,8 @@ def compile_variants(path, variants, *, calib, percentile: float = 99.9, arch: s
                      trust_model: bool = False, input_shape=None) -> list[tuple[Graph, dict]]:
     """Compile one model at several settings, loading, extracting and calibrating it once.
 
-    ``variants`` is a sequence of dicts with ``bits``, ``timesteps`` and ``max_strength``; the
+    ``variants`` is a sequence of dicts with ``bits``, ``timesteps``, ``max_strength`` and
+    optionally ``readout``; the
     other parameters are those of :func:`compile_model`. Returns one ``(graph, meta)`` per
     variant, each equal to what :func:`compile_model` gives for it.
     """

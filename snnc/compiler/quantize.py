@@ -152,6 +152,9 @@ class Calibration:
     samples : int
     ann_accuracy : float or None
         Float accuracy on the calibration set when labels were given.
+    readout_lambda : float
+        The ``percentile`` of the readout's positive outputs (logits), used when the readout
+        spikes (spike-count readout).
     notes : tuple of str
         Fallbacks taken (a layer whose percentile was 0).
     """
@@ -161,6 +164,7 @@ class Calibration:
     samples: int
     ann_accuracy: float | None = None
     notes: tuple[str, ...] = ()
+    readout_lambda: float = 1.0
 
 
 def calibrate(net: FloatNet, x, y=None, *, percentile: float = 99.9,
@@ -214,4 +218,8 @@ def calibrate(net: FloatNet, x, y=None, *, percentile: float = 99.9,
     acc = None
     if y is not None:
         acc = float(np.mean(np.argmax(outs[net.readout.name], axis=1) == np.asarray(y)))
-    return Calibration(tuple(lambdas), s_in, signed, int(len(x)), acc, tuple(notes))
+    logits = outs[net.readout.name]
+    positive = logits[logits > 0]
+    readout_lambda = float(np.percentile(positive, percentile)) if positive.size else 1.0
+    return Calibration(tuple(lambdas), s_in, signed, int(len(x)), acc, tuple(notes),
+                       readout_lambda=readout_lambda or 1.0)

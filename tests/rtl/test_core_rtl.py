@@ -13,6 +13,7 @@ from amaranth.back import verilog
 from snnc.hw.core import Core
 from snnc.hw.params import CoreParams
 from snnc.rtl.verify import run_networks
+from snnc.ir import Readout
 from snnc.testing import random_conv_graph, random_graph, random_inputs
 
 pytestmark = pytest.mark.verilator
@@ -34,7 +35,8 @@ def regression_set(seed, n=N_NETWORKS):
     for case in range(n):
         rng = np.random.default_rng([seed, case])
         g = random_graph(rng, max_in=12, max_size=12, max_hidden=2, bits=(8, 4, 2)[case % 3],
-                         max_strength=1 if case % 4 == 0 else 15, residual=case % 5 == 0)
+                         max_strength=1 if case % 4 == 0 else 15, residual=case % 5 == 0,
+                         readout=Readout.SPIKE_COUNT if case % 7 == 3 else Readout.MEMBRANE)
         xs = random_inputs(rng, g, 3)
         items.append((g, xs, g.timesteps))
     return items
@@ -53,8 +55,9 @@ def conv_regression_set(seed, n=N_CONV_NETWORKS):
 
 def coverage(items):
     c = {"bits": set(), "binary": 0, "graded": 0, "neg_w": 0, "neg_bias": 0, "pow2": 0,
-         "other_theta": 0, "layers": set(), "empty_input": 0, "residual": 0}
+         "other_theta": 0, "layers": set(), "empty_input": 0, "residual": 0, "spike_count": 0}
     for g, xs, _ in items:
+        c["spike_count"] += g.readout is Readout.SPIKE_COUNT
         c["bits"] |= {p.bits for p in g.projections}
         c["layers"].add(len(g.populations))
         c["residual"] += any(p.dst - p.src > 1 for p in g.projections)
