@@ -447,6 +447,8 @@ def cmd_verify(args) -> int:
                             idle=args.stall, stall=args.stall, waves_dir=args.waves)
     except SimulatorMissing as exc:
         raise SnncError(f"{exc}; or choose the other --simulator") from None
+    except RuntimeError as exc:   # the HDL build or the cocotb run itself failed
+        raise SnncError(f"the RTL simulation did not complete: {exc}") from None
     except MappingError as exc:
         raise SnncError(str(exc)) from None
     for r in rep.per_sample:

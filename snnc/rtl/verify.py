@@ -116,7 +116,11 @@ def run_networks(items, params: CoreParams, verilog: str, *, simulator="verilato
 
     Returns a list (per network) of (model run, list of per-sample mismatch lists, raw results).
     """
-    rtl = runner.build(verilog, params, simulator=simulator, waves=waves)
+    # Every output event of a sample must fit the harness's event memory: at most one spike per
+    # neuron per timestep plus one end-of-timestep token.
+    need = max(T * (map_graph(g).n_neurons + 1) for g, _, T in items)
+    max_events = max(1 << 14, 1 << (need - 1).bit_length())
+    rtl = runner.build(verilog, params, simulator=simulator, waves=waves, max_events=max_events)
     models, nets = [], []
     for graph, xs, T in items:
         xs = np.asarray(xs, dtype=np.int64)
