@@ -53,8 +53,13 @@ def _where(image: CoreImage, graph: Graph, n: int) -> str:
     return f"neuron {n}"
 
 
-def compare_sample(graph: Graph, params: CoreParams, model: CoreRun, b: int, got: dict) -> list[str]:
-    """Mismatches of sample ``b`` between the model (== reference) and the RTL's record."""
+def compare_sample(graph: Graph, params: CoreParams, model: CoreRun, b: int, got: dict, *,
+                   stalls: bool = True) -> list[str]:
+    """Mismatches of sample ``b`` between the model (== reference) and the RTL's record.
+
+    Without ``stalls`` (no input gaps, no output backpressure) the core's TOTAL counter must be
+    exactly the clear sweep plus ACTIVE; with stalls it can only be larger.
+    """
     image = map_graph(graph)
     out = []
     want_ev = [list(e) for e in model.events[b]]
@@ -80,6 +85,10 @@ def compare_sample(graph: Graph, params: CoreParams, model: CoreRun, b: int, got
     checks += [(f"spikes of population {k}", int(model.spike_counts[b, k]), cnt[Counter.SPIKES + k])
                for k in range(1, image.n_pops)]
     out += [f"{name}: expected {a}, got {c}" for name, a, c in checks if a != c]
+    total = int(model.cycles[b]) + model.clear_cycles
+    if (cnt[Counter.TOTAL] != total) if not stalls else (cnt[Counter.TOTAL] < total):
+        rel = "at least " if stalls else ""
+        out.append(f"total cycles: expected {rel}{total}, got {cnt[Counter.TOTAL]}")
     return out
 
 
@@ -137,7 +146,8 @@ def run_networks(items, params: CoreParams, verilog: str, *, simulator="verilato
     result = runner.run_job(rtl, job, waves=waves, keep_dir=keep_dir)
     out = []
     for (graph, xs, T), model, got in zip(items, models, result["networks"]):
-        mism = [compare_sample(graph, params, model, b, g) for b, g in enumerate(got)]
+        mism = [compare_sample(graph, params, model, b, g, stalls=bool(idle or stall))
+                for b, g in enumerate(got)]
         out.append((model, mism, got))
     return out
 
