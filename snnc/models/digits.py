@@ -70,10 +70,19 @@ def train_digits_mlp(seed: int = 0, *, hidden: int = 64, epochs: int = 60,
 
 def _train(seed, hidden, epochs, batch_size, lr) -> DigitsMLP:
     x_tr, y_tr, _, _ = digits_split()
+    return fit(lambda: DigitsMLP(hidden), x_tr, y_tr, seed=seed, epochs=epochs,
+               batch_size=batch_size, lr=lr)
+
+
+def fit(make_model, x_tr, y_tr, *, seed: int, epochs: int, batch_size: int, lr: float,
+        cosine: bool = False) -> nn.Module:
+    """Train ``make_model()`` with Adam and cross-entropy, deterministically for ``seed``
+    (the model is built after seeding, so its initial weights follow the seed too)."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    model = DigitsMLP(hidden)
+    model = make_model()
     opt = torch.optim.Adam(model.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs) if cosine else None
     x, y = torch.from_numpy(x_tr), torch.from_numpy(y_tr)
     loss_fn = nn.CrossEntropyLoss()
     model.train()
@@ -84,6 +93,8 @@ def _train(seed, hidden, epochs, batch_size, lr) -> DigitsMLP:
             opt.zero_grad()
             loss_fn(model(x[idx]), y[idx]).backward()
             opt.step()
+        if sched is not None:
+            sched.step()
     return model.eval()
 
 

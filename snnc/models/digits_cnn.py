@@ -20,10 +20,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from torch import nn
 
-from .digits import digits_split, export_model, one_thread, save_split
+from .digits import digits_split, export_model, fit, one_thread, save_split
 
 __all__ = ["DigitsCNN", "ResidualBlock", "train_digits_cnn", "cnn_split", "export_cnn",
            "save_cnn_split", "CNN_TIMESTEPS", "CNN_MAX_STRENGTH"]
@@ -91,23 +90,8 @@ def train_digits_cnn(seed: int = 0, *, epochs: int = 40, batch_size: int = 32,
 
 def _train(seed, epochs, batch_size, lr) -> DigitsCNN:
     x_tr, y_tr, _, _ = cnn_split()
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
-    model = DigitsCNN()
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
-    x, y = torch.from_numpy(x_tr), torch.from_numpy(y_tr)
-    loss_fn = nn.CrossEntropyLoss()
-    model.train()
-    for _ in range(epochs):
-        order = torch.randperm(len(x), generator=gen)
-        for start in range(0, len(x), batch_size):
-            idx = order[start:start + batch_size]
-            opt.zero_grad()
-            loss_fn(model(x[idx]), y[idx]).backward()
-            opt.step()
-        sched.step()
-    return model.eval()
+    return fit(DigitsCNN, x_tr, y_tr, seed=seed, epochs=epochs, batch_size=batch_size, lr=lr,
+               cosine=True)
 
 
 def export_cnn(model: nn.Module, path) -> Path:
