@@ -243,7 +243,6 @@ class Core(wiring.Component):
         # S4: membrane update, or max-pool gate update.
         pool4 = s4["mode"] == SourceMode.POOL
         acc_new = Signal(p.pool_count_bits)
-        g_cur = v_r.data[:sb_]
         g_idx = v_r.data[sb_:sb_ + MEMBER_BITS]
         g_acc = v_r.data[sb_ + MEMBER_BITS:sb_ + MEMBER_BITS + p.pool_count_bits]
         take = Signal()
@@ -251,7 +250,6 @@ class Core(wiring.Component):
                      take.eq((acc_new > g_acc) | ((acc_new == g_acc) & (s4["member"] <= g_idx))),
                      cnt_w.addr.eq(s4["g"]), cnt_w.data.eq(acc_new),
                      cnt_w.en.eq(en & s4["valid"] & pool4)]
-        del g_cur
         s4_write = Signal()
         s4_data = Signal(signed(vb))
         m.d.comb += [s4_write.eq(s4["valid"] & (~pool4 | take)),

@@ -51,6 +51,17 @@ def test_input_checks():
         run(g, np.zeros((1, 3)))
 
 
+def scalar_update(pop, v):
+    """The per-timestep neuron update, one neuron at a time, in place on ``v``; returns spikes."""
+    spikes = []
+    for j in range(pop.size):
+        u = v[j] + int(pop.bias[j])
+        s = min(u // pop.theta, pop.s_max) if pop.spiking and u >= pop.theta else 0
+        v[j] = min(max(u - s * pop.theta, pop.v_min), pop.v_max)
+        spikes.append(s)
+    return spikes
+
+
 def _event_driven(graph, x, T, rng):
     """A scalar, event-by-event implementation that accumulates events in a random order."""
     V = [np.zeros(p.size, dtype=object) for p in graph.populations]
@@ -63,13 +74,7 @@ def _event_driven(graph, x, T, rng):
             for proj, i, s in events:
                 for j in range(pop.size):
                     V[k - 1][j] += int(proj.weights[j, i]) * s
-            spikes = []
-            for j in range(pop.size):
-                u = V[k - 1][j] + int(pop.bias[j])
-                s = min(u // pop.theta, pop.s_max) if pop.spiking and u >= pop.theta else 0
-                V[k - 1][j] = min(max(u - s * pop.theta, pop.v_min), pop.v_max)
-                spikes.append(s)
-            out[k] = spikes
+            out[k] = scalar_update(pop, V[k - 1])
     return [np.array(v, dtype=np.int64) for v in V]
 
 

@@ -8,6 +8,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from snnc.ir import Conv
 from snnc.sim.reference import maxpool_gate, run
 from snnc.testing import random_conv_graph, random_inputs
+from tests.sim.test_reference import scalar_update
 
 
 def scatter_conv(proj, in_shape, out_shape, events, V, rng):
@@ -81,12 +82,7 @@ def event_driven(graph, x, T, rng):
                                 if proj.weights[j, i]:
                                     V[k - 1][j] += int(proj.weights[j, i]) * s
                                     synops += 1
-            res = []
-            for j in range(pop.size):
-                u = V[k - 1][j] + int(pop.bias[j])
-                s = min(u // pop.theta, pop.s_max) if pop.spiking and u >= pop.theta else 0
-                V[k - 1][j] = min(max(u - s * pop.theta, pop.v_min), pop.v_max)
-                res.append(s)
+            res = scalar_update(pop, V[k - 1])
             out[k] = res
             spikes[k - 1].append(res)
     return V, spikes, synops
