@@ -8,7 +8,26 @@ from .ir import (Conv, Dense, Graph, InputPopulation, MaxPool, Population, Reado
                  conv_output_shape, verify, weight_limit)
 from .ir.verify import input_current_bounds
 
-__all__ = ["random_graph", "random_conv_graph", "random_inputs", "with_random_clamps"]
+__all__ = ["random_graph", "random_conv_graph", "random_inputs", "with_random_clamps",
+           "draw_fitting"]
+
+
+def draw_fitting(rng: np.random.Generator, make, params, *, tries: int = 200) -> Graph:
+    """Draw ``make(rng)`` until the graph fits a core built with ``params``.
+
+    Random conv graphs (padding, residual blocks) can outgrow a fixed test core; redrawing from
+    the same generator keeps the choice a pure function of the seed. Raises after ``tries``.
+    """
+    from .hw.mapping import MappingError, check_fits, map_graph
+    last = None
+    for _ in range(tries):
+        g = make(rng)
+        try:
+            check_fits(map_graph(g), params, g.timesteps)
+            return g
+        except MappingError as e:
+            last = e
+    raise RuntimeError(f"no random graph out of {tries} fits the core: {last}")
 
 
 def random_graph(rng: np.random.Generator, *, max_in: int = 12, max_size: int = 12,

@@ -16,7 +16,7 @@ from snnc.hw.mapping import config_writes, map_graph
 from snnc.hw.params import CoreParams, Counter
 from snnc.sim.core import CoreModel
 from snnc.sim.reference import run as ref_run
-from snnc.testing import random_conv_graph, random_graph, random_inputs
+from snnc.testing import draw_fitting, random_conv_graph, random_graph, random_inputs
 
 PARAMS = CoreParams(max_neurons=200, max_sources=200, max_synapses=1024, max_pops=8,
                     max_pop_size=100, v_bits=32, strength_bits=4, max_convs=8, coord_bits=4,
@@ -163,7 +163,8 @@ def test_hand_network_golden():
 @pytest.mark.parametrize("case", range(6))
 def test_random_networks(seed, case):
     rng = np.random.default_rng([seed, case])
-    g = random_graph(rng, max_in=10, max_size=10, max_hidden=2, timesteps=int(rng.integers(1, 4)))
+    g = draw_fitting(rng, lambda r: random_graph(r, max_in=10, max_size=10, max_hidden=2,
+                                                 timesteps=int(r.integers(1, 4))), PARAMS)
     xs = random_inputs(rng, g, 3)
     results = rtl_run(PARAMS, map_graph(g), xs, g.timesteps, seed=seed + case)
     check_against_model(g, xs, results)
@@ -174,7 +175,8 @@ def test_random_networks(seed, case):
 @pytest.mark.parametrize("case", range(6))
 def test_random_conv_networks(seed, case):
     rng = np.random.default_rng([seed, case, 7])
-    g = random_conv_graph(rng, max_hw=6, timesteps=int(rng.integers(1, 3)))
+    g = draw_fitting(rng, lambda r: random_conv_graph(r, max_hw=6, timesteps=int(r.integers(1, 3))),
+                     PARAMS)
     xs = random_inputs(rng, g, 2)
     results = rtl_run(PARAMS, map_graph(g), xs, g.timesteps, seed=seed + case)
     check_against_model(g, xs, results)

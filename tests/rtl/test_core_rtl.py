@@ -14,7 +14,7 @@ from snnc.hw.core import Core
 from snnc.hw.params import CoreParams
 from snnc.rtl.verify import run_networks
 from snnc.ir import Readout
-from snnc.testing import random_conv_graph, random_graph, random_inputs
+from snnc.testing import draw_fitting, random_conv_graph, random_graph, random_inputs
 
 pytestmark = pytest.mark.verilator
 
@@ -34,9 +34,10 @@ def regression_set(seed, n=N_NETWORKS):
     items = []
     for case in range(n):
         rng = np.random.default_rng([seed, case])
-        g = random_graph(rng, max_in=12, max_size=12, max_hidden=2, bits=(8, 4, 2)[case % 3],
-                         max_strength=1 if case % 4 == 0 else 15, residual=case % 5 == 0,
-                         readout=Readout.SPIKE_COUNT if case % 7 == 3 else Readout.MEMBRANE)
+        g = draw_fitting(rng, lambda r: random_graph(
+            r, max_in=12, max_size=12, max_hidden=2, bits=(8, 4, 2)[case % 3],
+            max_strength=1 if case % 4 == 0 else 15, residual=case % 5 == 0,
+            readout=Readout.SPIKE_COUNT if case % 7 == 3 else Readout.MEMBRANE), PARAMS)
         xs = random_inputs(rng, g, 3)
         items.append((g, xs, g.timesteps))
     return items
@@ -46,9 +47,9 @@ def conv_regression_set(seed, n=N_CONV_NETWORKS):
     items = []
     for case in range(n):
         rng = np.random.default_rng([seed, case, 3])
-        g = random_conv_graph(rng, bits=(8, 4, 2)[case % 3], max_hw=7,
-                              max_strength=1 if case % 4 == 0 else 15,
-                              timesteps=int(rng.integers(1, 4)))
+        g = draw_fitting(rng, lambda r: random_conv_graph(
+            r, bits=(8, 4, 2)[case % 3], max_hw=7, max_strength=1 if case % 4 == 0 else 15,
+            timesteps=int(r.integers(1, 4))), PARAMS)
         items.append((g, random_inputs(rng, g, 2), g.timesteps))
     return items
 
