@@ -68,7 +68,7 @@ def _rtl_step(bundle, x_int: np.ndarray, n: int) -> bool:
 
 def cnn_demo_reference(out: Path, *, bits: int = 4, timesteps: int = CNN_TIMESTEPS,
                        max_strength=CNN_MAX_STRENGTH, seed: int = 0, table_bits=(8, 4, 2),
-                       table_timesteps=(1, 2, 4, 8)) -> dict:
+                       table_timesteps=(1, 2, 4, 8), qat: bool = True) -> dict:
     """The CNN demo up to the reference model: train, export, compile, run the test split.
 
     Writes ``digits_cnn.pt2``, ``calib.npz`` and ``test.npz`` into ``out``; compiles the CNN for
@@ -76,16 +76,22 @@ def cnn_demo_reference(out: Path, *, bits: int = 4, timesteps: int = CNN_TIMESTE
     runs the reference model on the 540 test images. Returns the float accuracy, the ``table``
     ``{(bits, T): (accuracy, mean synaptic ops)}``, and, for ``bits`` at ``timesteps``, the graph,
     metadata, quantized test inputs, labels and counters report (as :func:`demo_reference`).
+
+    With ``qat`` and 2 in ``table_bits`` (or ``bits == 2``) it also fine-tunes the CNN with
+    quantization-aware training for ternary weights (:func:`snnc.models.qat.finetune`, at T = 1,
+    where the quantized ANN and the SNN agree), writes ``digits_cnn_qat2.pt2``, and adds rows
+    ``("2qat", T)`` to the table; a 2-bit demo network (``bits == 2``) is then the QAT one.
     """
     from .models.digits import one_thread
 
     # The CNN's layers are tiny: torch's thread pool only costs time (a lot on a busy machine).
     with one_thread():
         return _cnn_demo_reference(Path(out), bits, timesteps, max_strength, seed, table_bits,
-                                   table_timesteps)
+                                   table_timesteps, qat)
 
 
-def _cnn_demo_reference(out, bits, timesteps, max_strength, seed, table_bits, table_timesteps):
+def _cnn_demo_reference(out, bits, timesteps, max_strength, seed, table_bits, table_timesteps,
+                        qat):
     from .compiler.pipeline import compile_variants
     from .models.digits import accuracy
     from .models.digits_cnn import cnn_split, export_cnn, save_cnn_split, train_digits_cnn
@@ -97,18 +103,32 @@ def _cnn_demo_reference(out, bits, timesteps, max_strength, seed, table_bits, ta
     calib_path, _ = save_cnn_split(out)
     settings = [(b, t) for b in sorted(set(table_bits) | {bits}, reverse=True)
                 for t in sorted(set(table_timesteps) | {timesteps})]
-    compiled = compile_variants(model_path, [{"bits": b, "timesteps": t, "max_strength": max_strength}
-                                             for b, t in settings], calib=calib_path)
+    runs = [(model_path, b, t, b) for b, t in settings]
+    extra = {}
+    if qat and 2 in set(table_bits) | {bits}:
+        from .models.qat import finetune
+        x_tr, y_tr, _, _ = cnn_split()
+        qnet = finetune(model, x_tr, y_tr, bits=2, timesteps=1, max_strength=max_strength,
+                        seed=seed)
+        qat_path = export_cnn(qnet, out / "digits_cnn_qat2.pt2")
+        steps = sorted(set(table_timesteps) | {timesteps})
+        runs += [(qat_path, 2, t, "2qat") for t in steps]
+        extra = {"qat_path": qat_path, "qat_ann_accuracy": accuracy(qnet, x_te, y_te)}
     table, r = {}, {}
-    for (b, t), (graph, meta) in zip(settings, compiled):
-        x_int = quantize_inputs(check_samples(x_te, graph.input.shape), meta)
-        res = simulate(graph, x_int, progress=False)
-        report = counters_report(graph, res, y_te)
-        table[(b, t)] = (report["accuracy"], report["mean"]["synops"])
-        if (b, t) == (bits, timesteps):
-            r = {"graph": graph, "meta": meta, "x_int": x_int, "report": report,
-                 "snn_accuracy": report["accuracy"]}
-    return {"ann_accuracy": ann, "table": table, "y": y_te, "model_path": model_path, **r}
+    for path in dict.fromkeys(p for p, *_ in runs):
+        mine = [run for run in runs if run[0] == path]
+        compiled = compile_variants(path, [{"bits": b, "timesteps": t, "max_strength": max_strength}
+                                           for _, b, t, _ in mine], calib=calib_path)
+        for (_, b, t, row), (graph, meta) in zip(mine, compiled):
+            x_int = quantize_inputs(check_samples(x_te, graph.input.shape), meta)
+            res = simulate(graph, x_int, progress=False)
+            report = counters_report(graph, res, y_te)
+            table[(row, t)] = (report["accuracy"], report["mean"]["synops"])
+            demo_row = "2qat" if bits == 2 and extra else bits
+            if (row, t) == (demo_row, timesteps):
+                r = {"graph": graph, "meta": meta, "x_int": x_int, "report": report,
+                     "snn_accuracy": report["accuracy"]}
+    return {"ann_accuracy": ann, "table": table, "y": y_te, "model_path": model_path, **extra, **r}
 
 
 def _write_demo_bundle(path: Path, graph: Graph, meta: dict, rtl_samples: int):
@@ -125,12 +145,15 @@ def _write_demo_bundle(path: Path, graph: Graph, meta: dict, rtl_samples: int):
 
 def _print_table(table: dict, ann: float, timesteps: int) -> None:
     """The ``{(bits, T): (accuracy, synops)}`` table; ``*`` marks the demo's T."""
-    bits = sorted({b for b, _ in table}, reverse=True)
+    bits = sorted({b for b, _ in table if isinstance(b, int)}, reverse=True)
+    rows = bits + ["2qat"] * any(b == "2qat" for b, _ in table)
     steps = sorted({t for _, t in table})
-    print(f"  SNN reference test accuracy in % (float ANN {100 * ann:.2f}; * = T={timesteps}):")
+    print(f"  SNN reference test accuracy in % (float ANN {100 * ann:.2f}; * = T={timesteps}; "
+          f"2qat = 2 bits after quantization-aware fine-tuning):")
     print("    bits " + "".join(f"{'T=' + str(t):>8}" for t in steps))
-    for b in bits:
-        cells = ["*" * (t == timesteps) + f"{100 * table[(b, t)][0]:.1f}" for t in steps]
+    for b in rows:
+        cells = ["*" * (t == timesteps) + f"{100 * table[(b, t)][0]:.1f}" if (b, t) in table
+                 else "-" for t in steps]
         print(f"    {b:>4} " + "".join(f"{c:>8}" for c in cells))
     print("    mean synaptic operations per inference at " + ", ".join(
         f"T={t}: {table[(bits[0], t)][1]:,.0f}" for t in steps) + f" ({bits[0]}-bit)")
@@ -144,9 +167,13 @@ def _demo_cnn(args, out: Path) -> int:
           flush=True)
     r = cnn_demo_reference(out, bits=args.bits, timesteps=T, max_strength=S, seed=args.seed)
     print(f"  float ANN test accuracy      {r['ann_accuracy']:.2%}")
+    if "qat_path" in r:
+        print(f"  ternary-weight ANN after quantization-aware fine-tuning {r['qat_ann_accuracy']:.2%}"
+              f" ({r['qat_path']})")
     _print_table(r["table"], r["ann_accuracy"], T)
     rep = r["report"]
-    print(f"  {args.bits}-bit, T={T}: SNN reference test accuracy {r['snn_accuracy']:.2%} "
+    qat = " (QAT)" if args.bits == 2 and "qat_path" in r else ""
+    print(f"  {args.bits}-bit{qat}, T={T}: SNN reference test accuracy {r['snn_accuracy']:.2%} "
           f"({rep['correct']}/{rep['samples']}, "
           f"{100 * (r['snn_accuracy'] - r['ann_accuracy']):+.2f} points)")
     _print_counters(rep)
