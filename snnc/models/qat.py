@@ -31,6 +31,7 @@ Everything runs on the CPU on one thread and is deterministic for a given ``seed
 from __future__ import annotations
 
 import copy
+import warnings
 
 import numpy as np
 import torch
@@ -132,7 +133,9 @@ def prepare(model: nn.Module, *, bits: int, levels: int, percentile: float = 99.
         raise SnncError(f"bits must be one of {', '.join(map(str, WEIGHT_BITS))}, not {bits}")
     if levels < 1:
         raise SnncError(f"levels (timesteps * max strength) must be >= 1, not {levels}")
-    from torch.fx.experimental.optimization import fuse
+    with warnings.catch_warnings():     # the module imports torch.jit's deprecated helpers
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from torch.fx.experimental.optimization import fuse
     try:
         gm = fuse(copy.deepcopy(model).eval())
     except Exception as exc:                          # tracing errors come in many types
