@@ -343,6 +343,15 @@ def _print_counters(report: dict, indent: str = "  ") -> None:
                   f"{mean['spike_strength'][name]:,.1f}")
 
 
+def _warn_longer_run(graph: Graph, T: int) -> None:
+    """The compiler sizes the readout's membrane bounds for the compiled T; say so when a run is
+    longer (the contract still holds: the readout clamps at v_min/v_max as documented)."""
+    if T > graph.timesteps and not graph.pop(len(graph.populations)).spiking:
+        print(f"snnc: note: the bundle was compiled for T={graph.timesteps}; its readout membrane "
+              f"bounds are sized for that, so at T={T} the readout may clamp. Recompile with "
+              f"--timesteps {T} for full headroom.", file=sys.stderr)
+
+
 def cmd_simulate(args) -> int:
     bundle = load_bundle(args.bundle)
     graph = bundle.graph
@@ -350,6 +359,7 @@ def cmd_simulate(args) -> int:
     x = check_samples(x, graph.input.shape, what=str(args.data))
     x_int = quantize_inputs(x, bundle.meta)
     T = graph.timesteps if args.timesteps is None else args.timesteps
+    _warn_longer_run(graph, T)
     res = simulate(graph, x_int, timesteps=T, batch_size=args.batch_size)
     report = counters_report(graph, res, y)
     print(f"snnc: simulated {args.bundle} on {args.data}: {report['samples']} samples, "
@@ -433,6 +443,7 @@ def cmd_verify(args) -> int:
     T = graph.timesteps if args.timesteps is None else args.timesteps
     if T < 1:
         raise SnncError(f"--timesteps must be >= 1, not {T}")
+    _warn_longer_run(graph, T)
     if args.data is not None:
         x, _ = load_npz(args.data)
         x = check_samples(x, graph.input.shape, what=str(args.data))[:args.samples]

@@ -67,7 +67,12 @@ def test_simulate_timesteps_override(model_files, capsys):
     assert main(["simulate", str(d / "out"), "--data", str(d / "calib.npz"), "-T", "2",
                  "--json", str(d / "r.json")]) == 0
     assert json.loads((d / "r.json").read_text())["timesteps"] == 2
-    assert "T=2" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "T=2" in captured.out and "may clamp" not in captured.err
+    # A run longer than the compiled T says that the readout bounds were sized for fewer steps.
+    assert main(["simulate", str(d / "out"), "--data", str(d / "calib.npz"), "-T", "9"]) == 0
+    err = capsys.readouterr().err
+    assert "compiled for T=4" in err and "--timesteps 9" in err
 
 
 @pytest.mark.parametrize("extra, message", [
