@@ -167,7 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "through the generated RTL. --model mlp: a 64-64-10 MLP. "
                                    "--model cnn: a residual CNN (conv-BN-ReLU-maxpool, residual "
                                    "block, conv-BN-ReLU-avgpool, linear), compiled at 8, 4 and 2 "
-                                   "bits, with a table of accuracy over bits and timesteps.")
+                                   "bits and at 2 bits after quantization-aware fine-tuning "
+                                   "(row 2qat; --bits 2 uses it), with a table of accuracy over "
+                                   "bits and timesteps.")
     p.add_argument("--model", choices=("mlp", "cnn"), default="mlp",
                    help="which demo network (default: %(default)s)")
     p.add_argument("--out", "-o", type=Path, metavar="DIR",

@@ -31,26 +31,21 @@ Everything runs on the CPU on one thread and is deterministic for a given ``seed
 from __future__ import annotations
 
 import copy
+import sys
 import warnings
 
 import numpy as np
 import torch
 from torch import fx, nn
 from torch.nn.utils import parametrize
+from tqdm import tqdm
 
 from ..compiler.errors import SnncError
-from ..compiler.quantize import SCALE_FACTORS
-from ..ir import WEIGHT_BITS, weight_limit
+from ..compiler.quantize import quantize_weights
+from ..ir import WEIGHT_BITS
 from .digits import one_thread
 
 __all__ = ["finetune", "prepare", "strip", "recalibrate", "WeightQuant", "ActQuant"]
-
-_FACTORS = torch.tensor(SCALE_FACTORS, dtype=torch.float64)
-
-
-def _round_half_away(x: torch.Tensor) -> torch.Tensor:
-    return torch.sign(x) * torch.floor(x.abs() + 0.5)
-
 
 class WeightQuant(nn.Module):
     """Per-layer fake quantization of a weight tensor with a straight-through gradient."""
@@ -58,7 +53,6 @@ class WeightQuant(nn.Module):
     def __init__(self, bits: int):
         super().__init__()
         self.bits = bits
-        self.q = weight_limit(bits)
 
     def quantized(self, w: torch.Tensor) -> torch.Tensor:
         """The weight on its grid (no gradient)."""
@@ -68,16 +62,8 @@ class WeightQuant(nn.Module):
                 keep = a > 0.7 * a.mean()
                 alpha = a[keep].mean() if keep.any() else a.max()
                 return (torch.sign(w.detach().double()) * keep * alpha).to(w.dtype)
-            wmax = a.max()
-            if wmax == 0:
-                return torch.zeros_like(w)
-            shape = (-1,) + (1,) * w.dim()
-            scales = (wmax * _FACTORS / self.q).view(shape)
-            values = torch.clamp(_round_half_away(w.detach().double()[None] / scales),
-                                 -self.q, self.q)
-            mse = ((values * scales - w.detach().double()[None]) ** 2).flatten(1).mean(1)
-            i = int(torch.argmin(mse))               # first minimum, as the compiler
-            return (values[i] * scales[i]).to(w.dtype)
+            q = quantize_weights(w.detach().cpu().numpy(), self.bits)   # the compiler's own
+            return torch.from_numpy(q.values * q.scale).to(w.dtype)
 
     def forward(self, w):
         return w + (self.quantized(w) - w).detach()
@@ -241,9 +227,6 @@ def finetune(model: nn.Module, x, y, *, bits: int, timesteps: int, max_strength:
 
 def _finetune(model, x, y, bits, levels, epochs, lr, batch_size, distill, temperature,
               percentile, seed, progress):
-    from tqdm import tqdm
-    import sys
-
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     teacher = copy.deepcopy(model).eval()
