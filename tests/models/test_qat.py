@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from snnc.compiler.errors import SnncError
+from snnc.compiler.data import quantize_inputs
 from snnc.compiler.quantize import quantize_weights
 from snnc.models.qat import ActQuant, WeightQuant, finetune, prepare, recalibrate, strip
 
@@ -136,3 +137,76 @@ def test_bad_arguments_are_clear_errors():
         prepare(Branchy(), bits=2, levels=4)
     with pytest.raises(SnncError, match="distill"):
         finetune(trained_small(0), *toy_data(0), bits=2, timesteps=1, max_strength=1, distill=2)
+
+
+class Residual(nn.Module):
+    """conv-BN-ReLU, then a residual block (conv-ReLU-conv, + shortcut, ReLU), then linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 4, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(4)
+        self.conv2 = nn.Conv2d(4, 4, 3, padding=1)
+        self.conv3 = nn.Conv2d(4, 4, 3, padding=1)
+        self.fc = nn.Linear(4 * 4 * 4, 3)
+
+    def forward(self, x):
+        a = torch.relu(self.bn1(self.conv1(x)))
+        h = torch.relu(self.conv3(torch.relu(self.conv2(a))) + a)
+        return self.fc(torch.flatten(h, 1))
+
+
+def test_align_takes_units_and_shortcut_gains_from_the_compiled_snn(seed):
+    """The activation quantizers step by the compiled SNN's unit u = theta * c (clip S * u, T * S
+    levels) and the shortcut is scaled by the compiled identity weight's gain c / u_x."""
+    from snnc.models.qat import Shortcut, _compile, _Snapshot, align
+
+    torch.manual_seed(seed)
+    model = Residual().eval()
+    x, _ = toy_data(seed)
+    net = prepare(model, bits=2, levels=1)
+    [shortcut] = [m for m in net.modules() if isinstance(m, Shortcut)]
+    assert shortcut.layer == "conv3"
+    quants = {m.layer: m for m in net.modules() if isinstance(m, ActQuant)}
+    assert set(quants) == {"conv1", "conv2", "conv3"}
+    *_, layers = _compile(_Snapshot(model)(net), x.astype(np.float64), bits=2, timesteps=3,
+                          max_strength="5,conv3=3", percentile=99.9)
+    align(net, layers, timesteps=3)
+    by_name = {layer["name"]: layer for layer in layers}
+    for name, s in (("conv1", 5), ("conv2", 5), ("conv3", 3)):
+        assert quants[name].levels == 3 * s
+        assert quants[name].lam.item() == pytest.approx(s * by_name[name]["unit"], rel=1e-6)
+    [identity] = [i for i in by_name["conv3"]["inputs"] if i["kind"] == "identity"]
+    assert shortcut.gain.item() == pytest.approx(identity["weight_scale"], rel=1e-6)
+    assert "snnc_shortcut" not in strip(net).code
+
+
+def test_finetune_returns_the_best_epoch_of_the_compiled_snn(seed):
+    """The returned network is the epoch whose compiled SNN scored best on the selection set:
+    compiling it again and running the reference model gives exactly that accuracy."""
+    from snnc.models.qat import _compile
+    from snnc.sim.reference import run
+
+    model = trained_small(seed)
+    x, y = toy_data(seed)
+    net = finetune(model, x, y, bits=2, timesteps=1, max_strength=7, epochs=4, seed=seed,
+                   select_timesteps=2)
+    info = net.meta["snnc_qat"]
+    hist = info["history"]
+    assert len(hist) == 4 and info["selection_samples"] == len(x) and not info["held_out"]
+    assert info["selection_accuracy"] == max(hist)
+    assert info["epoch"] == max(k for k, a in enumerate(hist) if a == max(hist))
+    _, cal, graph, _ = _compile(net, x.astype(np.float64), bits=2, timesteps=2, max_strength=7,
+                                percentile=99.9)
+    x_int = quantize_inputs(x, {"input_scale": cal.input_scale,
+                                "input_signed": cal.input_signed})
+    assert float(np.mean(run(graph, x_int).prediction == y)) == info["selection_accuracy"]
+
+    held = finetune(model, x, y, bits=2, timesteps=1, max_strength=7, epochs=2, seed=seed,
+                    holdout=0.25)
+    assert held.meta["snnc_qat"]["held_out"]
+    assert held.meta["snnc_qat"]["selection_samples"] == 24
+    with pytest.raises(SnncError, match="holdout"):
+        finetune(model, x, y, bits=2, timesteps=1, max_strength=7, holdout=1.0)
+    with pytest.raises(SnncError, match="select_timesteps"):
+        finetune(model, x, y, bits=2, timesteps=1, max_strength=7, select_timesteps=0)
