@@ -34,8 +34,13 @@ def test_cnn_demo_meets_the_8_and_4_bit_bars(demo):
 
 def test_cnn_demo_2_bit_bar_with_quantization_aware_training(demo):
     """Ternary weights quantized after training lose far more than 5 points; after
-    quantization-aware fine-tuning (snnc.models.qat) the 2-bit SNN is within 5 points."""
+    quantization-aware fine-tuning (snnc.models.qat) the 2-bit SNN is within 5 points.
+
+    The bar holds with room: over seeds 0-4, on this CPU's kernels and on torch's portable ones,
+    the gap at T=2 was 0.56-2.59 points (benchmarks/qat_spread.py; README). Post-training
+    ternary weights lose about 40."""
     assert gap(demo, "2qat") <= 0.05
+    assert gap(demo, 2) > 0.2                           # what QAT is for: not a bar that cannot fail
     assert demo["qat_path"].name == "digits_cnn_qat2.pt2"
 
 
