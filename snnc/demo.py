@@ -79,8 +79,8 @@ def cnn_demo_reference(out: Path, *, bits: int = 4, timesteps: int = CNN_TIMESTE
 
     With ``qat`` and 2 in ``table_bits`` (or ``bits == 2``) it also fine-tunes the CNN with
     quantization-aware training for ternary weights (:func:`snnc.models.qat.finetune`, at T = 1,
-    where the quantized ANN and the SNN agree, keeping the epoch whose SNN at ``timesteps`` does
-    best on a held-out part of the training split), writes ``digits_cnn_qat2.pt2``, and adds rows
+    where the quantized ANN and the SNN agree, keeping the epoch whose compiled SNN at
+    ``timesteps`` does best on the training split; never the test split), writes ``digits_cnn_qat2.pt2``, and adds rows
     ``("2qat", T)`` to the table; a 2-bit demo network (``bits == 2``) is then the QAT one.
     """
     from .models.digits import one_thread
