@@ -25,7 +25,7 @@ from .load import LoadedModel, load_model
 from .quantize import Calibration, calibrate
 
 __all__ = ["DEFAULT_TIMESTEPS", "DEFAULT_MAX_STRENGTH", "Options", "Compilation", "PASSES",
-           "FRONT_PASSES", "compile_model", "compile_variants", "build_meta"]
+           "FRONT_PASSES", "compile_model", "compile_variants", "compile_module", "build_meta"]
 
 #: Default timesteps and maximum spike strength, chosen by measurement on the digits MLP (the
 #: 4-bit SNN is within 2 points of the float network; see README/examples): at T=4 and S=15 each
@@ -207,16 +207,36 @@ def compile_variants(path, variants, *, calib, percentile: float = 99.9, arch: s
     other parameters are those of :func:`compile_model`. Returns one ``(graph, meta)`` per
     variant, each equal to what :func:`compile_model` gives for it.
     """
+    return _compile(Path(path), None, variants, calib=calib, percentile=percentile, arch=arch,
+                    trust_model=trust_model, input_shape=input_shape)
+
+
+def compile_module(module, variants, *, calib, percentile: float = 99.9,
+                   input_shape=None) -> list[tuple[Graph, dict]]:
+    """:func:`compile_variants` for a network in memory (an ``nn.Module`` or fx
+    ``GraphModule``) instead of a model file: every pass after loading is the same.
+
+    Used in training loops (:mod:`snnc.models.qat`) to compile the current weights.
+    """
+    return _compile(Path("in-memory"), module, variants, calib=calib, percentile=percentile,
+                    input_shape=input_shape)
+
+
+def _compile(path: Path, module, variants, *, calib, percentile, arch=None, trust_model=False,
+             input_shape=None) -> list[tuple[Graph, dict]]:
     shape = None if input_shape is None else tuple(int(d) for d in input_shape)
     variants = [dict(v) for v in variants]
     if not variants:
         raise SnncError("nothing to compile: no settings given")
-    base = Compilation(Options(Path(path), calib=calib, percentile=percentile, arch=arch,
+    base = Compilation(Options(path, calib=calib, percentile=percentile, arch=arch,
                                trust_model=trust_model, input_shape=shape, **variants[0]))
     for v in variants[1:]:
         check(dataclasses.replace(base, options=dataclasses.replace(base.options, **v)))
-    c = base
-    for compiler_pass in FRONT_PASSES:
+    c, passes = base, FRONT_PASSES
+    if module is not None:                  # in memory: the model is already "loaded"
+        c = dataclasses.replace(check(c), model=LoadedModel(module, "in-memory", path))
+        passes = tuple(p for p in FRONT_PASSES if p not in (check, load))
+    for compiler_pass in passes:
         c = compiler_pass(c)
     out = []
     for v in variants:

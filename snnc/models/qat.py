@@ -61,11 +61,10 @@ from torch import fx, nn
 from torch.nn.utils import parametrize
 from tqdm import tqdm
 
-from ..compiler.convert import convert
 from ..compiler.data import quantize_inputs
 from ..compiler.errors import SnncError
-from ..compiler.extract import extract_layers
-from ..compiler.quantize import calibrate, quantize_weights
+from ..compiler.pipeline import compile_module
+from ..compiler.quantize import quantize_weights
 from ..ir import WEIGHT_BITS
 from ..sim.reference import run
 from .digits import one_thread
@@ -161,13 +160,18 @@ def _linear_name(gm: fx.GraphModule, node) -> str | None:
     return None
 
 
+def _add_layer(gm: fx.GraphModule, add: fx.Node) -> str | None:
+    """The linear module a residual addition adds its shortcut to (None unless exactly one)."""
+    names = [n for n in (_linear_name(gm, a) for a in add.args[:2]) if n]
+    return names[0] if len(names) == 1 else None
+
+
 def _layer_of(gm: fx.GraphModule, node: fx.Node) -> str | None:
     """The compiled layer a ReLU's input belongs to: the linear module feeding it, directly or
     through a residual addition (the compiler names a layer after its linear operator)."""
     src = node.args[0] if node.args else None
     if isinstance(src, fx.Node) and _is_add(src):
-        names = [n for n in map(lambda a: _linear_name(gm, a), src.args[:2]) if n]
-        return names[0] if len(names) == 1 else None
+        return _add_layer(gm, src)
     return _linear_name(gm, src)
 
 
@@ -203,7 +207,7 @@ def prepare(model: nn.Module, *, bits: int, levels: int, percentile: float = 99.
                         "folded before quantization-aware training")
     graph = gm.graph
     for k, node in enumerate([n for n in graph.nodes if _is_add(n)]):
-        layer = next((n for n in map(lambda a: _linear_name(gm, a), node.args[:2]) if n), None)
+        layer = _add_layer(gm, node)
         for i, arg in enumerate(node.args[:2]):
             if layer is None or not isinstance(arg, fx.Node) or _linear_name(gm, arg):
                 continue
@@ -285,14 +289,6 @@ class _Snapshot:
                     if m.bias is not None:
                         p.bias.copy_(m.bias)
         return self.plain.eval()
-
-
-def _compile(plain: fx.GraphModule, x: np.ndarray, *, bits, timesteps, max_strength, percentile):
-    """Compile ``plain`` in memory as ``snnc compile`` would with ``x`` as calibration data."""
-    fnet = extract_layers(plain, tuple(x.shape[1:]))
-    cal = calibrate(fnet, x, percentile=percentile)
-    graph, layers = convert(fnet, cal, bits=bits, timesteps=timesteps, max_strength=max_strength)
-    return fnet, cal, graph, layers
 
 
 def align(net: fx.GraphModule, layers: list[dict], timesteps: int) -> None:
@@ -417,18 +413,15 @@ def _finetune(model, x, y, bits, timesteps, max_strength, epochs, lr, batch_size
     chosen = held if len(held) else train            # the samples the epoch is chosen on
     X = torch.as_tensor(x[train], dtype=torch.float32)
     Y = torch.as_tensor(y[train], dtype=torch.int64)
-    compile_at = dict(bits=bits, max_strength=max_strength, percentile=percentile)
+    x_chosen = x_cal[chosen]
+    variant = [{"bits": bits, "timesteps": select_timesteps, "max_strength": max_strength}]
 
-    def compiled_alignment():
-        *_, layers = _compile(snapshot(net), x_cal, timesteps=timesteps, **compile_at)
-        align(net, layers, timesteps)
-
-    def selection_accuracy():
-        _, cal, graph, _ = _compile(snapshot(net), x_cal, timesteps=select_timesteps,
-                                    **compile_at)
-        x_int = quantize_inputs(x_cal[chosen], {"input_scale": cal.input_scale,
-                                                "input_signed": cal.input_signed})
-        return float(np.mean(run(graph, x_int).prediction == y[chosen]))
+    def compiled():
+        """The current weights as ``snnc compile`` would make them (calibrated on all of x)."""
+        [(graph, meta)] = compile_module(snapshot(net), variant, calib=(x_cal, None),
+                                         percentile=percentile,
+                                         input_shape=tuple(x.shape[1:]))
+        return graph, meta
 
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
@@ -436,8 +429,9 @@ def _finetune(model, x, y, bits, timesteps, max_strength, epochs, lr, batch_size
     history, best = [], (None, -1, None)
     bar = tqdm(range(epochs), desc=f"QAT {bits}-bit", unit="epoch", file=sys.stderr,
                disable=not progress)
+    graph, meta = compiled()
     for epoch in bar:
-        compiled_alignment()
+        align(net, meta["layers"], timesteps)      # the units do not depend on T
         net.train()
         order = torch.randperm(len(X), generator=gen)
         for start in range(0, len(X), batch_size):
@@ -453,7 +447,8 @@ def _finetune(model, x, y, bits, timesteps, max_strength, epochs, lr, batch_size
             loss.backward()
             opt.step()
         sched.step()
-        acc = selection_accuracy()
+        graph, meta = compiled()
+        acc = float(np.mean(run(graph, quantize_inputs(x_chosen, meta)).prediction == y[chosen]))
         history.append(acc)
         bar.set_postfix_str(f"SNN {acc:.2%} (best {max(history):.2%})")
         if best[0] is None or acc >= best[0]:             # ties: the later, more settled epoch

@@ -159,7 +159,8 @@ class Residual(nn.Module):
 def test_align_takes_units_and_shortcut_gains_from_the_compiled_snn(seed):
     """The activation quantizers step by the compiled SNN's unit u = theta * c (clip S * u, T * S
     levels) and the shortcut is scaled by the compiled identity weight's gain c / u_x."""
-    from snnc.models.qat import Shortcut, _compile, _Snapshot, align
+    from snnc.compiler.pipeline import compile_module
+    from snnc.models.qat import Shortcut, _Snapshot, align
 
     torch.manual_seed(seed)
     model = Residual().eval()
@@ -169,8 +170,10 @@ def test_align_takes_units_and_shortcut_gains_from_the_compiled_snn(seed):
     assert shortcut.layer == "conv3"
     quants = {m.layer: m for m in net.modules() if isinstance(m, ActQuant)}
     assert set(quants) == {"conv1", "conv2", "conv3"}
-    *_, layers = _compile(_Snapshot(model)(net), x.astype(np.float64), bits=2, timesteps=3,
-                          max_strength="5,conv3=3", percentile=99.9)
+    [(_, meta)] = compile_module(_Snapshot(model)(net), [{"bits": 2, "timesteps": 3,
+                                                           "max_strength": "5,conv3=3"}],
+                                 calib=(x, None), input_shape=x.shape[1:])
+    layers = meta["layers"]
     align(net, layers, timesteps=3)
     by_name = {layer["name"]: layer for layer in layers}
     for name, s in (("conv1", 5), ("conv2", 5), ("conv3", 3)):
@@ -184,7 +187,7 @@ def test_align_takes_units_and_shortcut_gains_from_the_compiled_snn(seed):
 def test_finetune_returns_the_best_epoch_of_the_compiled_snn(seed):
     """The returned network is the epoch whose compiled SNN scored best on the selection set:
     compiling it again and running the reference model gives exactly that accuracy."""
-    from snnc.models.qat import _compile
+    from snnc.compiler.pipeline import compile_module
     from snnc.sim.reference import run
 
     model = trained_small(seed)
@@ -196,10 +199,9 @@ def test_finetune_returns_the_best_epoch_of_the_compiled_snn(seed):
     assert len(hist) == 4 and info["selection_samples"] == len(x) and not info["held_out"]
     assert info["selection_accuracy"] == max(hist)
     assert info["epoch"] == max(k for k, a in enumerate(hist) if a == max(hist))
-    _, cal, graph, _ = _compile(net, x.astype(np.float64), bits=2, timesteps=2, max_strength=7,
-                                percentile=99.9)
-    x_int = quantize_inputs(x, {"input_scale": cal.input_scale,
-                                "input_signed": cal.input_signed})
+    [(graph, meta)] = compile_module(net, [{"bits": 2, "timesteps": 2, "max_strength": 7}],
+                                     calib=(x, None), input_shape=x.shape[1:])
+    x_int = quantize_inputs(x, meta)
     assert float(np.mean(run(graph, x_int).prediction == y)) == info["selection_accuracy"]
 
     held = finetune(model, x, y, bits=2, timesteps=1, max_strength=7, epochs=2, seed=seed,
