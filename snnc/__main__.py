@@ -1,5 +1,5 @@
 """``python -m snnc``: the snnc command line."""
 
-from .cli import main
+from .entry import run
 
-raise SystemExit(main())
+raise SystemExit(run())

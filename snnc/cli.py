@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
 import numpy as np
 
 from . import __version__
-from .compiler.bundle import BundleError, load_bundle, write_bundle
+from .compiler.bundle import (BundleError, check_bundle_target, check_output_file, load_bundle,
+                              write_bundle, write_text_atomic)
 from .compiler.data import check_samples, load_npz, quantize_inputs
 from .compiler.errors import SnncError
 from .compiler.pipeline import DEFAULT_MAX_STRENGTH, DEFAULT_TIMESTEPS, compile_model
@@ -67,6 +69,18 @@ def _shape(text: str) -> tuple[int, ...]:
     return dims
 
 
+def _out_dir(text: str) -> Path:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("the bundle directory name is empty (e.g. -o build/net)")
+    return Path(text)
+
+
+def _file(text: str) -> Path:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("the file name is empty")
+    return Path(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for documentation tools and tests)."""
     fmt = argparse.RawDescriptionHelpFormatter
@@ -109,8 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="prediction: argmax of the last layer's membrane, a non-spiking "
                         "integrator (default), or argmax of its total spike strength, the last "
                         "layer spiking like the others")
-    p.add_argument("-o", "--out", type=Path, required=True, metavar="DIR",
-                   help="bundle directory to write")
+    p.add_argument("-o", "--out", type=_out_dir, required=True, metavar="DIR",
+                   help="bundle directory to write: a new or empty directory, or an earlier "
+                        "bundle, which is replaced as a whole once the new one is complete")
     p.set_defaults(func=cmd_compile)
 
     p = sub.add_parser("simulate", formatter_class=fmt, epilog=_EPILOG,
@@ -122,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=".npz with float x (and optional labels y)")
     p.add_argument("--timesteps", "-T", type=int, metavar="T",
                    help="timesteps per inference (default: the compiled value)")
-    p.add_argument("--json", type=Path, metavar="FILE", help="also write the results as JSON")
+    p.add_argument("--json", type=_file, metavar="FILE", help="also write the results as JSON")
     p.add_argument("--batch-size", type=int, default=256, metavar="N",
                    help="samples per reference batch (default: %(default)s)")
     p.add_argument("--cycle-accurate", action="store_true",
@@ -147,7 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", "-n", type=int, default=10, metavar="N",
                    help="number of inputs (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0,
-                   help="seed for random inputs and for the stall pattern (default: %(default)s)")
+                   help="seed for random inputs and for the stall pattern, >= 0 "
+                        "(default: %(default)s)")
     p.add_argument("--stall", type=float, default=0.0, metavar="P",
                    help="probability of an idle input cycle and of output backpressure per "
                         "cycle, 0..0.9 (default: %(default)s)")
@@ -157,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="on a mismatch, rerun the first failing sample with tracing and keep "
                         "its waveform (VCD with Verilator, FST with Icarus) in DIR "
                         "(default: ./waves)")
-    p.add_argument("--json", type=Path, metavar="FILE", help="also write the report as JSON")
+    p.add_argument("--json", type=_file, metavar="FILE", help="also write the report as JSON")
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("demo", formatter_class=fmt, epilog=_EPILOG,
@@ -200,6 +216,7 @@ def main(argv=None) -> int:
     try:
         return args.func(args)
     except (SnncError, BundleError, VerifyError) as exc:
+        sys.stderr.flush()
         print(f"snnc: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -267,6 +284,7 @@ def _files(out: Path) -> str:
 def cmd_compile(args) -> int:
     from .hw.mapping import MappingError
 
+    check_bundle_target(args.out)
     graph, meta = compile_model(args.model, bits=args.bits, timesteps=args.timesteps,
                                 max_strength=args.max_strength, calib=args.calib,
                                 percentile=args.percentile, arch=args.arch,
@@ -354,9 +372,27 @@ def _warn_longer_run(graph: Graph, T: int) -> None:
               f"--timesteps {T} for full headroom.", file=sys.stderr)
 
 
+def _check_timesteps(T) -> None:
+    if T is not None and T < 1:
+        raise SnncError(f"--timesteps must be an integer >= 1, not {T}")
+
+
+def _check_clock(mhz: float) -> None:
+    if not (math.isfinite(mhz) and mhz > 0):
+        raise SnncError(f"--clock-mhz must be a positive number of MHz, not {mhz}")
+
+
 def cmd_simulate(args) -> int:
+    _check_timesteps(args.timesteps)
+    if args.batch_size < 1:
+        raise SnncError(f"--batch-size must be >= 1, not {args.batch_size}")
+    _check_clock(args.clock_mhz)
+    if args.json is not None:
+        check_output_file(args.json)
     bundle = load_bundle(args.bundle)
     graph = bundle.graph
+    if args.cycle_accurate:
+        _core_params(bundle)
     x, y = load_npz(args.data)
     x = check_samples(x, graph.input.shape, what=str(args.data))
     x_int = quantize_inputs(x, bundle.meta)
@@ -375,8 +411,7 @@ def cmd_simulate(args) -> int:
                "predictions": [int(v) for v in res["prediction"]]}
         if cycles is not None:
             doc["cycle_accurate"] = cycles
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(doc, indent=2) + "\n")
+        write_text_atomic(args.json, json.dumps(doc, indent=2) + "\n")
         print(f"  wrote {args.json}")
     return 0
 
@@ -398,8 +433,7 @@ def _cycle_accurate(bundle, x_int, T, clock_mhz) -> dict:
     from .sim.core import CoreModel
     from .sim.reference import run
 
-    if not clock_mhz > 0:
-        raise SnncError(f"--clock-mhz must be positive, not {clock_mhz}")
+    _check_clock(clock_mhz)
     params = _core_params(bundle)
     image = map_graph(bundle.graph)
     runs = [CoreModel(params).run(image, x_int[i:i + 256], T) for i in range(0, len(x_int), 256)]
@@ -431,20 +465,29 @@ def _cycle_accurate(bundle, x_int, T, clock_mhz) -> dict:
 
 def cmd_verify(args) -> int:
     from .hw.mapping import MappingError
-    from .rtl.runner import SimulatorMissing
+    from .rtl.runner import BuildFailed, SimulatorMissing
     from .rtl.verify import verify_on_rtl
     from .testing import random_inputs
+
+    from .hw.images import ImageError
 
     if args.samples < 1:
         raise SnncError(f"--samples must be >= 1, not {args.samples}")
     if not 0.0 <= args.stall <= 0.9:
         raise SnncError(f"--stall must be in 0..0.9, not {args.stall}")
+    if args.seed < 0:
+        raise SnncError(f"--seed must be >= 0, not {args.seed}")
+    _check_timesteps(args.timesteps)
+    if args.json is not None:
+        check_output_file(args.json)
+    if args.waves is not None:
+        if args.waves.exists() and not args.waves.is_dir():
+            raise SnncError(f"--waves {args.waves} is a file; give a directory for waveforms")
+        check_output_file(args.waves / "sample0", what="--waves")
     bundle = load_bundle(args.bundle)
     graph = bundle.graph
     _core_params(bundle)
     T = graph.timesteps if args.timesteps is None else args.timesteps
-    if T < 1:
-        raise SnncError(f"--timesteps must be >= 1, not {T}")
     _warn_longer_run(graph, T)
     if args.data is not None:
         x, _ = load_npz(args.data)
@@ -460,6 +503,10 @@ def cmd_verify(args) -> int:
                             idle=args.stall, stall=args.stall, waves_dir=args.waves)
     except SimulatorMissing as exc:
         raise SnncError(f"{exc}; or choose the other --simulator") from None
+    except BuildFailed as exc:
+        raise SnncError(f"{args.simulator} rejected the core of {args.bundle}: {exc}") from None
+    except ImageError as exc:
+        raise SnncError(f"{args.bundle}: {exc}; recompile the bundle") from None
     except RuntimeError as exc:   # the HDL build or the cocotb run itself failed
         raise SnncError(f"the RTL simulation did not complete: {exc}") from None
     except MappingError as exc:
@@ -477,8 +524,7 @@ def cmd_verify(args) -> int:
         doc = {"bundle": str(args.bundle), "simulator": args.simulator, "timesteps": T,
                "inputs": source, "all_exact": rep.all_exact, "samples": rep.per_sample,
                "waves": rep.waves}
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(doc, indent=2) + "\n")
+        write_text_atomic(args.json, json.dumps(doc, indent=2) + "\n")
         print(f"  wrote {args.json}")
     return 0 if rep.all_exact else 1
 

@@ -191,12 +191,31 @@ def _demo_bundle_and_rtl(args, out: Path, r: dict) -> int:
     return 0 if exact else 1
 
 
-def cmd_demo(args) -> int:
+def _check_demo_args(args, out: Path) -> None:
+    """Every flag and the output directory, before any training."""
+    from .compiler.bundle import check_bundle_target
+    from .compiler.convert import check_options
+
     if args.rtl_samples < 0:
         raise SnncError(f"--rtl-samples must be >= 0, not {args.rtl_samples}")
+    if args.seed < 0:
+        raise SnncError(f"--seed must be >= 0, not {args.seed}")
+    check_options(bits=args.bits, timesteps=1 if args.timesteps is None else args.timesteps,
+                  max_strength=1 if args.max_strength is None else args.max_strength)
+    if not str(out).strip():
+        raise SnncError("--out is empty: give the demo a directory, e.g. --out build/demo")
+    if out.exists() and not out.is_dir():
+        raise SnncError(f"--out {out} is a file; give the demo a directory")
+    check_bundle_target(out / "bundle")
+
+
+def cmd_demo(args) -> int:
+    if args.out is not None and not str(args.out).strip():
+        raise SnncError("--out is empty: give the demo a directory, e.g. --out build/demo")
+    out = args.out or Path("build/demo-cnn" if args.model == "cnn" else "build/demo")
+    _check_demo_args(args, out)
     if args.model == "cnn":
-        return _demo_cnn(args, args.out or Path("build/demo-cnn"))
-    out = args.out or Path("build/demo")
+        return _demo_cnn(args, out)
     T = DEFAULT_TIMESTEPS if args.timesteps is None else args.timesteps
     S = DEFAULT_MAX_STRENGTH if args.max_strength is None else args.max_strength
     print(f"snnc demo: 64-64-10 ReLU MLP on scikit-learn digits (seed {args.seed}), "

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -176,7 +177,7 @@ def test_simulate_cycle_accurate(model_files, capsys):
     assert doc["samples"] == 40 and doc["clock_mhz"] == 25.0
     assert error_of(capsys, ["simulate", str(d / "out"), "--data", str(d / "calib.npz"),
                              "--cycle-accurate", "--clock-mhz", "0"]).startswith(
-        "snnc: error: --clock-mhz must be positive")
+        "snnc: error: --clock-mhz must be a positive")
 
 
 def test_verify_rejects_bad_flags(model_files, capsys):
@@ -244,3 +245,129 @@ def test_spike_count_readout(model_files, capsys):
     assert np.array_equal(r.prediction, np.argmax(totals, axis=1))
     assert error_of(capsys, ["compile", str(d / "net.pt2"), "--bits", "8", "--calib",
                              str(d / "calib.npz"), "--readout", "votes", "-o", str(d / "x")])
+
+
+# ---------------------------------------------------------------------------------------------
+# First use: every flag and output path is checked before any work; no traceback (issue 7)
+
+
+@pytest.fixture
+def cnn_files(tmp_path):
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(32, 3)).eval()
+    torch.export.save(torch.export.export(model, (torch.zeros(2, 1, 6, 6),)), tmp_path / "cnn.pt2")
+    x = np.random.default_rng(1).random((24, 1, 6, 6))
+    y = model(torch.from_numpy(x).float()).argmax(dim=1).numpy()
+    np.savez(tmp_path / "calib.npz", x=x, y=y)
+    return tmp_path
+
+
+def test_cycle_accurate_simulation_of_image_inputs(cnn_files, capsys):
+    """Defect 1: --cycle-accurate on a model whose input is an image (C, H, W)."""
+    d = cnn_files
+    assert main(["compile", str(d / "cnn.pt2"), "--bits", "8", "--calib", str(d / "calib.npz"),
+                 "-T", "2", "-o", str(d / "out")]) == 0
+    capsys.readouterr()
+    assert main(["simulate", str(d / "out"), "--data", str(d / "calib.npz"), "--cycle-accurate",
+                 "--json", str(d / "c.json")]) == 0
+    captured = capsys.readouterr()
+    assert "cycles per inference" in captured.out and "Traceback" not in captured.err
+    assert json.loads((d / "c.json").read_text())["cycle_accurate"]["samples"] == 24
+
+
+def compile_args(d, out):
+    return ["compile", str(d / "net.pt2"), "--bits", "4", "--calib", str(d / "calib.npz"),
+            "-o", str(out)]
+
+
+def test_output_directory_is_checked_before_compiling(model_files, capsys):
+    """Defects 3, 4, 11: -o a file, an unwritable place, "", or a non-empty directory that is
+    not a bundle. The check comes first: a missing model file is not even looked at."""
+    d = model_files
+    (d / "existing_file.txt").write_text("mine")
+    missing_model = ["compile", str(d / "nope.pt2"), "--bits", "4", "--calib",
+                     str(d / "calib.npz"), "-o"]
+    err = error_of(capsys, missing_model + [str(d / "existing_file.txt")])
+    assert "existing_file.txt exists and is not a directory" in err
+    assert (d / "existing_file.txt").read_text() == "mine"
+    err = error_of(capsys, missing_model + ["/proc/snnc-no-such-dir/out"])
+    assert "is not writable" in err
+    assert "bundle directory name is empty" in error_of(capsys, missing_model + [""])
+    (d / "project").mkdir()
+    (d / "project" / "core.v").write_text("my own verilog")
+    err = error_of(capsys, missing_model + [str(d / "project")])
+    assert "not empty and is not an snnc bundle" in err and "core.v" in err
+    assert (d / "project" / "core.v").read_text() == "my own verilog"
+    assert sorted(p.name for p in (d / "project").iterdir()) == ["core.v"]
+
+
+def test_json_output_is_checked_before_running(model_files, capsys):
+    """Defect 5: --json naming a directory or an unwritable place fails before the run."""
+    d = model_files
+    assert main(compile_args(d, d / "out")) == 0
+    capsys.readouterr()
+    (d / "adir").mkdir()
+    for cmd in (["simulate", str(d / "out"), "--data", str(d / "calib.npz")],
+                ["verify", str(d / "out")]):
+        for target, message in ((d / "adir", "is a directory"),
+                                (Path("/proc/snnc-no-such-dir/r.json"), "is not writable")):
+            assert main(cmd + ["--json", str(target)]) == 2
+            captured = capsys.readouterr()
+            assert message in captured.err and "Traceback" not in captured.err
+            assert captured.out == "", "the check must come before any work"
+
+
+def test_verify_flags_are_checked_first(model_files, capsys):
+    """Defect 6 (--seed -5) and the other verify flags, before the bundle is even read."""
+    d = model_files
+    for flags, message in ((["--seed", "-5"], "--seed must be >= 0, not -5"),
+                           (["-T", "0"], "--timesteps must be an integer >= 1"),
+                           (["--samples", "0"], "--samples must be >= 1")):
+        assert message in error_of(capsys, ["verify", str(d / "not-yet"), *flags])
+
+
+@pytest.mark.parametrize("value", ["0", "nan", "-3", "inf"])
+def test_clock_is_checked_before_simulating(model_files, capsys, value):
+    """Defect 15: --clock-mhz 0/nan/inf is refused before the simulation runs."""
+    d = model_files
+    assert main(compile_args(d, d / "out")) == 0
+    capsys.readouterr()
+    assert main(["simulate", str(d / "out"), "--data", str(d / "calib.npz"), "--cycle-accurate",
+                 "--clock-mhz", value]) == 2
+    captured = capsys.readouterr()
+    assert "--clock-mhz must be a positive number" in captured.err and captured.out == ""
+
+
+def test_incomplete_and_mixed_bundles_are_refused(model_files, capsys):
+    """Defects 7 and 10: a bundle without core.v, without mem/, or with files from another
+    compile is refused by simulate and verify, naming the file."""
+    import shutil
+    d = model_files
+    assert main(compile_args(d, d / "a")) == 0
+    assert main(["compile", str(d / "net.pt2"), "--bits", "8", "--calib", str(d / "calib.npz"),
+                 "-o", str(d / "b")]) == 0
+    capsys.readouterr()
+    cases = {"core.v": lambda b: (b / "core.v").unlink(),
+             "mem": lambda b: shutil.rmtree(b / "mem"),
+             "mem/wgt.hex": lambda b: shutil.copy(d / "b" / "mem" / "wgt.hex", b / "mem")}
+    for name, damage in cases.items():
+        b = d / f"case-{name.replace('/', '-')}"
+        shutil.copytree(d / "a", b)
+        damage(b)
+        for cmd in (["simulate", str(b), "--data", str(d / "calib.npz")], ["verify", str(b)]):
+            err = error_of(capsys, cmd)
+            assert name in err and "recompile" in err, (name, err)
+
+
+def test_ctrl_c_at_startup_is_clean(tmp_path):
+    """Ctrl-C while snnc starts (importing torch) ends without a traceback."""
+    import os
+    import signal
+    import time
+    proc = subprocess.Popen([sys.executable, "-m", "snnc", "compile", "m.pt2", "--bits", "4",
+                             "-o", str(tmp_path / "o")], stderr=subprocess.PIPE,
+                            start_new_session=True)
+    time.sleep(0.3)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert b"Traceback" not in err, err.decode()

@@ -16,7 +16,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["SimulatorMissing", "RtlBuild", "prepare_env", "simulator_available", "build",
+__all__ = ["SimulatorMissing", "BuildFailed", "RtlBuild", "prepare_env", "simulator_available", "build",
            "run_job", "cache_root"]
 
 TOPLEVEL = "snnc_tb"      # the verification harness (snnc/rtl/harness.py) around snnc_core
@@ -25,6 +25,10 @@ TEST_MODULE = "snnc.rtl.cocotb_core"
 
 class SimulatorMissing(RuntimeError):
     """The requested HDL simulator is not installed."""
+
+
+class BuildFailed(RuntimeError):
+    """The HDL simulator rejected the Verilog (the message holds the log's error lines)."""
 
 
 def cache_root() -> Path:
@@ -109,12 +113,10 @@ def build(verilog: str, params, *, simulator: str = "verilator", waves: bool = F
                 runner.build(sources=[src, tb], hdl_toplevel=TOPLEVEL, build_dir=bdir / "sim_build",
                              always=True, build_args=args, timescale=("1ns", "1ps"),
                              waves=waves, log_file=log)
-            except Exception as exc:  # the runner raises SystemExit/CalledProcessError variants
-                tail = log.read_text()[-2000:] if log.exists() else ""
-                raise RuntimeError(f"{simulator} build failed: {exc}\n{tail}") from None
-            except SystemExit as exc:
-                tail = log.read_text()[-2000:] if log.exists() else ""
-                raise RuntimeError(f"{simulator} build failed ({exc})\n{tail}") from None
+            except (Exception, SystemExit):  # SystemExit/CalledProcessError variants
+                shutil.rmtree(bdir / "sim_build", ignore_errors=True)   # keep only the log
+                raise BuildFailed(f"{simulator} could not build the core (log: {log}):\n"
+                                  f"{_tail(log, 12)}") from None
             finally:
                 if old_flags is None:
                     os.environ.pop("MAKEFLAGS", None)
@@ -125,11 +127,28 @@ def build(verilog: str, params, *, simulator: str = "verilator", waves: bool = F
 
 
 def run_job(rtl: RtlBuild, job: dict, *, waves: bool = False, keep_dir=None) -> dict:
-    """Run a cocotb job (see :mod:`snnc.rtl.cocotb_core`) and return its recorded results."""
-    from cocotb_tools.runner import get_results, get_runner
+    """Run a cocotb job (see :mod:`snnc.rtl.cocotb_core`) and return its recorded results.
+
+    The job runs in a temporary directory (``snnc-rtl-*``), removed afterwards (also when the
+    run fails or is interrupted) unless ``keep_dir`` is given or waves are kept.
+    """
 
     prepare_env()
     work = Path(keep_dir) if keep_dir else Path(tempfile.mkdtemp(prefix="snnc-rtl-"))
+    keep = bool(keep_dir) or waves
+    try:
+        return _run_in(rtl, job, work, waves=waves)
+    except BaseException:
+        keep = bool(keep_dir)            # a failed or interrupted run leaves nothing in /tmp
+        raise
+    finally:
+        if not keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _run_in(rtl: RtlBuild, job: dict, work: Path, *, waves: bool) -> dict:
+    from cocotb_tools.runner import get_results, get_runner
+
     work.mkdir(parents=True, exist_ok=True)
     job_path, result_path = work / "job.json", work / "result.json"
     job_path.write_text(json.dumps(job))
@@ -146,11 +165,9 @@ def run_job(rtl: RtlBuild, job: dict, *, waves: bool = False, keep_dir=None) -> 
                     waves=waves, log_file=log)
         n_tests, n_failed = get_results(xml)
     except (Exception, SystemExit) as exc:
-        tail = log.read_text()[-3000:] if log.exists() else ""
-        raise RuntimeError(f"cocotb run failed: {exc}\n{tail}") from None
+        raise RuntimeError(f"cocotb run failed: {exc}\n{_tail(log)}") from None
     if n_failed or not result_path.exists():
-        tail = log.read_text()[-3000:] if log.exists() else ""
-        raise RuntimeError(f"cocotb test failed ({n_failed}/{n_tests}); log in {log}\n{tail}")
+        raise RuntimeError(f"cocotb test failed ({n_failed}/{n_tests})\n{_tail(log)}")
     result = json.loads(result_path.read_text())
     result["work_dir"] = str(work)
     if waves:
@@ -160,6 +177,14 @@ def run_job(rtl: RtlBuild, job: dict, *, waves: bool = False, keep_dir=None) -> 
             shutil.copy(f, work / f.name)
         traces = sorted(str(f) for f in work.iterdir() if f.suffix in (".vcd", ".fst"))
         result["waves"] = traces
-    if not keep_dir and not waves:
-        shutil.rmtree(work, ignore_errors=True)
     return result
+
+
+def _tail(log: Path, lines: int = 25) -> str:
+    """The last lines of a log file (error lines first if there are any), for a message."""
+    if not log.exists():
+        return ""
+    text = log.read_text(errors="replace").splitlines()
+    errors = [t for t in text if "error" in t.lower()]
+    chosen = errors[:lines] if errors else text[-lines:]
+    return "\n".join(chosen)

@@ -29,9 +29,12 @@ def widths(params: CoreParams) -> dict:
 
 
 def network_job(graph: Graph, params: CoreParams, xs: np.ndarray, timesteps: int,
-                model: CoreRun) -> dict:
+                model: CoreRun, writes=None) -> dict:
+    """The cocotb job for one network; ``writes`` (default: mapped from ``graph``) load the core."""
     image = map_graph(graph)
-    return {"writes": config_writes(image, params, timesteps), "samples": xs.tolist(),
+    if writes is None:
+        writes = config_writes(image, params, timesteps)
+    return {"writes": [list(w) for w in writes], "samples": xs.tolist(),
             "timesteps": int(timesteps), "n_neurons": image.n_neurons, "n_pops": image.n_pops,
             "max_cycles": int(model.cycles.max(initial=0)) * 50 + 10_000}
 
@@ -121,31 +124,32 @@ class RtlReport:
 
 def run_networks(items, params: CoreParams, verilog: str, *, simulator="verilator", seed=0,
                  idle=0.0, stall=0.0, waves=False, keep_dir=None, reset_after=None):
-    """Run ``items`` = [(graph, xs, timesteps)] in one cocotb session on one build.
+    """Run ``items`` = [(graph, xs, timesteps)] in one cocotb session on one build; an item may
+    carry a fourth element, the configuration writes to load (default: mapped from the graph).
 
     Returns a list (per network) of (model run, list of per-sample mismatch lists, raw results).
     """
     # Every output event of a sample must fit the harness's event memory: at most one spike per
     # neuron per timestep plus one end-of-timestep token.
-    need = max(T * (map_graph(g).n_neurons + 1) for g, _, T in items)
+    need = max(T * (map_graph(g).n_neurons + 1) for g, _, T, *_ in items)
     max_events = max(1 << 14, 1 << (need - 1).bit_length())
     rtl = runner.build(verilog, params, simulator=simulator, waves=waves, max_events=max_events)
     models, nets = [], []
-    for graph, xs, T in items:
+    for graph, xs, T, *writes in items:
         xs = np.asarray(xs, dtype=np.int64)
         ref = ref_run(graph, xs, T)
         model = CoreModel(params).run(map_graph(graph), xs, T)
         if not np.array_equal(model.v_final, np.concatenate(ref.v_final, axis=1)):
             raise AssertionError("cycle model and reference disagree on membranes")
         models.append(model)
-        nets.append(network_job(graph, params, xs, T, model))
+        nets.append(network_job(graph, params, xs, T, model, *writes))
     if reset_after:
         for net in nets:
             net["reset_after"] = int(reset_after)
     job = {"widths": widths(params), "seed": seed, "idle": idle, "stall": stall, "networks": nets}
     result = runner.run_job(rtl, job, waves=waves, keep_dir=keep_dir)
     out = []
-    for (graph, xs, T), model, got in zip(items, models, result["networks"]):
+    for (graph, xs, T, *_), model, got in zip(items, models, result["networks"]):
         mism = [compare_sample(graph, params, model, b, g, stalls=bool(idle or stall))
                 for b, g in enumerate(got)]
         out.append((model, mism, got))
@@ -156,22 +160,46 @@ def verify_on_rtl(bundle, x_int, *, timesteps=None, progress=True, simulator="ve
                   seed=0, idle=0.0, stall=0.0, chunk=10, waves_dir=None) -> RtlReport:
     """Run integer inputs ``x_int`` through the bundle's generated core and compare bit for bit.
 
-    With ``waves_dir``, the first failing sample is run again with tracing on and its waveform
+    The core is built from the bundle's ``core.v`` and loaded from the bundle's own memory images
+    (``mem/``), so a wrong image shows up as a mismatch against the reference. With ``waves_dir``, the first failing sample is run again with tracing on and its waveform
     (VCD from Verilator, FST from Icarus) is kept under ``waves_dir``.
     """
     from tqdm import tqdm
+
+    from ..hw.images import config_writes_from_images
 
     params = CoreParams(**bundle.core["params"])
     verilog = (bundle.path / bundle.core.get("verilog", "core.v")).read_text()
     graph = bundle.graph
     T = graph.timesteps if timesteps is None else int(timesteps)
+    writes = config_writes_from_images(bundle.path, bundle.core, params, T)
     x = np.asarray(x_int, dtype=np.int64).reshape(len(x_int), -1)
     report = RtlReport(simulator=simulator)
     t0 = time.perf_counter()
     bar = tqdm(total=len(x), desc=f"RTL ({simulator})", unit="sample", disable=not progress)
+    try:
+        _run_chunks(report, graph, params, verilog, x, T, writes, bar, simulator=simulator,
+                    seed=seed, idle=idle, stall=stall, chunk=chunk)
+    finally:
+        bar.close()
+    report.sim_seconds = time.perf_counter() - t0
+    failing = [r["sample"] for r in report.per_sample if not r["exact"]]
+    if waves_dir is not None and failing:
+        from pathlib import Path
+        b = failing[0]
+        keep = Path(waves_dir) / f"sample{b}"
+        [(_, _, _)] = run_networks([(graph, x[b:b + 1], T, writes)], params, verilog,
+                                   simulator=simulator, seed=seed, idle=idle, stall=stall,
+                                   waves=True, keep_dir=keep)
+        report.waves = sorted(str(f) for f in keep.iterdir() if f.suffix in (".vcd", ".fst"))
+    return report
+
+
+def _run_chunks(report, graph, params, verilog, x, T, writes, bar, *, simulator, seed, idle,
+                stall, chunk):
     for lo in range(0, len(x), chunk):
         xs = x[lo:lo + chunk]
-        [(model, mism, got)] = run_networks([(graph, xs, T)], params, verilog,
+        [(model, mism, got)] = run_networks([(graph, xs, T, writes)], params, verilog,
                                             simulator=simulator, seed=seed, idle=idle, stall=stall)
         for b, m in enumerate(mism):
             report.per_sample.append({"sample": lo + b, "exact": not m, "mismatches": m,
@@ -185,17 +213,6 @@ def verify_on_rtl(bundle, x_int, *, timesteps=None, progress=True, simulator="ve
             report.cycles.append(int(model.cycles[b]))
             report.wall_cycles.append(int(got[b]["wall_cycles"]))
         bar.update(len(xs))
-    bar.close()
-    report.sim_seconds = time.perf_counter() - t0
-    failing = [r["sample"] for r in report.per_sample if not r["exact"]]
-    if waves_dir is not None and failing:
-        from pathlib import Path
-        b = failing[0]
-        keep = Path(waves_dir) / f"sample{b}"
-        [(_, _, _)] = run_networks([(graph, x[b:b + 1], T)], params, verilog, simulator=simulator,
-                                   seed=seed, idle=idle, stall=stall, waves=True, keep_dir=keep)
-        report.waves = sorted(str(f) for f in keep.iterdir() if f.suffix in (".vcd", ".fst"))
-    return report
 
 
 def _rtl_prediction(graph: Graph, params: CoreParams, got: dict) -> int:

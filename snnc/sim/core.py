@@ -140,10 +140,12 @@ class CoreModel:
         return mat, np.bincount(src[valid], minlength=image.pop_sizes[k]).astype(np.int64)
 
     def run(self, image: CoreImage, x, timesteps: int) -> CoreRun:
-        """Run integer inputs ``x`` (B, n_in) for ``timesteps`` timesteps."""
+        """Run integer inputs ``x`` (B, n_in), or (B, *input_shape), for ``timesteps`` timesteps."""
         x = np.asarray(x, dtype=np.int64)
         if x.ndim == 1:
             x = x[None, :]
+        elif x.ndim > 2:                     # image inputs: the core reads them in C, H, W order
+            x = x.reshape(x.shape[0], -1)
         B, T, K = x.shape[0], int(timesteps), image.n_pops
         check_fits(image, self.params, T)
         if x.shape[1] != image.pop_sizes[0]:
