@@ -176,6 +176,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", type=_file, metavar="FILE", help="also write the report as JSON")
     p.set_defaults(func=cmd_verify)
 
+    p = sub.add_parser("cache", formatter_class=fmt,
+                       help="show or clear the cache of built RTL simulators",
+                       description="snnc verify builds each core once per simulator and keeps "
+                                   "the build in $SNNC_CACHE/rtl (default ~/.cache/snnc/rtl); "
+                                   "a build takes from under 1 MB (Icarus) to about 140 MB "
+                                   "(Verilator, larger cores). Show where and how much, or "
+                                   "clear it (builds are redone when needed).")
+    p.add_argument("--clear", action="store_true", help="remove every cached build")
+    p.set_defaults(func=cmd_cache)
+
     p = sub.add_parser("demo", formatter_class=fmt, epilog=_EPILOG,
                        help="train, compile and verify a digits MLP (or CNN) end to end",
                        description="Train a network on scikit-learn's digits, compile it, check "
@@ -527,6 +537,24 @@ def cmd_verify(args) -> int:
         write_text_atomic(args.json, json.dumps(doc, indent=2) + "\n")
         print(f"  wrote {args.json}")
     return 0 if rep.all_exact else 1
+
+
+# ---------------------------------------------------------------------------------------------
+# cache
+
+
+def cmd_cache(args) -> int:
+    from .rtl.runner import cache_root, cache_usage, clear_cache
+
+    if args.clear:
+        builds, size = clear_cache()
+        print(f"snnc: removed {builds} cached RTL build(s), {size / 1e6:,.1f} MB, from "
+              f"{cache_root()}")
+        return 0
+    builds, size = cache_usage()
+    print(f"snnc: RTL build cache {cache_root()}: {builds} build(s), {size / 1e6:,.1f} MB "
+          "(snnc cache --clear removes them; set SNNC_CACHE to move it)")
+    return 0
 
 
 # ---------------------------------------------------------------------------------------------

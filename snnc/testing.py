@@ -181,3 +181,19 @@ def random_inputs(rng: np.random.Generator, graph: Graph, n: int, *, empty_prob:
     x = x * (rng.random((n, size)) < d)
     x[rng.random(n) < empty_prob] = 0
     return x.astype(np.int64)
+
+
+def reseal_bundle(root) -> None:
+    """Make a bundle's manifest match its files again after a test changed them on purpose
+    (to test what lies past the integrity check, e.g. that verify runs the images it finds)."""
+    import json
+    from pathlib import Path
+
+    from .compiler.bundle import _manifest_digest, file_digest
+
+    root = Path(root)
+    m = json.loads((root / "manifest.json").read_text())
+    m["files"] = {n: {"bytes": (root / n).stat().st_size, "sha256": file_digest(root / n)}
+                  for n in m["files"]}
+    m["manifest_sha256"] = _manifest_digest(m)
+    (root / "manifest.json").write_text(json.dumps(m, indent=2) + "\n")

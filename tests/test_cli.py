@@ -371,3 +371,18 @@ def test_ctrl_c_at_startup_is_clean(tmp_path):
     os.killpg(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert b"Traceback" not in err, err.decode()
+
+
+def test_cache_command_shows_and_clears_the_rtl_build_cache(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("SNNC_CACHE", str(tmp_path / "c"))
+    assert main(["cache"]) == 0
+    assert "0 build(s), 0.0 MB" in capsys.readouterr().out
+    for key in ("aa", "bb"):
+        (tmp_path / "c" / "rtl" / key).mkdir(parents=True)
+        (tmp_path / "c" / "rtl" / key / "obj").write_bytes(b"x" * 300_000)
+    assert main(["cache"]) == 0
+    out = capsys.readouterr().out
+    assert f"{tmp_path / 'c' / 'rtl'}: 2 build(s), 0.6 MB" in out
+    assert main(["cache", "--clear"]) == 0
+    assert "removed 2 cached RTL build(s), 0.6 MB" in capsys.readouterr().out
+    assert list((tmp_path / "c" / "rtl").iterdir()) == []

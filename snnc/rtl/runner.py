@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = ["SimulatorMissing", "BuildFailed", "RtlBuild", "prepare_env", "simulator_available", "build",
-           "run_job", "cache_root"]
+           "run_job", "cache_root", "cache_usage", "clear_cache"]
 
 TOPLEVEL = "snnc_tb"      # the verification harness (snnc/rtl/harness.py) around snnc_core
 TEST_MODULE = "snnc.rtl.cocotb_core"
@@ -32,8 +32,32 @@ class BuildFailed(RuntimeError):
 
 
 def cache_root() -> Path:
+    """Where built simulators are kept: ``$SNNC_CACHE/rtl``, default ``~/.cache/snnc/rtl``."""
     root = os.environ.get("SNNC_CACHE") or Path.home() / ".cache" / "snnc"
     return Path(root) / "rtl"
+
+
+def cache_usage() -> tuple[int, int]:
+    """``(builds, bytes)`` in the RTL build cache (:func:`cache_root`)."""
+    root = cache_root()
+    if not root.is_dir():
+        return 0, 0
+    builds = [d for d in root.iterdir() if d.is_dir()]
+    size = sum(f.stat().st_size for d in builds for f in d.rglob("*") if f.is_file())
+    return len(builds), size
+
+
+def clear_cache() -> tuple[int, int]:
+    """Remove every cached RTL build; return what was removed, as :func:`cache_usage`."""
+    usage = cache_usage()
+    root = cache_root()
+    if root.is_dir():
+        for d in root.iterdir():
+            if d.is_dir():
+                with open(d / ".lock", "a") as lock:      # not while another run builds it
+                    fcntl.flock(lock, fcntl.LOCK_EX)
+                    shutil.rmtree(d, ignore_errors=True)
+    return usage
 
 
 def prepare_env() -> None:

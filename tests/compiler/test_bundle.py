@@ -46,15 +46,6 @@ def snapshot(root):
     return {p: (root / p).read_bytes() for p in listing(root) if (root / p).is_file()}
 
 
-def rehash(root):
-    """Make the manifest match the files again (to test what happens past the hash check)."""
-    m = json.loads((root / "manifest.json").read_text())
-    m["files"] = {n: {"bytes": (root / n).stat().st_size, "sha256": file_digest(root / n)}
-                  for n in m["files"]}
-    m["manifest_sha256"] = _manifest_digest(m)
-    (root / "manifest.json").write_text(json.dumps(m, indent=2) + "\n")
-
-
 def test_manifest_lists_every_file_with_its_hash(compiled):
     d, _, _ = compiled
     m = json.loads((d / "ref4" / "manifest.json").read_text())

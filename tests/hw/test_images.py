@@ -18,7 +18,7 @@ def test_image_files_load_the_same_writes_as_the_graph(tmp_path, seed, kind):
              else random_conv_graph(rng, max_hw=6, timesteps=2))
         b = write_bundle(tmp_path / f"b{i}", g)
         params = CoreParams(**b.core["params"])
-        for T in (1, g.timesteps, 7):
+        for T in sorted({1, g.timesteps}):
             got = config_writes_from_images(b.path, b.core, params, T)
             assert got == config_writes(map_graph(g), params, T), (i, T)
 

@@ -8,6 +8,7 @@ import pytest
 from snnc.cli import main
 from snnc.demo import demo_reference
 from snnc.compiler.bundle import write_bundle
+from snnc.testing import reseal_bundle
 from snnc.rtl.verify import verify_on_rtl
 
 pytestmark = pytest.mark.verilator
@@ -62,6 +63,7 @@ def test_verify_names_a_timing_fault_and_keeps_waves(verilator, demo_bundle, tmp
     monkeypatch.setattr(core_mod, "TIMING", dataclasses.replace(core_mod.TIMING, drain=3))
     (bad / "core.v").write_text(verilog.convert(core_mod.Core(_core_params(bundle)), name="snnc_core"))
     monkeypatch.undo()
+    reseal_bundle(bad)                  # past the integrity check: the RTL itself must be caught
     code = main(["verify", str(bad), "--samples", "2", "--waves", str(tmp_path / "w")])
     out = capsys.readouterr().out
     assert code == 1, out

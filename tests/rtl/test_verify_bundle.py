@@ -7,7 +7,7 @@ import pytest
 
 from snnc.cli import main
 from snnc.compiler.bundle import write_bundle
-from snnc.testing import random_conv_graph
+from snnc.testing import random_conv_graph, reseal_bundle
 
 pytestmark = pytest.mark.verilator
 
@@ -25,16 +25,6 @@ def test_verify_conv_bundle_on_both_simulators(simulator, tmp_path, capsys, seed
     assert all(s["cycles"] == s["rtl_active_cycles"] for s in doc["samples"])
 
 
-def _rehash(root):
-    """Make the manifest match the (deliberately changed) files, to get past the hash check."""
-    from snnc.compiler.bundle import _manifest_digest, file_digest
-    m = json.loads((root / "manifest.json").read_text())
-    m["files"] = {n: {"bytes": (root / n).stat().st_size, "sha256": file_digest(root / n)}
-                  for n in m["files"]}
-    m["manifest_sha256"] = _manifest_digest(m)
-    (root / "manifest.json").write_text(json.dumps(m, indent=2) + "\n")
-
-
 def test_verify_loads_the_bundles_own_memory_images(verilator, tmp_path, capsys, seed):
     """A wrong weight image (consistent hashes) is run as it is, and verify reports MISMATCH."""
     from snnc.ir import Dense, Graph, InputPopulation, Population
@@ -47,7 +37,7 @@ def test_verify_loads_the_bundles_own_memory_images(verilator, tmp_path, capsys,
     words = (tmp_path / "b" / "mem" / "wgt.hex").read_text().split()
     words = [f"{int(w, 16) ^ 0x40:02x}" for w in words]          # change every weight
     (tmp_path / "b" / "mem" / "wgt.hex").write_text("".join(w + "\n" for w in words))
-    _rehash(tmp_path / "b")
+    reseal_bundle(tmp_path / "b")
     code = main(["verify", str(tmp_path / "b"), "--samples", "4", "--seed", str(seed)])
     out = capsys.readouterr().out
     assert code == 1 and "MISMATCH" in out, out
@@ -63,7 +53,7 @@ def test_verify_reports_a_broken_core_cleanly(verilator, tmp_path, capsys):
     assert main(["verify", str(tmp_path / "b"), "--samples", "1"]) == 2
     err = capsys.readouterr().err
     assert "core.v does not match" in err and "Traceback" not in err
-    _rehash(tmp_path / "b")
+    reseal_bundle(tmp_path / "b")
     assert main(["verify", str(tmp_path / "b"), "--samples", "1"]) == 2
     err = capsys.readouterr().err
     assert "snnc: error: verilator rejected the core" in err and "Traceback" not in err
