@@ -6,7 +6,8 @@ operators), runs the graph once on an example input to learn every value's shape
 data path to spiking layers, pooling layers and a readout (:mod:`snnc.compiler.fxwalk`; the
 operator spellings are listed in :mod:`snnc.compiler.fxops`):
 
-- ``nn.Conv2d`` (groups 1, dilation 1, kernel up to 7x7, any stride, zero padding) and
+- ``nn.Conv2d`` (groups 1, dilation 1, kernel up to 7x7, any stride, symmetric zero padding,
+  ``padding='same'`` with an odd kernel and stride 1) and
   ``nn.Linear`` are the linear operators; ``nn.BatchNorm1d/2d`` after one is folded into it;
 - ``nn.ReLU`` (and ``F.relu``, ``torch.relu``) after a linear operator makes a spiking layer;
   ``nn.ReLU6`` too, with its activation scale capped at 6;

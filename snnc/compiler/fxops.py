@@ -6,7 +6,8 @@ operators (``aten.conv2d.default``). :func:`kind` maps all of them to one *kind*
 
 ===================  ========================================================================
 linear               ``nn.Linear``, ``F.linear``, ``aten.linear``, ``aten.addmm``
-conv                 ``nn.Conv2d``, ``F.conv2d``, ``aten.conv2d``, ``aten.convolution``
+conv                 ``nn.Conv2d``, ``F.conv2d``, ``aten.conv2d`` (also ``.padding``: ``'same'``),
+                     ``aten.convolution``
 batchnorm            ``nn.BatchNorm1d/2d``, ``F.batch_norm``, ``aten.batch_norm``,
                      ``aten._native_batch_norm_legit_no_training``
 relu                 ``nn.ReLU``, ``F.relu``, ``torch.relu``, ``Tensor.relu``, ``aten.relu(_)``
@@ -64,6 +65,7 @@ _FUNCTIONS = {
     F.linear: ("linear", _LINEAR), aten.linear.default: ("linear", _LINEAR),
     aten.addmm.default: ("linear", ("bias", "input", "weight_t", "beta", "alpha")),
     torch.conv2d: ("conv", _CONV), aten.conv2d.default: ("conv", _CONV),
+    aten.conv2d.padding: ("conv", _CONV),     # padding='same' / 'valid' (a string)
     aten.convolution.default: ("conv", _CONVOLUTION),
     F.batch_norm: ("batchnorm", _BN_F), aten.batch_norm.default: ("batchnorm", _BN_ATEN),
     aten._native_batch_norm_legit_no_training.default: ("batchnorm", _BN_LEGIT),

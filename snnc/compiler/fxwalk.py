@@ -193,8 +193,11 @@ class _Walker:
         elif pad == "same":
             pad = ((kh - 1) // 2, (kw - 1) // 2)
             if kh % 2 == 0 or kw % 2 == 0 or stride != (1, 1):
-                raise SnncError(f"{where} uses padding='same' with an even kernel or a stride: "
-                                "give the padding as numbers")
+                raise SnncError(f"{where} uses padding='same' with a {kh}x{kw} kernel and stride "
+                                f"{list(stride)}: torch pads an even kernel asymmetrically, and "
+                                "snnc supports symmetric zero padding only (odd kernels, stride "
+                                "1); give explicit padding numbers instead, e.g. padding="
+                                f"{(kh - 1) // 2}")
         pad = _pair(pad)
         if pad[0] >= kh or pad[1] >= kw:
             raise SnncError(f"{where} pads by {pad} with a {kh}x{kw} kernel: snnc needs "

@@ -129,3 +129,20 @@ def test_cnn_pt2_and_compile_variants(tmp_path):
     with pytest.raises(SnncError, match="--max-strength must be an integer in 1..15"):
         compile_variants(path, variants + [{"bits": 8, "timesteps": 2, "max_strength": 0}],
                          calib=(x, None))
+
+
+def test_padding_same_from_pt2_equals_state_dict(nets, tmp_path):
+    """``padding='same'`` exports as ``aten.conv2d.padding``; it compiles like the module."""
+    torch.manual_seed(0)
+    model = nets.SameCNN().eval()
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    torch.export.save(torch.export.export(model, (torch.rand(2, 1, 8, 8),)), tmp_path / "a/net.pt2")
+    torch.save(model.state_dict(), tmp_path / "b/net.pt")
+    x = np.random.default_rng(0).random((32, 1, 8, 8))
+    opts = {"bits": 4, "timesteps": 4, "max_strength": 7, "calib": (x, None)}
+    g_pt2, _ = compile_model(tmp_path / "a/net.pt2", **opts)
+    g_sd, _ = compile_model(tmp_path / "b/net.pt", arch="tinynets:SameCNN",
+                            input_shape=(1, 8, 8), **opts)
+    assert g_pt2 == g_sd
+    conv = g_pt2.projections[0]
+    assert conv.padding == (1, 1) and g_pt2.populations[0].shape == (8, 8, 8)
