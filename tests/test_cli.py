@@ -244,3 +244,15 @@ def test_spike_count_readout(model_files, capsys):
     assert np.array_equal(r.prediction, np.argmax(totals, axis=1))
     assert error_of(capsys, ["compile", str(d / "net.pt2"), "--bits", "8", "--calib",
                              str(d / "calib.npz"), "--readout", "votes", "-o", str(d / "x")])
+
+
+def test_nan_weights_are_named(tmp_path, capsys):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3)).eval()
+    with torch.no_grad():
+        model[0].weight[1, 2] = float("nan")
+    torch.export.save(torch.export.export(model, (torch.zeros(2, 6),)), tmp_path / "nan.pt2")
+    np.savez(tmp_path / "calib.npz", x=np.random.default_rng(0).random((8, 6)))
+    err = error_of(capsys, ["compile", str(tmp_path / "nan.pt2"), "--bits", "4", "--calib",
+                            str(tmp_path / "calib.npz"), "-o", str(tmp_path / "out")])
+    assert err.startswith("snnc: error: layer '0' has 1 NaN/inf weight value: ")

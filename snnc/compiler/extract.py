@@ -21,7 +21,8 @@ operator spellings are listed in :mod:`snnc.compiler.fxops`):
 Anything else raises :class:`SnncError` naming the operator and the layer it belongs to, e.g.
 "nn.LSTM at 'rnn' is not supported: snnc compiles feed-forward convolutional and linear
 networks (...)". A ReLU after the last linear layer is rejected (not silently dropped): it changes
-the prediction whenever every logit is negative. The extracted network is checked against the
+the prediction whenever every logit is negative. NaN or inf parameters, buffers or constants are
+rejected before anything runs, naming the layer. The extracted network is checked against the
 model's own output on the example input.
 """
 
@@ -109,6 +110,36 @@ def _attr(gm, target: str):
     return obj
 
 
+def _check_finite(gm) -> None:
+    """Every parameter, buffer and constant tensor the graph uses must be finite (a NaN weight
+    would otherwise surface as a confusing mismatch with the model's output)."""
+    tensors = dict(gm.named_parameters())
+    tensors.update(gm.named_buffers())
+    for node in gm.graph.nodes:
+        if node.op == "get_attr" and str(node.target) not in tensors:
+            value = _attr(gm, node.target)
+            if isinstance(value, torch.Tensor):
+                tensors[str(node.target)] = value
+    for name, t in tensors.items():
+        if not t.is_floating_point():
+            continue
+        bad = int((~torch.isfinite(t.detach())).sum())
+        if bad:
+            layer, _, what = name.rpartition(".")
+            where = f"layer '{layer}'" if layer else f"the model's tensor '{name}'"
+            raise SnncError(f"{where} has {bad} NaN/inf {what} value{'s' * (bad != 1)}: the model "
+                            "file is corrupt or training diverged; fix the weights")
+
+
+def _check_folded(net: FloatNet) -> None:
+    """Folding (BatchNorm) must leave every weight and bias finite."""
+    for node in net.nodes:
+        arrays = [getattr(node, "bias", np.zeros(0))] + [t.weight for t in getattr(node, "terms", ())]
+        if not all(np.isfinite(a).all() for a in arrays):
+            raise SnncError(f"layer '{node.name}' has NaN/inf weights or biases after folding its "
+                            "BatchNorm (a negative running_var?): fix the model's statistics")
+
+
 def _run(gm, example) -> dict:
     rec = _Recorder(gm)
     try:
@@ -173,10 +204,12 @@ def extract_layers(module, input_shape=None) -> FloatNet:
         example_shape = (2, *input_shape)
     if any(d < 1 for d in example_shape):
         raise SnncError(f"invalid input shape {list(example_shape[1:])}")
+    _check_finite(gm)
     gen = torch.Generator().manual_seed(0)
     example = torch.rand(example_shape, generator=gen).to(_example_dtype(gm))
     values = _run(gm, example)
     net = walk(gm, values, tuple(example_shape[1:]))
+    _check_folded(net)
     _check_against_model(net, gm, values, example)
     return net
 

@@ -230,7 +230,8 @@ class _Walker:
         mean, var = self.param(a["running_mean"]), self.param(a["running_var"])
         gamma, beta = self.param(a.get("weight")), self.param(a.get("bias"))
         eps = float(a.get("eps", 1e-5))
-        scale = (np.ones(channels) if gamma is None else gamma) / np.sqrt(var + eps)
+        with np.errstate(invalid="ignore"):     # a negative variance: see extract's check
+            scale = (np.ones(channels) if gamma is None else gamma) / np.sqrt(var + eps)
         shift = (np.zeros(channels) if beta is None else beta) - mean * scale
         terms, bias = fold_batchnorm(x.terms, x.bias, x.view, scale, shift)
         out = replace(x, terms=terms, bias=bias, desc=where)

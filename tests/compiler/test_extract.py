@@ -231,3 +231,39 @@ def test_extracted_names_are_unique():
     model = Plain(shared, nn.ReLU(), shared, nn.ReLU(), nn.Linear(4, 2))
     net = extract_layers(model, (4,))
     assert [name for name, _, _ in dense(net)] == ["layers.0", "layers.0_2", "layers.4"]
+
+
+def _poisoned(which):
+    torch.manual_seed(0)
+    model = Plain(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.ReLU(), nn.Linear(6, 2)).eval()
+    with torch.no_grad():
+        if which == "weight":
+            model.layers[0].weight[0, :3] = float("nan")
+        elif which == "bias":
+            model.layers[3].bias[1] = float("inf")
+        else:
+            model.layers[1].running_var[2] = float("nan")
+    return model
+
+
+@pytest.mark.parametrize("via", ["fx", "export"])
+@pytest.mark.parametrize("which, match", [
+    ("weight", r"^layer 'layers.0' has 3 NaN/inf weight values: the model file is corrupt or "
+               r"training diverged; fix the weights"),
+    ("bias", r"^layer 'layers.3' has 1 NaN/inf bias value: "),
+    ("running_var", r"^layer 'layers.1' has 1 NaN/inf running_var value: "),
+])
+def test_non_finite_parameters_are_named(via, which, match):
+    model = _poisoned(which)
+    src = model if via == "fx" else exported(model, torch.rand(2, 4))
+    with pytest.raises(SnncError, match=match):
+        extract_layers(src, (4,))
+
+
+def test_negative_batchnorm_variance_is_named():
+    model = _poisoned(None)
+    with torch.no_grad():
+        model.layers[1].running_var[2] = -5.0
+    with pytest.raises(SnncError, match=r"layer 'layers.0' has NaN/inf weights or biases after "
+                                        r"folding its BatchNorm"):
+        extract_layers(model, (4,))
