@@ -256,3 +256,21 @@ def test_nan_weights_are_named(tmp_path, capsys):
     err = error_of(capsys, ["compile", str(tmp_path / "nan.pt2"), "--bits", "4", "--calib",
                             str(tmp_path / "calib.npz"), "-o", str(tmp_path / "out")])
     assert err.startswith("snnc: error: layer '0' has 1 NaN/inf weight value: ")
+
+
+def test_two_input_pt2_is_described_in_the_users_terms(tmp_path, capsys):
+    class TwoInputs(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(6, 3)
+
+        def forward(self, image, mask):
+            return self.fc(image * mask)
+
+    ep = torch.export.export(TwoInputs().eval(), (torch.rand(2, 6), torch.rand(2, 6)))
+    torch.export.save(ep, tmp_path / "two.pt2")
+    np.savez(tmp_path / "calib.npz", x=np.random.default_rng(0).random((8, 6)))
+    err = error_of(capsys, ["compile", str(tmp_path / "two.pt2"), "--bits", "4", "--calib",
+                            str(tmp_path / "calib.npz"), "-o", str(tmp_path / "out")])
+    assert err.startswith("snnc: error: the exported model's forward takes 2 inputs (image, mask)")
+    assert "GraphModule" not in err

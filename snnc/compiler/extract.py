@@ -181,8 +181,11 @@ def extract_layers(module, input_shape=None) -> FloatNet:
     where = describe_module(module)
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
     if len(placeholders) != 1:
-        raise SnncError(f"{where}'s forward takes {len(placeholders)} inputs; snnc compiles "
-                        "networks with a single input tensor")
+        names = ", ".join(str(n.target) for n in placeholders)
+        who = ("the exported model" if isinstance(module, torch.fx.GraphModule)
+               and any("val" in n.meta for n in placeholders) else where)
+        raise SnncError(f"{who}'s forward takes {len(placeholders)} inputs ({names}); snnc "
+                        "compiles networks with a single input tensor")
     stored = placeholders[0].meta.get("val")
     if stored is not None and hasattr(stored, "shape"):
         dims = tuple(stored.shape)

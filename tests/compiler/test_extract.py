@@ -267,3 +267,25 @@ def test_negative_batchnorm_variance_is_named():
     with pytest.raises(SnncError, match=r"layer 'layers.0' has NaN/inf weights or biases after "
                                         r"folding its BatchNorm"):
         extract_layers(model, (4,))
+
+
+class TwoInputs(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x, y):
+        return self.fc(x + y)
+
+
+def test_two_inputs_name_the_users_class():
+    with pytest.raises(SnncError, match=r"^tests\.compiler\.test_extract\.TwoInputs's forward "
+                                        r"takes 2 inputs \(x, y\); snnc compiles networks with a "
+                                        r"single input tensor"):
+        extract_layers(TwoInputs(), (4,))
+
+
+def test_two_inputs_of_an_exported_model():
+    gm = torch.export.export(TwoInputs().eval(), (torch.rand(2, 4), torch.rand(2, 4))).module()
+    with pytest.raises(SnncError, match=r"^the exported model's forward takes 2 inputs \(x, y\)"):
+        extract_layers(gm)
