@@ -16,7 +16,10 @@ operator spellings are listed in :mod:`snnc.compiler.fxops`):
 - residual additions (``x + f(x)``, ``torch.add``, ``out += x``) followed by a ReLU;
 - ``nn.Flatten``/``view``/``reshape`` of each sample, ``nn.Dropout`` and a trailing
   ``Softmax``/``LogSoftmax`` over the classes are removed;
-- the last linear operator's output is the readout.
+- the last linear operator's output is the readout;
+- a constant scale and shift of the input before the first layer (``x / 255``,
+  ``(x - mean) / std``) becomes the FloatNet's ``input_transform`` and folds into the input
+  quantization (:mod:`snnc.compiler.inputxform`).
 
 Anything else raises :class:`SnncError` naming the operator and the layer it belongs to, e.g.
 "nn.LSTM at 'rnn' is not supported: snnc compiles feed-forward convolutional and linear
@@ -28,6 +31,8 @@ model's own output on the example input.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import torch
 
@@ -35,6 +40,7 @@ from . import fxops
 from .errors import SnncError, describe_module
 from .floatnet import FloatNet
 from .fxwalk import ANN, SUPPORTED, walk
+from .inputxform import find_input_transform, reshape_transform
 
 __all__ = ["extract_layers", "SUPPORTED"]
 
@@ -211,7 +217,11 @@ def extract_layers(module, input_shape=None) -> FloatNet:
     gen = torch.Generator().manual_seed(0)
     example = torch.rand(example_shape, generator=gen).to(_example_dtype(gm))
     values = _run(gm, example)
-    net = walk(gm, values, tuple(example_shape[1:]))
+    folded, transform = find_input_transform(gm, values, tuple(example_shape[1:]))
+    net = walk(gm, values, tuple(example_shape[1:]), folded)
+    if transform is not None:
+        net = dataclasses.replace(net, input_transform=reshape_transform(
+            transform, example_shape[1:], net.input_shape))
     _check_folded(net)
     _check_against_model(net, gm, values, example)
     return net

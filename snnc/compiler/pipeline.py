@@ -147,6 +147,8 @@ def build_meta(c: Compilation) -> dict:
         "input_shape": list(c.net.input_shape),
         "input_scale": cal.input_scale,
         "input_signed": cal.input_signed,
+        "input_transform": (None if c.net.input_transform is None
+                            else c.net.input_transform.as_json()),
         "layers": [dict(layer) for layer in c.layers],
         "state_bits": required_state_bits(c.graph),
         "calibration": {"source": c.calib_source, "samples": cal.samples,
