@@ -146,7 +146,7 @@ def _check_folded(net: FloatNet) -> None:
                             "BatchNorm (a negative running_var?): fix the model's statistics")
 
 
-def _run(gm, example) -> dict:
+def _run(gm, example, hint: str) -> dict:
     rec = _Recorder(gm)
     try:
         with torch.no_grad():
@@ -155,7 +155,7 @@ def _run(gm, example) -> dict:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise SnncError(f"running the model on an example input of shape "
                         f"{list(example.shape)} failed ({type(exc).__name__}: {msg}); check "
-                        "--input-shape (the per-sample shape, without the batch axis)") from None
+                        f"{hint}") from None
     return rec.values
 
 
@@ -164,15 +164,18 @@ def _run(gm, example) -> dict:
 # Extraction
 
 
-def extract_layers(module, input_shape=None) -> FloatNet:
+def extract_layers(module, input_shape=None, data_shape=None) -> FloatNet:
     """Extract the float network from an ``nn.Module`` or an ExportedProgram's ``ep.module()``.
 
     Parameters
     ----------
     module : torch.nn.Module or torch.fx.GraphModule
     input_shape : tuple of int, optional
-        Per-sample input shape. Default: the shape stored in an exported graph's example input,
-        else ``(in_features,)`` of the first Linear.
+        Per-sample input shape (``--input-shape``). Default: the shape stored in an exported
+        graph's example input, else ``(in_features,)`` of the first Linear, else
+        ``data_shape``.
+    data_shape : tuple of int, optional
+        Per-sample shape of the calibration data, the last resort.
 
     Returns
     -------
@@ -192,6 +195,7 @@ def extract_layers(module, input_shape=None) -> FloatNet:
                and any("val" in n.meta for n in placeholders) else where)
         raise SnncError(f"{who}'s forward takes {len(placeholders)} inputs ({names}); snnc "
                         "compiles networks with a single input tensor")
+    hint = "--input-shape (the per-sample shape, without the batch axis)"
     stored = placeholders[0].meta.get("val")
     if stored is not None and hasattr(stored, "shape"):
         dims = tuple(stored.shape)
@@ -206,17 +210,22 @@ def extract_layers(module, input_shape=None) -> FloatNet:
     else:
         if input_shape is None:
             n = _first_linear_features(gm)
-            if n is None:
+            if n is not None:
+                input_shape = (n,)
+            elif data_shape is not None:
+                input_shape = tuple(int(d) for d in data_shape)
+                hint = (f"--input-shape (the per-sample shape, without the batch axis; "
+                        f"{list(input_shape)} was taken from the calibration data)")
+            else:
                 _reject_unsupported_modules(gm)
                 raise SnncError(f"cannot tell {where}'s input shape: pass --input-shape")
-            input_shape = (n,)
         example_shape = (2, *input_shape)
     if any(d < 1 for d in example_shape):
         raise SnncError(f"invalid input shape {list(example_shape[1:])}")
     _check_finite(gm)
     gen = torch.Generator().manual_seed(0)
     example = torch.rand(example_shape, generator=gen).to(_example_dtype(gm))
-    values = _run(gm, example)
+    values = _run(gm, example, hint)
     folded, transform = find_input_transform(gm, values, tuple(example_shape[1:]))
     net = walk(gm, values, tuple(example_shape[1:]), folded)
     if transform is not None:

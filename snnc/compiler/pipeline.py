@@ -93,12 +93,9 @@ def load(c: Compilation) -> Compilation:
     return dataclasses.replace(c, model=load_model(o.path, arch=o.arch, trust_model=o.trust_model))
 
 
-def extract(c: Compilation) -> Compilation:
-    return dataclasses.replace(c, net=extract_layers(c.model.module, c.options.input_shape))
-
-
 def read_calibration(c: Compilation) -> Compilation:
-    """Read the calibration set (a path to an .npz, or an ``(x, y)`` pair) and check its shape."""
+    """Read the calibration set (a path to an .npz, or an ``(x, y)`` pair) as it is stored:
+    before extraction, so that its sample shape can serve as the model's input shape."""
     calib = c.options.calib
     if isinstance(calib, (str, Path)):
         x, y = load_npz(calib)
@@ -108,8 +105,23 @@ def read_calibration(c: Compilation) -> Compilation:
         x = np.asarray(x, dtype=np.float64)
         y = None if y is None else np.asarray(y, dtype=np.int64)
         source = "in-memory"
-    x = check_samples(x, c.net.input_shape, what=f"the calibration set ({source})")
     return dataclasses.replace(c, calib_x=x, calib_y=y, calib_source=source)
+
+
+def extract(c: Compilation) -> Compilation:
+    """The float network; the input shape comes from the model file, ``--input-shape``, a
+    leading Linear, or else the calibration samples (in that order)."""
+    data_shape = tuple(c.calib_x.shape[1:]) if c.calib_x is not None and c.calib_x.ndim >= 2 \
+        else None
+    return dataclasses.replace(c, net=extract_layers(c.model.module, c.options.input_shape,
+                                                     data_shape))
+
+
+def check_calibration(c: Compilation) -> Compilation:
+    """The calibration samples in the network's input shape (flattened samples are accepted)."""
+    x = check_samples(c.calib_x, c.net.input_shape,
+                      what=f"the calibration set ({c.calib_source})")
+    return dataclasses.replace(c, calib_x=x)
 
 
 def calibrate_pass(c: Compilation) -> Compilation:
@@ -126,7 +138,7 @@ def convert_pass(c: Compilation) -> Compilation:
 
 
 #: The passes that do not depend on bits, timesteps or strengths.
-FRONT_PASSES = (check, load, extract, read_calibration, calibrate_pass)
+FRONT_PASSES = (check, load, read_calibration, extract, check_calibration, calibrate_pass)
 #: The passes, in order.
 PASSES = FRONT_PASSES + (convert_pass,)
 

@@ -96,8 +96,9 @@ def test_calibration_shape_must_match(nets, tmp_path):
 
 def test_pipeline_is_an_explicit_tuple():
     assert isinstance(PASSES, tuple) and all(callable(p) for p in PASSES)
-    assert [p.__name__ for p in PASSES] == ["check", "load", "extract", "read_calibration",
-                                            "calibrate_pass", "convert_pass"]
+    assert [p.__name__ for p in PASSES] == ["check", "load", "read_calibration", "extract",
+                                            "check_calibration", "calibrate_pass",
+                                            "convert_pass"]
 
 
 def test_cnn_pt2_and_compile_variants(tmp_path):
@@ -146,3 +147,20 @@ def test_padding_same_from_pt2_equals_state_dict(nets, tmp_path):
     assert g_pt2 == g_sd
     conv = g_pt2.projections[0]
     assert conv.padding == (1, 1) and g_pt2.populations[0].shape == (8, 8, 8)
+
+
+def test_input_shape_comes_from_the_calibration_data(nets, tmp_path):
+    """A state_dict CNN (no stored example, no leading Linear) needs no --input-shape."""
+    torch.manual_seed(0)
+    torch.save(nets.SameCNN().state_dict(), tmp_path / "net.pt")
+    x = np.random.default_rng(0).random((16, 1, 8, 8))
+    opts = {"bits": 4, "timesteps": 4, "max_strength": 7, "calib": (x, None),
+            "arch": "tinynets:SameCNN"}
+    graph, meta = compile_model(tmp_path / "net.pt", **opts)
+    assert meta["input_shape"] == [1, 8, 8]
+    assert graph == compile_model(tmp_path / "net.pt", input_shape=(1, 8, 8), **opts)[0]
+    with pytest.raises(SnncError, match=r"running the model on an example input of shape "
+                                        r"\[2, 64\] failed .*\[64\] was taken from the "
+                                        r"calibration data"):
+        compile_model(tmp_path / "net.pt", **{**opts, "calib": (x.reshape(16, 64), None)})
+
