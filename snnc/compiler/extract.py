@@ -172,14 +172,16 @@ def extract_layers(module, input_shape=None, data_shape=None) -> FloatNet:
     module : torch.nn.Module or torch.fx.GraphModule
     input_shape : tuple of int, optional
         Per-sample input shape (``--input-shape``). Default: the shape stored in an exported
-        graph's example input, else ``(in_features,)`` of the first Linear, else
-        ``data_shape``.
+        graph's example input (which wins over ``input_shape``: a different ``input_shape`` of
+        the same size is ignored with a warning), else ``(in_features,)`` of the first Linear,
+        else ``data_shape``.
     data_shape : tuple of int, optional
         Per-sample shape of the calibration data, the last resort.
 
     Returns
     -------
     FloatNet
+        ``warnings`` lists what the user should know (an ignored ``input_shape``).
 
     Raises
     ------
@@ -195,7 +197,7 @@ def extract_layers(module, input_shape=None, data_shape=None) -> FloatNet:
                and any("val" in n.meta for n in placeholders) else where)
         raise SnncError(f"{who}'s forward takes {len(placeholders)} inputs ({names}); snnc "
                         "compiles networks with a single input tensor")
-    hint = "--input-shape (the per-sample shape, without the batch axis)"
+    warnings, hint = [], "--input-shape (the per-sample shape, without the batch axis)"
     stored = placeholders[0].meta.get("val")
     if stored is not None and hasattr(stored, "shape"):
         dims = tuple(stored.shape)
@@ -207,6 +209,10 @@ def extract_layers(module, input_shape=None, data_shape=None) -> FloatNet:
         if input_shape is not None and int(np.prod(input_shape)) != int(np.prod(example_shape[1:])):
             raise SnncError(f"--input-shape {list(input_shape)} does not match the exported "
                             f"example input's per-sample shape {list(example_shape[1:])}")
+        if input_shape is not None and tuple(input_shape) != tuple(example_shape[1:]):
+            warnings.append(f"--input-shape {list(input_shape)} is ignored: the exported model "
+                            f"stores its input's per-sample shape {list(example_shape[1:])}, "
+                            "which snnc uses (data may be given in either shape)")
     else:
         if input_shape is None:
             n = _first_linear_features(gm)
@@ -233,7 +239,7 @@ def extract_layers(module, input_shape=None, data_shape=None) -> FloatNet:
             transform, example_shape[1:], net.input_shape))
     _check_folded(net)
     _check_against_model(net, gm, values, example)
-    return net
+    return dataclasses.replace(net, warnings=net.warnings + tuple(warnings))
 
 
 def _check_against_model(net: FloatNet, gm, values, example) -> None:

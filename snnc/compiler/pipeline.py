@@ -168,6 +168,7 @@ def build_meta(c: Compilation) -> dict:
         "ann_calib_accuracy": cal.ann_accuracy,
         "dropped_ops": list(c.net.dropped),
         "notes": list(cal.notes),
+        "warnings": list(c.net.warnings),
     }
 
 

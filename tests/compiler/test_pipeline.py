@@ -157,10 +157,25 @@ def test_input_shape_comes_from_the_calibration_data(nets, tmp_path):
     opts = {"bits": 4, "timesteps": 4, "max_strength": 7, "calib": (x, None),
             "arch": "tinynets:SameCNN"}
     graph, meta = compile_model(tmp_path / "net.pt", **opts)
-    assert meta["input_shape"] == [1, 8, 8]
+    assert meta["input_shape"] == [1, 8, 8] and meta["warnings"] == []
     assert graph == compile_model(tmp_path / "net.pt", input_shape=(1, 8, 8), **opts)[0]
     with pytest.raises(SnncError, match=r"running the model on an example input of shape "
                                         r"\[2, 64\] failed .*\[64\] was taken from the "
                                         r"calibration data"):
         compile_model(tmp_path / "net.pt", **{**opts, "calib": (x.reshape(16, 64), None)})
 
+
+def test_an_ignored_input_shape_is_a_warning(tmp_path):
+    from torch import nn
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(72, 3)).eval()
+    path = tmp_path / "cnn.pt2"
+    torch.export.save(torch.export.export(model, (torch.rand(2, 1, 8, 8),)), path)
+    opts = {"bits": 4, "timesteps": 4, "max_strength": 7,
+            "calib": (np.random.default_rng(0).random((8, 64)), None)}
+    _, meta = compile_model(path, input_shape=(64,), **opts)
+    assert meta["warnings"] == ["--input-shape [64] is ignored: the exported model stores its "
+                                "input's per-sample shape [1, 8, 8], which snnc uses (data may "
+                                "be given in either shape)"]
+    assert meta["input_shape"] == [1, 8, 8]
+    assert compile_model(path, input_shape=(1, 8, 8), **opts)[1]["warnings"] == []
