@@ -274,3 +274,18 @@ def test_two_input_pt2_is_described_in_the_users_terms(tmp_path, capsys):
                             str(tmp_path / "calib.npz"), "-o", str(tmp_path / "out")])
     assert err.startswith("snnc: error: the exported model's forward takes 2 inputs (image, mask)")
     assert "GraphModule" not in err
+
+
+def test_compile_reports_snn_accuracy_and_warnings(model_files, capsys):
+    d = model_files
+    x = np.load(d / "calib.npz")["x"]
+    np.savez(d / "bad_labels.npz", x=x, y=np.arange(len(x)) % 7)
+    assert main(["compile", str(d / "net.pt2"), "--bits", "8", "--calib", str(d / "calib.npz"),
+                 "-o", str(d / "out")]) == 0
+    captured = capsys.readouterr()
+    assert "  SNN accuracy on the calibration set: " in captured.out and "(float 100.00%)" in captured.out
+    assert main(["compile", str(d / "net.pt2"), "--bits", "8", "--calib",
+                 str(d / "bad_labels.npz"), "-o", str(d / "out2")]) == 0
+    err = capsys.readouterr().err
+    assert "snnc: warning: the calibration labels go up to 6, but the readout has 3 classes" in err
+    assert load_bundle(d / "out2").meta["warnings"]

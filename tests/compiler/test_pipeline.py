@@ -98,7 +98,7 @@ def test_pipeline_is_an_explicit_tuple():
     assert isinstance(PASSES, tuple) and all(callable(p) for p in PASSES)
     assert [p.__name__ for p in PASSES] == ["check", "load", "read_calibration", "extract",
                                             "check_calibration", "calibrate_pass",
-                                            "convert_pass"]
+                                            "convert_pass", "evaluate_pass"]
 
 
 def test_cnn_pt2_and_compile_variants(tmp_path):
