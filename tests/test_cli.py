@@ -283,7 +283,8 @@ def test_compile_reports_snn_accuracy_and_warnings(model_files, capsys):
     assert main(["compile", str(d / "net.pt2"), "--bits", "8", "--calib", str(d / "calib.npz"),
                  "-o", str(d / "out")]) == 0
     captured = capsys.readouterr()
-    assert "  SNN accuracy on the calibration set: " in captured.out and "(float 100.00%)" in captured.out
+    assert "  SNN accuracy on the calibration set: " in captured.out
+    assert "(float 100.00%)" in captured.out
     assert main(["compile", str(d / "net.pt2"), "--bits", "8", "--calib",
                  str(d / "bad_labels.npz"), "-o", str(d / "out2")]) == 0
     err = capsys.readouterr().err

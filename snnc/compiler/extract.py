@@ -140,7 +140,8 @@ def _check_finite(gm) -> None:
 def _check_folded(net: FloatNet) -> None:
     """Folding (BatchNorm) must leave every weight and bias finite."""
     for node in net.nodes:
-        arrays = [getattr(node, "bias", np.zeros(0))] + [t.weight for t in getattr(node, "terms", ())]
+        arrays = [getattr(node, "bias", np.zeros(0))]
+        arrays += [t.weight for t in getattr(node, "terms", ())]
         if not all(np.isfinite(a).all() for a in arrays):
             raise SnncError(f"layer '{node.name}' has NaN/inf weights or biases after folding its "
                             "BatchNorm (a negative running_var?): fix the model's statistics")
