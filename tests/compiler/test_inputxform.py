@@ -9,7 +9,7 @@ from torch import nn
 from snnc.compiler.data import quantize_inputs
 from snnc.compiler.errors import SnncError
 from snnc.compiler.extract import extract_layers
-from snnc.compiler.pipeline import compile_model
+from snnc.compiler.pipeline import compile_model, compile_module
 from snnc.sim.reference import run
 
 from .conftest import exported
@@ -59,9 +59,9 @@ def test_folded_transform_equals_preprocessed_data(tmp_path, fmt, pre):
     if fmt == "pt2":
         g_fold, m_fold = compile_model(save(folded, tmp_path / "net.pt2", (2, 8, 8)),
                                        calib=(x, None), **opts)
-    else:
-        torch.save(folded, tmp_path / "net.pt")
-        g_fold, m_fold = _compile_module(folded, tmp_path, x, opts)
+    else:                                   # the nn.Module in memory (traced with torch.fx)
+        [(g_fold, m_fold)] = compile_module(folded, [opts], calib=(x, None),
+                                            input_shape=(2, 8, 8))
     g_plain, m_plain = compile_model(save(plain, tmp_path / "plain.pt2", (2, 8, 8)),
                                      calib=(x_pre, None), **opts)
     assert m_plain["input_transform"] is None
@@ -78,12 +78,6 @@ def test_folded_transform_equals_preprocessed_data(tmp_path, fmt, pre):
                           run(g_plain, quantize_inputs(x_pre, m_plain)).prediction)
     # flattened samples quantize the same way
     assert np.array_equal(quantize_inputs(x.reshape(48, -1), m_fold), x_int.reshape(48, -1))
-
-
-def _compile_module(model, tmp_path, x, opts):
-    from snnc.compiler.pipeline import compile_module
-    [(graph, meta)] = compile_module(model, [opts], calib=(x, None), input_shape=(2, 8, 8))
-    return graph, meta
 
 
 class Chain(nn.Module):
