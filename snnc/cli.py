@@ -276,7 +276,10 @@ def _summary(graph: Graph, meta: dict) -> list[str]:
         lines.append(f"  {pop.name:<12} {pop.size:>6}  {shape:<9} {what}{clamp}")
     lines.append(f"  timesteps {graph.timesteps}, membrane state {meta['state_bits']} bits, "
                  f"{graph.n_neurons} neurons, {graph.nnz} synapses and kernel weights")
-    if meta.get("ann_calib_accuracy") is not None:
+    if meta.get("snn_calib_accuracy") is not None:
+        lines.append(f"  SNN accuracy on the calibration set: {meta['snn_calib_accuracy']:.2%} "
+                     f"(float {meta['ann_calib_accuracy']:.2%})")
+    elif meta.get("ann_calib_accuracy") is not None:
         lines.append(f"  float ANN accuracy on the calibration set: "
                      f"{meta['ann_calib_accuracy']:.2%}")
     for note in meta.get("notes", []):
@@ -307,6 +310,8 @@ def cmd_compile(args) -> int:
     print(f"snnc: compiled {args.model} ({meta['format']}) -> {args.out}")
     for line in _summary(graph, meta):
         print(line)
+    for warning in meta.get("warnings", []):
+        print(f"snnc: warning: {warning}", file=sys.stderr)
     mem = bundle.core["usage"]["memory_bits"]
     print("  core memory, bits: " + ", ".join(f"{k} {v:,}" for k, v in mem.items() if v) +
           f" (total {sum(mem.values()):,})")

@@ -386,3 +386,48 @@ def test_cache_command_shows_and_clears_the_rtl_build_cache(tmp_path, capsys, mo
     assert main(["cache", "--clear"]) == 0
     assert "removed 2 cached RTL build(s), 0.6 MB" in capsys.readouterr().out
     assert list((tmp_path / "c" / "rtl").iterdir()) == []
+
+def test_nan_weights_are_named(tmp_path, capsys):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3)).eval()
+    with torch.no_grad():
+        model[0].weight[1, 2] = float("nan")
+    torch.export.save(torch.export.export(model, (torch.zeros(2, 6),)), tmp_path / "nan.pt2")
+    np.savez(tmp_path / "calib.npz", x=np.random.default_rng(0).random((8, 6)))
+    err = error_of(capsys, ["compile", str(tmp_path / "nan.pt2"), "--bits", "4", "--calib",
+                            str(tmp_path / "calib.npz"), "-o", str(tmp_path / "out")])
+    assert err.startswith("snnc: error: layer '0' has 1 NaN/inf weight value: ")
+
+
+def test_two_input_pt2_is_described_in_the_users_terms(tmp_path, capsys):
+    class TwoInputs(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(6, 3)
+
+        def forward(self, image, mask):
+            return self.fc(image * mask)
+
+    ep = torch.export.export(TwoInputs().eval(), (torch.rand(2, 6), torch.rand(2, 6)))
+    torch.export.save(ep, tmp_path / "two.pt2")
+    np.savez(tmp_path / "calib.npz", x=np.random.default_rng(0).random((8, 6)))
+    err = error_of(capsys, ["compile", str(tmp_path / "two.pt2"), "--bits", "4", "--calib",
+                            str(tmp_path / "calib.npz"), "-o", str(tmp_path / "out")])
+    assert err.startswith("snnc: error: the exported model's forward takes 2 inputs (image, mask)")
+    assert "GraphModule" not in err
+
+
+def test_compile_reports_snn_accuracy_and_warnings(model_files, capsys):
+    d = model_files
+    x = np.load(d / "calib.npz")["x"]
+    np.savez(d / "bad_labels.npz", x=x, y=np.arange(len(x)) % 7)
+    assert main(["compile", str(d / "net.pt2"), "--bits", "8", "--calib", str(d / "calib.npz"),
+                 "-o", str(d / "out")]) == 0
+    captured = capsys.readouterr()
+    assert "  SNN accuracy on the calibration set: " in captured.out
+    assert "(float 100.00%)" in captured.out
+    assert main(["compile", str(d / "net.pt2"), "--bits", "8", "--calib",
+                 str(d / "bad_labels.npz"), "-o", str(d / "out2")]) == 0
+    err = capsys.readouterr().err
+    assert "snnc: warning: the calibration labels go up to 6, but the readout has 3 classes" in err
+    assert load_bundle(d / "out2").meta["warnings"]

@@ -7,10 +7,14 @@ in the model's input shape or flattened) and optionally integer labels ``y``. Th
 :func:`quantize_inputs` maps float inputs to the integer input events of the SNN, with the scale
 the compiler chose at calibration (``meta["input_scale"]``, ``meta["input_signed"]``)::
 
-    x_int = clip(round(x / input_scale), 0, 255)        # unsigned inputs
-    x_int = clip(round(x / input_scale), -127, 127)     # signed inputs
+    x' = (x - offset) * gain                            # if meta["input_transform"] is set
+    x_int = clip(round(x' / input_scale), 0, 255)       # unsigned inputs
+    x_int = clip(round(x' / input_scale), -127, 127)    # signed inputs
 
-``round`` rounds halves away from zero.
+``round`` rounds halves away from zero. ``meta["input_transform"]`` is the model's own constant
+scale and shift of its input (``x / 255``, ``(x - mean) / std`` at the start of ``forward``),
+folded out of the network by :mod:`snnc.compiler.inputxform`: ``{"offset": ..., "gain": ...}``,
+nested lists broadcastable to ``meta["input_shape"]``, or None (absent in older bundles).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import SnncError
+from .floatnet import apply_input_transform
 from .quantize import round_half_away
 
 __all__ = ["load_npz", "check_samples", "quantize_inputs"]
@@ -112,4 +117,11 @@ def quantize_inputs(x_float, meta: dict) -> np.ndarray:
         raise SnncError(f"the bundle's input_scale must be > 0, not {scale}")
     lo, hi = (-127, 127) if signed else (0, 255)
     x = np.asarray(x_float, dtype=np.float64)
+    transform = meta.get("input_transform")
+    if transform:
+        shape = tuple(int(d) for d in meta["input_shape"])
+        if x.ndim < 1 or int(np.prod(x.shape[1:])) != int(np.prod(shape)):
+            raise SnncError(f"inputs of shape {list(x.shape)} do not hold samples of the "
+                            f"bundle's input shape {list(shape)}")
+        x = apply_input_transform(x, transform["offset"], transform["gain"], shape)
     return np.clip(round_half_away(x / scale), lo, hi).astype(np.int64)

@@ -6,7 +6,8 @@ operators), runs the graph once on an example input to learn every value's shape
 data path to spiking layers, pooling layers and a readout (:mod:`snnc.compiler.fxwalk`; the
 operator spellings are listed in :mod:`snnc.compiler.fxops`):
 
-- ``nn.Conv2d`` (groups 1, dilation 1, kernel up to 7x7, any stride, zero padding) and
+- ``nn.Conv2d`` (groups 1, dilation 1, kernel up to 7x7, any stride, symmetric zero padding,
+  ``padding='same'`` with an odd kernel and stride 1) and
   ``nn.Linear`` are the linear operators; ``nn.BatchNorm1d/2d`` after one is folded into it;
 - ``nn.ReLU`` (and ``F.relu``, ``torch.relu``) after a linear operator makes a spiking layer;
   ``nn.ReLU6`` too, with its activation scale capped at 6;
@@ -15,16 +16,22 @@ operator spellings are listed in :mod:`snnc.compiler.fxops`):
 - residual additions (``x + f(x)``, ``torch.add``, ``out += x``) followed by a ReLU;
 - ``nn.Flatten``/``view``/``reshape`` of each sample, ``nn.Dropout`` and a trailing
   ``Softmax``/``LogSoftmax`` over the classes are removed;
-- the last linear operator's output is the readout.
+- the last linear operator's output is the readout;
+- a constant scale and shift of the input before the first layer (``x / 255``,
+  ``(x - mean) / std``) becomes the FloatNet's ``input_transform`` and folds into the input
+  quantization (:mod:`snnc.compiler.inputxform`).
 
 Anything else raises :class:`SnncError` naming the operator and the layer it belongs to, e.g.
 "nn.LSTM at 'rnn' is not supported: snnc compiles feed-forward convolutional and linear
 networks (...)". A ReLU after the last linear layer is rejected (not silently dropped): it changes
-the prediction whenever every logit is negative. The extracted network is checked against the
+the prediction whenever every logit is negative. NaN or inf parameters, buffers or constants are
+rejected before anything runs, naming the layer. The extracted network is checked against the
 model's own output on the example input.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import torch
@@ -33,6 +40,7 @@ from . import fxops
 from .errors import SnncError, describe_module
 from .floatnet import FloatNet
 from .fxwalk import ANN, SUPPORTED, walk
+from .inputxform import find_input_transform, reshape_transform
 
 __all__ = ["extract_layers", "SUPPORTED"]
 
@@ -108,7 +116,38 @@ def _attr(gm, target: str):
     return obj
 
 
-def _run(gm, example) -> dict:
+def _check_finite(gm) -> None:
+    """Every parameter, buffer and constant tensor the graph uses must be finite (a NaN weight
+    would otherwise surface as a confusing mismatch with the model's output)."""
+    tensors = dict(gm.named_parameters())
+    tensors.update(gm.named_buffers())
+    for node in gm.graph.nodes:
+        if node.op == "get_attr" and str(node.target) not in tensors:
+            value = _attr(gm, node.target)
+            if isinstance(value, torch.Tensor):
+                tensors[str(node.target)] = value
+    for name, t in tensors.items():
+        if not t.is_floating_point():
+            continue
+        bad = int((~torch.isfinite(t.detach())).sum())
+        if bad:
+            layer, _, what = name.rpartition(".")
+            where = f"layer '{layer}'" if layer else f"the model's tensor '{name}'"
+            raise SnncError(f"{where} has {bad} NaN/inf {what} value{'s' * (bad != 1)}: the model "
+                            "file is corrupt or training diverged; fix the weights")
+
+
+def _check_folded(net: FloatNet) -> None:
+    """Folding (BatchNorm) must leave every weight and bias finite."""
+    for node in net.nodes:
+        arrays = [getattr(node, "bias", np.zeros(0))]
+        arrays += [t.weight for t in getattr(node, "terms", ())]
+        if not all(np.isfinite(a).all() for a in arrays):
+            raise SnncError(f"layer '{node.name}' has NaN/inf weights or biases after folding its "
+                            "BatchNorm (a negative running_var?): fix the model's statistics")
+
+
+def _run(gm, example, hint: str) -> dict:
     rec = _Recorder(gm)
     try:
         with torch.no_grad():
@@ -117,7 +156,7 @@ def _run(gm, example) -> dict:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise SnncError(f"running the model on an example input of shape "
                         f"{list(example.shape)} failed ({type(exc).__name__}: {msg}); check "
-                        "--input-shape (the per-sample shape, without the batch axis)") from None
+                        f"{hint}") from None
     return rec.values
 
 
@@ -126,19 +165,24 @@ def _run(gm, example) -> dict:
 # Extraction
 
 
-def extract_layers(module, input_shape=None) -> FloatNet:
+def extract_layers(module, input_shape=None, data_shape=None) -> FloatNet:
     """Extract the float network from an ``nn.Module`` or an ExportedProgram's ``ep.module()``.
 
     Parameters
     ----------
     module : torch.nn.Module or torch.fx.GraphModule
     input_shape : tuple of int, optional
-        Per-sample input shape. Default: the shape stored in an exported graph's example input,
-        else ``(in_features,)`` of the first Linear.
+        Per-sample input shape (``--input-shape``). Default: the shape stored in an exported
+        graph's example input (which wins over ``input_shape``: a different ``input_shape`` of
+        the same size is ignored with a warning), else ``(in_features,)`` of the first Linear,
+        else ``data_shape``.
+    data_shape : tuple of int, optional
+        Per-sample shape of the calibration data, the last resort.
 
     Returns
     -------
     FloatNet
+        ``warnings`` lists what the user should know (an ignored ``input_shape``).
 
     Raises
     ------
@@ -149,8 +193,12 @@ def extract_layers(module, input_shape=None) -> FloatNet:
     where = describe_module(module)
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
     if len(placeholders) != 1:
-        raise SnncError(f"{where}'s forward takes {len(placeholders)} inputs; snnc compiles "
-                        "networks with a single input tensor")
+        names = ", ".join(str(n.target) for n in placeholders)
+        who = ("the exported model" if isinstance(module, torch.fx.GraphModule)
+               and any("val" in n.meta for n in placeholders) else where)
+        raise SnncError(f"{who}'s forward takes {len(placeholders)} inputs ({names}); snnc "
+                        "compiles networks with a single input tensor")
+    warnings, hint = [], "--input-shape (the per-sample shape, without the batch axis)"
     stored = placeholders[0].meta.get("val")
     if stored is not None and hasattr(stored, "shape"):
         dims = tuple(stored.shape)
@@ -162,22 +210,37 @@ def extract_layers(module, input_shape=None) -> FloatNet:
         if input_shape is not None and int(np.prod(input_shape)) != int(np.prod(example_shape[1:])):
             raise SnncError(f"--input-shape {list(input_shape)} does not match the exported "
                             f"example input's per-sample shape {list(example_shape[1:])}")
+        if input_shape is not None and tuple(input_shape) != tuple(example_shape[1:]):
+            warnings.append(f"--input-shape {list(input_shape)} is ignored: the exported model "
+                            f"stores its input's per-sample shape {list(example_shape[1:])}, "
+                            "which snnc uses (data may be given in either shape)")
     else:
         if input_shape is None:
             n = _first_linear_features(gm)
-            if n is None:
+            if n is not None:
+                input_shape = (n,)
+            elif data_shape is not None:
+                input_shape = tuple(int(d) for d in data_shape)
+                hint = (f"--input-shape (the per-sample shape, without the batch axis; "
+                        f"{list(input_shape)} was taken from the calibration data)")
+            else:
                 _reject_unsupported_modules(gm)
                 raise SnncError(f"cannot tell {where}'s input shape: pass --input-shape")
-            input_shape = (n,)
         example_shape = (2, *input_shape)
     if any(d < 1 for d in example_shape):
         raise SnncError(f"invalid input shape {list(example_shape[1:])}")
+    _check_finite(gm)
     gen = torch.Generator().manual_seed(0)
     example = torch.rand(example_shape, generator=gen).to(_example_dtype(gm))
-    values = _run(gm, example)
-    net = walk(gm, values, tuple(example_shape[1:]))
+    values = _run(gm, example, hint)
+    folded, transform = find_input_transform(gm, values, tuple(example_shape[1:]))
+    net = walk(gm, values, tuple(example_shape[1:]), folded)
+    if transform is not None:
+        net = dataclasses.replace(net, input_transform=reshape_transform(
+            transform, example_shape[1:], net.input_shape))
+    _check_folded(net)
     _check_against_model(net, gm, values, example)
-    return net
+    return dataclasses.replace(net, warnings=net.warnings + tuple(warnings))
 
 
 def _check_against_model(net: FloatNet, gm, values, example) -> None:

@@ -12,6 +12,11 @@ conversion consume it. Every value in the network is the output of a *node* (or 
 Each node's output has a natural ``shape`` (``(C, H, W)`` for feature maps, ``(n,)`` otherwise);
 values are flattened in ``torch.flatten`` order, so a flatten or view between nodes needs no
 node of its own. Weights, biases and activations are float64.
+
+A constant scale and shift the model applies to its input (``x / 255``, ``(x - mean) / std``) is
+the :class:`InputTransform` ``x' = (x - offset) * gain``: the nodes see ``x'``, and
+:meth:`FloatNet.forward` and :meth:`FloatNet.activations` take the model's raw inputs ``x`` and
+apply it first (:mod:`snnc.compiler.inputxform`).
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["Term", "Layer", "Pool", "FloatNet", "INPUT", "fold_batchnorm", "avgpool_after_conv"]
+__all__ = ["Term", "Layer", "Pool", "FloatNet", "InputTransform", "INPUT", "fold_batchnorm",
+           "avgpool_after_conv", "apply_input_transform"]
 
 #: Name of the input in :attr:`Term.src` / :attr:`Pool.src`.
 INPUT = "input"
@@ -113,6 +119,30 @@ class Pool:
         return int(np.prod(self.shape))
 
 
+def apply_input_transform(x, offset, gain, input_shape) -> np.ndarray:
+    """``(x - offset) * gain`` per sample (float64, same shape as ``x``); ``offset`` and
+    ``gain`` broadcast to ``input_shape`` and ``x`` holds samples of that shape or flattened."""
+    x = np.asarray(x, dtype=np.float64)
+    shaped = x.reshape((len(x), *input_shape))
+    out = (shaped - np.asarray(offset, dtype=np.float64)) * np.asarray(gain, dtype=np.float64)
+    return out.reshape(x.shape)
+
+
+@dataclass(frozen=True, eq=False)
+class InputTransform:
+    """``x' = (x - offset) * gain``, elementwise per sample; both arrays have one axis per
+    input axis (size 1 where they are constant: ``(1, 1, 1)`` for a scalar, ``(C, 1, 1)`` per
+    channel)."""
+    offset: np.ndarray
+    gain: np.ndarray
+
+    def apply(self, x, input_shape) -> np.ndarray:
+        return apply_input_transform(x, self.offset, self.gain, input_shape)
+
+    def as_json(self) -> dict:
+        return {"offset": self.offset.tolist(), "gain": self.gain.tolist()}
+
+
 @dataclass(frozen=True, eq=False)
 class FloatNet:
     """The network: nodes in evaluation order; the last one is the readout :class:`Layer`.
@@ -126,11 +156,17 @@ class FloatNet:
         Operators removed as no-ops at inference (for the compile report).
     final : str or None
         The dropped trailing ``"softmax"`` or ``"log_softmax"``, if any.
+    input_transform : InputTransform or None
+        The model's constant scale and shift of its input, applied before the first node.
+    warnings : tuple of str
+        Things the user should know about the extraction (for the compile report).
     """
     input_shape: tuple
     nodes: tuple
     dropped: tuple = ()
     final: str | None = None
+    input_transform: InputTransform | None = None
+    warnings: tuple = ()
     _index: dict = field(default=None, repr=False, compare=False)
 
     def __post_init__(self):
@@ -162,9 +198,17 @@ class FloatNet:
         """The spiking layers (those with a ReLU), in order: each has one calibrated scale."""
         return tuple(n for n in self.nodes if isinstance(n, Layer) and n.relu)
 
+    def transform_input(self, x) -> np.ndarray:
+        """The raw inputs ``x`` as the first node sees them (float64, same shape): the
+        :attr:`input_transform` applied, if any."""
+        if self.input_transform is None:
+            return np.asarray(x, dtype=np.float64)
+        return self.input_transform.apply(x, self.input_shape)
+
     def activations(self, x) -> dict[str, np.ndarray]:
-        """Float64 output of every node (flattened, (B, size)) and of ``"input"`` for ``x``."""
-        x = torch.as_tensor(np.asarray(x, dtype=np.float64)).reshape(len(x), -1)
+        """Float64 output of every node (flattened, (B, size)) and of ``"input"`` (after the
+        input transform) for raw inputs ``x``."""
+        x = torch.as_tensor(self.transform_input(x)).reshape(len(x), -1)
         out = {INPUT: x}
         with torch.no_grad():
             for node in self.nodes:

@@ -6,7 +6,8 @@ operators (``aten.conv2d.default``). :func:`kind` maps all of them to one *kind*
 
 ===================  ========================================================================
 linear               ``nn.Linear``, ``F.linear``, ``aten.linear``, ``aten.addmm``
-conv                 ``nn.Conv2d``, ``F.conv2d``, ``aten.conv2d``, ``aten.convolution``
+conv                 ``nn.Conv2d``, ``F.conv2d``, ``aten.conv2d`` (also ``.padding``: ``'same'``),
+                     ``aten.convolution``
 batchnorm            ``nn.BatchNorm1d/2d``, ``F.batch_norm``, ``aten.batch_norm``,
                      ``aten._native_batch_norm_legit_no_training``
 relu                 ``nn.ReLU``, ``F.relu``, ``torch.relu``, ``Tensor.relu``, ``aten.relu(_)``
@@ -17,6 +18,8 @@ avgpool              ``nn.AvgPool2d``, ``F.avg_pool2d``, ``aten.avg_pool2d``
 adaptive_avgpool     ``nn.AdaptiveAvgPool2d``, ``F.adaptive_avg_pool2d``, ``aten.(_)adaptive_avg_pool2d``
 mean                 ``torch.mean``/``Tensor.mean``/``aten.mean.dim`` (global average pool)
 add                  ``+``, ``+=``, ``torch.add``, ``Tensor.add(_)``, ``aten.add(_).Tensor``
+sub, rsub, mul, div  ``-``, ``*``, ``/`` and their torch, Tensor and aten spellings: only a
+                     constant scale or shift of the input (:mod:`snnc.compiler.inputxform`)
 flatten              ``nn.Flatten``, ``torch.flatten``, ``view``/``reshape`` that keep the batch
 identity             ``nn.Dropout*``, ``nn.Identity``, ``clone``/``contiguous``/``detach``
 softmax              ``Softmax``/``LogSoftmax`` (a trailing one is dropped)
@@ -58,12 +61,15 @@ _MEAN = ("input", "dim", "keepdim", "dtype")
 _HARDTANH = ("input", "min_val", "max_val", "inplace")
 _ADD = ("input", "other", "alpha")
 _LINEAR = ("input", "weight", "bias")
+_MUL = ("input", "other")
+_DIV = ("input", "other", "rounding_mode")
 
 #: call_function targets: target -> (kind, argument names).
 _FUNCTIONS = {
     F.linear: ("linear", _LINEAR), aten.linear.default: ("linear", _LINEAR),
     aten.addmm.default: ("linear", ("bias", "input", "weight_t", "beta", "alpha")),
     torch.conv2d: ("conv", _CONV), aten.conv2d.default: ("conv", _CONV),
+    aten.conv2d.padding: ("conv", _CONV),     # padding='same' / 'valid' (a string)
     aten.convolution.default: ("conv", _CONVOLUTION),
     F.batch_norm: ("batchnorm", _BN_F), aten.batch_norm.default: ("batchnorm", _BN_ATEN),
     aten._native_batch_norm_legit_no_training.default: ("batchnorm", _BN_LEGIT),
@@ -83,6 +89,15 @@ _FUNCTIONS = {
     torch.mean: ("mean", _MEAN), aten.mean.dim: ("mean", _MEAN),
     operator.add: ("add", _ADD), operator.iadd: ("add", _ADD), torch.add: ("add", _ADD),
     aten.add.Tensor: ("add", _ADD), aten.add_.Tensor: ("add", _ADD),
+    aten.add.Scalar: ("add", _ADD),
+    operator.sub: ("sub", _ADD), operator.isub: ("sub", _ADD), torch.sub: ("sub", _ADD),
+    aten.sub.Tensor: ("sub", _ADD), aten.sub.Scalar: ("sub", _ADD),
+    aten.rsub.Scalar: ("rsub", _ADD), aten.rsub.Tensor: ("rsub", _ADD),
+    operator.mul: ("mul", _MUL), operator.imul: ("mul", _MUL), torch.mul: ("mul", _MUL),
+    aten.mul.Tensor: ("mul", _MUL), aten.mul.Scalar: ("mul", _MUL),
+    operator.truediv: ("div", _DIV), operator.itruediv: ("div", _DIV), torch.div: ("div", _DIV),
+    torch.true_divide: ("div", _DIV), aten.div.Tensor: ("div", _DIV),
+    aten.div.Scalar: ("div", _DIV), aten.div.Tensor_mode: ("div", _DIV),
     torch.flatten: ("flatten", ("input",)), torch.reshape: ("flatten", ("input",)),
     aten.flatten.using_ints: ("flatten", ("input",)), aten.view.default: ("flatten", ("input",)),
     aten.reshape.default: ("flatten", ("input",)), aten._unsafe_view.default: ("flatten", ("input",)),
@@ -112,8 +127,12 @@ _METHODS = {
     "contiguous": "identity", "clone": "identity", "detach": "identity",
     "softmax": "softmax", "log_softmax": "softmax", "size": "shape", "dim": "shape",
     "add": "add", "add_": "add", "__add__": "add", "__iadd__": "add", "mean": "mean",
+    "sub": "sub", "sub_": "sub", "mul": "mul", "mul_": "mul", "div": "div", "div_": "div",
+    "true_divide": "div",
 }
-_METHOD_ARGS = {"add": _ADD, "mean": _MEAN, "softmax": ("input", "dim")}
+_METHOD_ARGS = {"add": _ADD, "add_": _ADD, "sub": _ADD, "sub_": _ADD, "mul": _MUL, "mul_": _MUL,
+                "div": _DIV, "div_": _DIV, "true_divide": _DIV, "mean": _MEAN,
+                "softmax": ("input", "dim")}
 
 _MODULES = (
     (nn.Linear, "linear"), (nn.Conv2d, "conv"), (nn.BatchNorm1d, "batchnorm"),

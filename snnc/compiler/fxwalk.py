@@ -66,8 +66,9 @@ def _pair(v) -> tuple[int, int]:
 
 
 class _Walker:
-    def __init__(self, gm, values, input_shape):
+    def __init__(self, gm, values, input_shape, folded=None):
         self.gm, self.values = gm, values
+        self.folded = dict(folded or {})
         self.input_shape = tuple(input_shape)
         self.input_view = None
         self.nodes, self.names = [], {INPUT}
@@ -193,8 +194,11 @@ class _Walker:
         elif pad == "same":
             pad = ((kh - 1) // 2, (kw - 1) // 2)
             if kh % 2 == 0 or kw % 2 == 0 or stride != (1, 1):
-                raise SnncError(f"{where} uses padding='same' with an even kernel or a stride: "
-                                "give the padding as numbers")
+                raise SnncError(f"{where} uses padding='same' with a {kh}x{kw} kernel and stride "
+                                f"{list(stride)}: torch pads an even kernel asymmetrically, and "
+                                "snnc supports symmetric zero padding only (odd kernels, stride "
+                                "1); give explicit padding numbers instead, e.g. padding="
+                                f"{(kh - 1) // 2}")
         pad = _pair(pad)
         if pad[0] >= kh or pad[1] >= kw:
             raise SnncError(f"{where} pads by {pad} with a {kh}x{kw} kernel: snnc needs "
@@ -227,7 +231,8 @@ class _Walker:
         mean, var = self.param(a["running_mean"]), self.param(a["running_var"])
         gamma, beta = self.param(a.get("weight")), self.param(a.get("bias"))
         eps = float(a.get("eps", 1e-5))
-        scale = (np.ones(channels) if gamma is None else gamma) / np.sqrt(var + eps)
+        with np.errstate(invalid="ignore"):     # a negative variance: see extract's check
+            scale = (np.ones(channels) if gamma is None else gamma) / np.sqrt(var + eps)
         shift = (np.zeros(channels) if beta is None else beta) - mean * scale
         terms, bias = fold_batchnorm(x.terms, x.bias, x.view, scale, shift)
         out = replace(x, terms=terms, bias=bias, desc=where)
@@ -372,13 +377,38 @@ class _Walker:
 
     # -- structure -----------------------------------------------------------------------------
 
+    def arith(self, node, a):
+        """``+ - * /`` that did not fold into the input transform: always an error."""
+        where = self.desc(node)
+        data = [v for v in (a.get("input"), a.get("other"))
+                if isinstance(v, torch.fx.Node) and v in self.vals]
+        if len(data) == 2:
+            raise SnncError(f"{where} combines two values computed from the input (like x * x): "
+                            "snnc folds only a constant scale or shift of the input (x / 255, "
+                            f"(x - mean) / std) into the input quantization; {ANN}")
+        x = self.vals[data[0]] if data else None
+        if isinstance(x, _Pop) and x.name == INPUT:
+            raise SnncError(f"{where} scales or shifts the model's input in a way snnc cannot fold "
+                            "into the input quantization x' = (x - offset) * gain: it folds "
+                            "+, -, * and / by constants (numbers, or tensors that broadcast over "
+                            "one sample, like a (C, 1, 1) mean) applied to the input before "
+                            "anything else reads it; otherwise normalize the data before it "
+                            "reaches the model")
+        what = "adds a constant to" if node.op != "call_module" and \
+            fxops.kind(node, self.gm) == "add" else "scales or shifts"
+        raise SnncError(f"{where} {what} a layer's output: {ANN}")
+
+    sub = rsub = mul = div = arith
+
     def add(self, node, a):
         where = self.desc(node)
         if a.get("alpha", 1) != 1:
             raise SnncError(f"{where} scales a branch (alpha={a['alpha']}): {ANN}")
+        data = [v for v in (a.get("input"), a.get("other"))
+                if isinstance(v, torch.fx.Node) and v in self.vals]
+        if len(data) != 2:
+            return self.arith(node, a)
         other = a.get("other")
-        if not (isinstance(other, torch.fx.Node) and other in self.vals):
-            raise SnncError(f"{where} adds a constant to a layer's output: {ANN}")
         xs = [self.operand(node, a["input"]), self.vals[other]]
         if any(isinstance(x, _Tuple) or (isinstance(x, _Pre) and x.maxpool) for x in xs):
             raise SnncError(f"{where} adds a max pool's input or a tuple: {ANN}")
@@ -496,6 +526,10 @@ class _Walker:
                 if any(n in shape_nodes for n in node.all_input_nodes):
                     shape_nodes.add(node)
                 continue
+            if node in self.folded:      # a constant scale or shift of the input
+                self.vals[node] = self.vals[self.folded[node]]
+                self.dropped.append(f"{self.desc(node)} (folded into the input quantization)")
+                continue
             kind = fxops.kind(node, self.gm)
             if kind is None:
                 raise SnncError(f"{self.desc(node)} is not supported: {ANN}")
@@ -561,7 +595,10 @@ def _reachable(nodes) -> tuple:
     return tuple(n for n in nodes if n.name in need)
 
 
-def walk(gm, values, input_shape) -> FloatNet:
-    """Lower the traced graph ``gm`` (``values``: every node's value on an example input)."""
+def walk(gm, values, input_shape, folded=None) -> FloatNet:
+    """Lower the traced graph ``gm`` (``values``: every node's value on an example input).
+
+    ``folded`` maps the nodes of the input transform to their input (they pass it through;
+    :func:`snnc.compiler.inputxform.find_input_transform`)."""
     placeholder = next(n for n in gm.graph.nodes if n.op == "placeholder")
-    return _Walker(gm, values, input_shape).run(placeholder)
+    return _Walker(gm, values, input_shape, folded).run(placeholder)

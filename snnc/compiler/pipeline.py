@@ -3,7 +3,12 @@
 The pipeline is the explicit tuple :data:`PASSES`; each pass is a pure function
 ``Compilation -> Compilation`` that fills in one more field (the work itself lives in the pass
 modules: :mod:`~snnc.compiler.load`, :mod:`~snnc.compiler.extract`, :mod:`~snnc.compiler.data`,
-:mod:`~snnc.compiler.quantize`, :mod:`~snnc.compiler.convert`).
+:mod:`~snnc.compiler.quantize`, :mod:`~snnc.compiler.convert`, :mod:`~snnc.compiler.report`).
+
+Order: the calibration set is read before extraction (its sample shape is the last fallback for
+the input shape) and checked against the network's input shape after it. The last pass,
+:func:`evaluate_pass`, adds warnings (``meta["warnings"]``, a list of strings) and, when labels
+are given, the integer SNN's accuracy on the calibration set (``meta["snn_calib_accuracy"]``).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from .extract import extract_layers
 from .floatnet import FloatNet
 from .load import LoadedModel, load_model
 from .quantize import Calibration, calibrate
+from .report import accuracy_warnings, data_warnings, snn_accuracy, weight_warnings
 
 __all__ = ["DEFAULT_TIMESTEPS", "DEFAULT_MAX_STRENGTH", "Options", "Compilation", "PASSES",
            "FRONT_PASSES", "compile_model", "compile_variants", "compile_module", "build_meta"]
@@ -48,6 +54,7 @@ class Options:
     trust_model: bool = False
     input_shape: tuple[int, ...] | None = None
     readout: str = "membrane"
+    evaluate: bool = True
 
 
 def readout_mode(text: str) -> Readout:
@@ -70,6 +77,8 @@ class Compilation:
     calibration: Calibration | None = None
     graph: Graph | None = None
     layers: tuple[dict, ...] = ()
+    snn_accuracy: float | None = None
+    warnings: tuple[str, ...] = ()
 
 
 def check(c: Compilation) -> Compilation:
@@ -93,12 +102,9 @@ def load(c: Compilation) -> Compilation:
     return dataclasses.replace(c, model=load_model(o.path, arch=o.arch, trust_model=o.trust_model))
 
 
-def extract(c: Compilation) -> Compilation:
-    return dataclasses.replace(c, net=extract_layers(c.model.module, c.options.input_shape))
-
-
 def read_calibration(c: Compilation) -> Compilation:
-    """Read the calibration set (a path to an .npz, or an ``(x, y)`` pair) and check its shape."""
+    """Read the calibration set (a path to an .npz, or an ``(x, y)`` pair) as it is stored:
+    before extraction, so that its sample shape can serve as the model's input shape."""
     calib = c.options.calib
     if isinstance(calib, (str, Path)):
         x, y = load_npz(calib)
@@ -108,8 +114,24 @@ def read_calibration(c: Compilation) -> Compilation:
         x = np.asarray(x, dtype=np.float64)
         y = None if y is None else np.asarray(y, dtype=np.int64)
         source = "in-memory"
-    x = check_samples(x, c.net.input_shape, what=f"the calibration set ({source})")
     return dataclasses.replace(c, calib_x=x, calib_y=y, calib_source=source)
+
+
+def extract(c: Compilation) -> Compilation:
+    """The float network; the input shape comes from the model file, ``--input-shape``, a
+    leading Linear, or else the calibration samples (in that order)."""
+    data_shape = tuple(c.calib_x.shape[1:]) if c.calib_x is not None and c.calib_x.ndim >= 2 \
+        else None
+    return dataclasses.replace(c, net=extract_layers(c.model.module, c.options.input_shape,
+                                                     data_shape))
+
+
+def check_calibration(c: Compilation) -> Compilation:
+    """The calibration samples in the network's input shape (flattened samples are accepted)."""
+    x = check_samples(c.calib_x, c.net.input_shape,
+                      what=f"the calibration set ({c.calib_source})")
+    return dataclasses.replace(c, calib_x=x,
+                               warnings=c.warnings + data_warnings(c.net, x, c.calib_y))
 
 
 def calibrate_pass(c: Compilation) -> Compilation:
@@ -125,10 +147,30 @@ def convert_pass(c: Compilation) -> Compilation:
     return dataclasses.replace(c, graph=graph, layers=tuple(layers))
 
 
+def evaluate_pass(c: Compilation) -> Compilation:
+    """Warn about weight outliers; with labels (and ``Options.evaluate``), run the integer
+    reference model on the calibration set and warn if it loses more than
+    :data:`~snnc.compiler.report.MAX_LOSS` against the float network."""
+    warnings = weight_warnings(c.net, c.graph, c.options.bits)
+    acc = None
+    if c.options.evaluate and c.calib_y is not None:
+        acc = snn_accuracy(c.graph, _input_meta(c), c.calib_x, c.calib_y)
+        warnings += accuracy_warnings(acc, c.calibration.ann_accuracy)
+    return dataclasses.replace(c, snn_accuracy=acc, warnings=c.warnings + warnings)
+
+
+def _input_meta(c: Compilation) -> dict:
+    """The input quantization part of the metadata (what :func:`quantize_inputs` reads)."""
+    t = c.net.input_transform
+    return {"input_shape": list(c.net.input_shape), "input_scale": c.calibration.input_scale,
+            "input_signed": c.calibration.input_signed,
+            "input_transform": None if t is None else t.as_json()}
+
+
 #: The passes that do not depend on bits, timesteps or strengths.
-FRONT_PASSES = (check, load, extract, read_calibration, calibrate_pass)
+FRONT_PASSES = (check, load, read_calibration, extract, check_calibration, calibrate_pass)
 #: The passes, in order.
-PASSES = FRONT_PASSES + (convert_pass,)
+PASSES = FRONT_PASSES + (convert_pass, evaluate_pass)
 
 
 def build_meta(c: Compilation) -> dict:
@@ -144,22 +186,23 @@ def build_meta(c: Compilation) -> dict:
                                       max_strength=o.max_strength).as_json(),
         "percentile": o.percentile,
         "readout": c.graph.readout.value,
-        "input_shape": list(c.net.input_shape),
-        "input_scale": cal.input_scale,
-        "input_signed": cal.input_signed,
+        **_input_meta(c),
         "layers": [dict(layer) for layer in c.layers],
         "state_bits": required_state_bits(c.graph),
         "calibration": {"source": c.calib_source, "samples": cal.samples,
                         "ann_accuracy": cal.ann_accuracy},
         "ann_calib_accuracy": cal.ann_accuracy,
+        "snn_calib_accuracy": c.snn_accuracy,
         "dropped_ops": list(c.net.dropped),
         "notes": list(cal.notes),
+        "warnings": list(c.net.warnings) + list(c.warnings),
     }
 
 
 def compile_model(path, *, bits: int, timesteps: int, max_strength, calib,
                   percentile: float = 99.9, arch: str | None = None, trust_model: bool = False,
-                  input_shape=None, readout: str = "membrane") -> tuple[Graph, dict]:
+                  input_shape=None, readout: str = "membrane",
+                  evaluate: bool = True) -> tuple[Graph, dict]:
     """Compile a model file into a verified SNN graph and its metadata.
 
     Parameters
@@ -181,6 +224,9 @@ def compile_model(path, *, bits: int, timesteps: int, max_strength, calib,
     input_shape : tuple of int, optional
     readout : {"membrane", "spike-count"}
         Argmax of the non-spiking readout's membrane, or of a spiking readout's spike strength.
+    evaluate : bool
+        With labels in ``calib``, run the integer SNN on the calibration set
+        (``meta["snn_calib_accuracy"]``, and a warning if it loses more than 3 points).
 
     Returns
     -------
@@ -194,12 +240,13 @@ def compile_model(path, *, bits: int, timesteps: int, max_strength, calib,
         path, [{"bits": bits, "timesteps": timesteps, "max_strength": max_strength,
                 "readout": readout}],
         calib=calib, percentile=percentile, arch=arch, trust_model=trust_model,
-        input_shape=input_shape)
+        input_shape=input_shape, evaluate=evaluate)
     return graph, meta
 
 
 def compile_variants(path, variants, *, calib, percentile: float = 99.9, arch: str | None = None,
-                     trust_model: bool = False, input_shape=None) -> list[tuple[Graph, dict]]:
+                     trust_model: bool = False, input_shape=None,
+                     evaluate: bool = True) -> list[tuple[Graph, dict]]:
     """Compile one model at several settings, loading, extracting and calibrating it once.
 
     ``variants`` is a sequence of dicts with ``bits``, ``timesteps``, ``max_strength`` and
@@ -208,28 +255,30 @@ def compile_variants(path, variants, *, calib, percentile: float = 99.9, arch: s
     variant, each equal to what :func:`compile_model` gives for it.
     """
     return _compile(Path(path), None, variants, calib=calib, percentile=percentile, arch=arch,
-                    trust_model=trust_model, input_shape=input_shape)
+                    trust_model=trust_model, input_shape=input_shape, evaluate=evaluate)
 
 
 def compile_module(module, variants, *, calib, percentile: float = 99.9,
-                   input_shape=None) -> list[tuple[Graph, dict]]:
+                   input_shape=None, evaluate: bool = False) -> list[tuple[Graph, dict]]:
     """:func:`compile_variants` for a network in memory (an ``nn.Module`` or fx
     ``GraphModule``) instead of a model file: every pass after loading is the same.
 
-    Used in training loops (:mod:`snnc.models.qat`) to compile the current weights.
+    Used in training loops (:mod:`snnc.models.qat`) to compile the current weights; the SNN's
+    accuracy on the calibration set is only measured with ``evaluate=True``.
     """
     return _compile(Path("in-memory"), module, variants, calib=calib, percentile=percentile,
-                    input_shape=input_shape)
+                    input_shape=input_shape, evaluate=evaluate)
 
 
 def _compile(path: Path, module, variants, *, calib, percentile, arch=None, trust_model=False,
-             input_shape=None) -> list[tuple[Graph, dict]]:
+             input_shape=None, evaluate=True) -> list[tuple[Graph, dict]]:
     shape = None if input_shape is None else tuple(int(d) for d in input_shape)
     variants = [dict(v) for v in variants]
     if not variants:
         raise SnncError("nothing to compile: no settings given")
     base = Compilation(Options(path, calib=calib, percentile=percentile, arch=arch,
-                               trust_model=trust_model, input_shape=shape, **variants[0]))
+                               trust_model=trust_model, input_shape=shape, evaluate=evaluate,
+                               **variants[0]))
     for v in variants[1:]:
         check(dataclasses.replace(base, options=dataclasses.replace(base.options, **v)))
     c, passes = base, FRONT_PASSES
@@ -240,6 +289,7 @@ def _compile(path: Path, module, variants, *, calib, percentile, arch=None, trus
         c = compiler_pass(c)
     out = []
     for v in variants:
-        cv = convert_pass(dataclasses.replace(c, options=dataclasses.replace(c.options, **v)))
+        cv = dataclasses.replace(c, options=dataclasses.replace(c.options, **v))
+        cv = evaluate_pass(convert_pass(cv))
         out.append((cv.graph, build_meta(cv)))
     return out

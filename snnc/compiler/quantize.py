@@ -6,7 +6,9 @@ calibration inputs and each hidden layer's scale ``lambda_l`` is the ``percentil
 of all of that layer's post-ReLU activations, over every sample and neuron. Using a high
 percentile instead of the maximum keeps rare outliers from coarsening the resolution.
 
-Input scale: inputs are unsigned when every calibration value is >= 0, else signed. With
+Input scale (of the inputs after the model's constant input transform ``x' = (x - offset) *
+gain``, if it has one; :mod:`snnc.compiler.inputxform`): inputs are unsigned when every
+calibration value is >= 0, else signed. With
 ``m = max |x|`` over the calibration set, ``s_in = m / 255`` (unsigned, events in ``[0, 255]``) or
 ``m / 127`` (signed, events in ``[-127, 127]``); see :func:`snnc.compiler.data.quantize_inputs`.
 
@@ -214,7 +216,7 @@ def calibrate(net: FloatNet, x, y=None, *, percentile: float = 99.9,
         if layer.cap is not None:  # ReLU6: the activation never exceeds the cap
             lam = min(lam, layer.cap)
         lambdas.append(lam)
-    s_in, signed = input_scale(x)
+    s_in, signed = input_scale(net.transform_input(x))
     acc = None
     if y is not None:
         acc = float(np.mean(np.argmax(outs[net.readout.name], axis=1) == np.asarray(y)))

@@ -24,6 +24,16 @@ NETS_SOURCE = textwrap.dedent('''
             return self.fc2(self.drop(F.relu(self.fc1(x))))
 
 
+    class SameCNN(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = nn.Conv2d(1, 8, 3, padding='same')
+            self.fc = nn.Linear(8 * 4 * 4, 3)
+
+        def forward(self, x):
+            return self.fc(torch.flatten(F.max_pool2d(F.relu(self.conv1(x)), 2), 1))
+
+
     class NeedsArgs(nn.Module):
         def __init__(self, width):
             super().__init__()

@@ -103,7 +103,7 @@ class Scaled(nn.Module):
         self.fc = nn.Linear(4, 2)
 
     def forward(self, x):
-        return self.fc(x * 2)
+        return self.fc(x) * 2       # x * 2 folds into the input quantization; this does not
 
 
 UNSUPPORTED = "is not supported: snnc compiles feed-forward convolutional and linear networks ("
@@ -143,7 +143,7 @@ UNSUPPORTED = "is not supported: snnc compiles feed-forward convolutional and li
      "a convolution or linear layer: snnc folds BatchNorm into the preceding nn.Conv2d or nn.Linear"),
     (Plain(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.AvgPool2d(2), nn.Flatten(), nn.Linear(2, 2)),
      (1, 4, 4), None, None),
-    (Scaled(), (4,), "mul", UNSUPPORTED),
+    (Scaled(), (4,), "mul", "scales or shifts a layer's output"),
 ])
 def test_unsupported_layers_are_named(via, model, shape, named, why):
     if named is None:  # control: the same shape of network with supported layers passes
@@ -153,8 +153,8 @@ def test_unsupported_layers_are_named(via, model, shape, named, why):
     with pytest.raises(SnncError) as info:
         extract_layers(src, shape)
     msg = str(info.value)
-    if named == "mul":  # x * 2: operator.mul when traced, aten.mul.Tensor when exported
-        assert ("mul" in msg.split(" is not")[0]) and UNSUPPORTED in msg
+    if named == "mul":  # fc(x) * 2: operator.mul when traced, aten.mul.Tensor when exported
+        assert "mul" in msg.split(" scales")[0] and "scales or shifts a layer's output" in msg
         return
     assert msg.startswith(named), msg
     assert why in msg or re.search(why, msg), msg
@@ -231,3 +231,61 @@ def test_extracted_names_are_unique():
     model = Plain(shared, nn.ReLU(), shared, nn.ReLU(), nn.Linear(4, 2))
     net = extract_layers(model, (4,))
     assert [name for name, _, _ in dense(net)] == ["layers.0", "layers.0_2", "layers.4"]
+
+
+def _poisoned(which):
+    torch.manual_seed(0)
+    model = Plain(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.ReLU(), nn.Linear(6, 2)).eval()
+    with torch.no_grad():
+        if which == "weight":
+            model.layers[0].weight[0, :3] = float("nan")
+        elif which == "bias":
+            model.layers[3].bias[1] = float("inf")
+        else:
+            model.layers[1].running_var[2] = float("nan")
+    return model
+
+
+@pytest.mark.parametrize("via", ["fx", "export"])
+@pytest.mark.parametrize("which, match", [
+    ("weight", r"^layer 'layers.0' has 3 NaN/inf weight values: the model file is corrupt or "
+               r"training diverged; fix the weights"),
+    ("bias", r"^layer 'layers.3' has 1 NaN/inf bias value: "),
+    ("running_var", r"^layer 'layers.1' has 1 NaN/inf running_var value: "),
+])
+def test_non_finite_parameters_are_named(via, which, match):
+    model = _poisoned(which)
+    src = model if via == "fx" else exported(model, torch.rand(2, 4))
+    with pytest.raises(SnncError, match=match):
+        extract_layers(src, (4,))
+
+
+def test_negative_batchnorm_variance_is_named():
+    model = _poisoned(None)
+    with torch.no_grad():
+        model.layers[1].running_var[2] = -5.0
+    with pytest.raises(SnncError, match=r"layer 'layers.0' has NaN/inf weights or biases after "
+                                        r"folding its BatchNorm"):
+        extract_layers(model, (4,))
+
+
+class TwoInputs(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x, y):
+        return self.fc(x + y)
+
+
+def test_two_inputs_name_the_users_class():
+    with pytest.raises(SnncError, match=r"^tests\.compiler\.test_extract\.TwoInputs's forward "
+                                        r"takes 2 inputs \(x, y\); snnc compiles networks with a "
+                                        r"single input tensor"):
+        extract_layers(TwoInputs(), (4,))
+
+
+def test_two_inputs_of_an_exported_model():
+    gm = torch.export.export(TwoInputs().eval(), (torch.rand(2, 4), torch.rand(2, 4))).module()
+    with pytest.raises(SnncError, match=r"^the exported model's forward takes 2 inputs \(x, y\)"):
+        extract_layers(gm)

@@ -218,3 +218,21 @@ class ConvConv(nn.Module):
 def test_cnn_structure_errors(via, model, match):
     with pytest.raises(SnncError, match=match):
         extract_layers(source(model, (1, 4, 4), via), (1, 4, 4))
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")
+@pytest.mark.parametrize("via", VIAS)
+def test_padding_same_with_an_even_kernel_asks_for_explicit_padding(via):
+    model = Plain(nn.Conv2d(1, 2, 2, padding="same"), nn.ReLU(), nn.Flatten(), nn.Linear(32, 2))
+    with pytest.raises(SnncError, match=r"nn.Conv2d at 'layers.0'.* uses padding='same' with a "
+                                        r"2x2 kernel.*asymmetrically.*explicit padding"):
+        extract_layers(source(model, (1, 4, 4), via), (1, 4, 4))
+
+
+@pytest.mark.parametrize("via", VIAS)
+def test_padding_same_with_an_odd_kernel_is_symmetric(via):
+    torch.manual_seed(0)
+    model = Plain(nn.Conv2d(1, 2, 5, padding="same"), nn.ReLU(), nn.Flatten(), nn.Linear(32, 2))
+    net = extract_layers(source(model, (1, 4, 4), via), (1, 4, 4))
+    assert net.nodes[0].terms[0].padding == (2, 2)
+    assert_same_function(net, model, (1, 4, 4))

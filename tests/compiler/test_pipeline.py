@@ -96,8 +96,9 @@ def test_calibration_shape_must_match(nets, tmp_path):
 
 def test_pipeline_is_an_explicit_tuple():
     assert isinstance(PASSES, tuple) and all(callable(p) for p in PASSES)
-    assert [p.__name__ for p in PASSES] == ["check", "load", "extract", "read_calibration",
-                                            "calibrate_pass", "convert_pass"]
+    assert [p.__name__ for p in PASSES] == ["check", "load", "read_calibration", "extract",
+                                            "check_calibration", "calibrate_pass",
+                                            "convert_pass", "evaluate_pass"]
 
 
 def test_cnn_pt2_and_compile_variants(tmp_path):
@@ -129,3 +130,52 @@ def test_cnn_pt2_and_compile_variants(tmp_path):
     with pytest.raises(SnncError, match="--max-strength must be an integer in 1..15"):
         compile_variants(path, variants + [{"bits": 8, "timesteps": 2, "max_strength": 0}],
                          calib=(x, None))
+
+
+def test_padding_same_from_pt2_equals_state_dict(nets, tmp_path):
+    """``padding='same'`` exports as ``aten.conv2d.padding``; it compiles like the module."""
+    torch.manual_seed(0)
+    model = nets.SameCNN().eval()
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    torch.export.save(torch.export.export(model, (torch.rand(2, 1, 8, 8),)), tmp_path / "a/net.pt2")
+    torch.save(model.state_dict(), tmp_path / "b/net.pt")
+    x = np.random.default_rng(0).random((32, 1, 8, 8))
+    opts = {"bits": 4, "timesteps": 4, "max_strength": 7, "calib": (x, None)}
+    g_pt2, _ = compile_model(tmp_path / "a/net.pt2", **opts)
+    g_sd, _ = compile_model(tmp_path / "b/net.pt", arch="tinynets:SameCNN",
+                            input_shape=(1, 8, 8), **opts)
+    assert g_pt2 == g_sd
+    conv = g_pt2.projections[0]
+    assert conv.padding == (1, 1) and g_pt2.populations[0].shape == (8, 8, 8)
+
+
+def test_input_shape_comes_from_the_calibration_data(nets, tmp_path):
+    """A state_dict CNN (no stored example, no leading Linear) needs no --input-shape."""
+    torch.manual_seed(0)
+    torch.save(nets.SameCNN().state_dict(), tmp_path / "net.pt")
+    x = np.random.default_rng(0).random((16, 1, 8, 8))
+    opts = {"bits": 4, "timesteps": 4, "max_strength": 7, "calib": (x, None),
+            "arch": "tinynets:SameCNN"}
+    graph, meta = compile_model(tmp_path / "net.pt", **opts)
+    assert meta["input_shape"] == [1, 8, 8] and meta["warnings"] == []
+    assert graph == compile_model(tmp_path / "net.pt", input_shape=(1, 8, 8), **opts)[0]
+    with pytest.raises(SnncError, match=r"running the model on an example input of shape "
+                                        r"\[2, 64\] failed .*\[64\] was taken from the "
+                                        r"calibration data"):
+        compile_model(tmp_path / "net.pt", **{**opts, "calib": (x.reshape(16, 64), None)})
+
+
+def test_an_ignored_input_shape_is_a_warning(tmp_path):
+    from torch import nn
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(72, 3)).eval()
+    path = tmp_path / "cnn.pt2"
+    torch.export.save(torch.export.export(model, (torch.rand(2, 1, 8, 8),)), path)
+    opts = {"bits": 4, "timesteps": 4, "max_strength": 7,
+            "calib": (np.random.default_rng(0).random((8, 64)), None)}
+    _, meta = compile_model(path, input_shape=(64,), **opts)
+    assert meta["warnings"] == ["--input-shape [64] is ignored: the exported model stores its "
+                                "input's per-sample shape [1, 8, 8], which snnc uses (data may "
+                                "be given in either shape)"]
+    assert meta["input_shape"] == [1, 8, 8]
+    assert compile_model(path, input_shape=(1, 8, 8), **opts)[1]["warnings"] == []
