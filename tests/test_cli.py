@@ -387,6 +387,7 @@ def test_cache_command_shows_and_clears_the_rtl_build_cache(tmp_path, capsys, mo
     assert "removed 2 cached RTL build(s), 0.6 MB" in capsys.readouterr().out
     assert list((tmp_path / "c" / "rtl").iterdir()) == []
 
+
 def test_nan_weights_are_named(tmp_path, capsys):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3)).eval()
