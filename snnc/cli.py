@@ -118,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="allow loading a pickled nn.Module (this runs code from the file)")
     p.add_argument("--input-shape", type=_shape, metavar="D1,D2,...",
                    help="per-sample input shape without the batch axis, e.g. 1,28,28 (default: "
-                        "from the .pt2 example, else the first Linear's in_features)")
+                        "from the .pt2 example, else the first Linear's in_features, else the "
+                        "calibration data's samples)")
     p.add_argument("--readout", choices=("membrane", "spike-count"), default="membrane",
                    help="prediction: argmax of the last layer's membrane, a non-spiking "
                         "integrator (default), or argmax of its total spike strength, the last "
