@@ -88,3 +88,36 @@ def test_ctrl_c_during_verify_leaves_no_temporary_files(verilator, tmp_path, see
         assert b"Traceback" not in err, err.decode()
         assert proc.returncode in (130, -signal.SIGINT), (proc.returncode, err.decode())
         assert list(tmp.glob("snnc-rtl-*")) == [], attempt
+
+
+def test_fuzzed_bundles_and_verify(verilator, tmp_path, capsys, seed):
+    """Random byte flips and truncations of every bundle file, then `snnc verify`: a clean
+    refusal (exit 2, no traceback) or the correct result (exit 0, bit-exact)."""
+    import shutil
+    from snnc.testing import random_graph
+    rng = np.random.default_rng(seed)
+    g = random_graph(np.random.default_rng(11), max_in=6, max_size=6, bits=4, timesteps=2)
+    write_bundle(tmp_path / "ref", g)
+    files = sorted(p.relative_to(tmp_path / "ref").as_posix()
+                   for p in (tmp_path / "ref").rglob("*") if p.is_file())
+    outcomes = []
+    for i in range(3 * len(files)):
+        name = files[i % len(files)]
+        b = tmp_path / f"f{i}"
+        shutil.copytree(tmp_path / "ref", b)
+        data = (b / name).read_bytes()
+        if rng.random() < 0.3 or not data:
+            data = data[:int(rng.integers(0, max(1, len(data))))]
+        else:
+            buf = bytearray(data)
+            buf[int(rng.integers(0, len(buf)))] ^= 1 << int(rng.integers(0, 8))
+            data = bytes(buf)
+        (b / name).write_bytes(data)
+        code = main(["verify", str(b), "--samples", "2"])
+        out, err = capsys.readouterr()
+        assert "Traceback" not in err, (name, err)
+        assert code == 2 and err.startswith("snnc: error: ") or code == 0 and "BIT-EXACT" in out, \
+            (name, code, out, err)
+        outcomes.append(code)
+        shutil.rmtree(b)
+    print(f"refused {outcomes.count(2)}, unchanged {outcomes.count(0)}")
