@@ -327,9 +327,32 @@ def clear_length(image: CoreImage) -> int:
     return max(image.n_neurons, image.n_sources if image.has_pool else 0)
 
 
+#: Rows formatted per block by :func:`_hex` (bounds its scratch memory to a few tens of MB).
+_HEX_BLOCK = 1 << 18
+
+
 def _hex(path: Path, values, bits: int) -> None:
+    """One ``bits``-bit two's-complement word per line, ``ceil(bits / 4)`` lowercase hex digits.
+
+    Formatted with numpy (no Python string per word): the same bytes as
+    ``f"{_twos(v, bits):0{digits}x}\\n"`` for each value.
+    """
     digits = max(1, (bits + 3) // 4)
-    path.write_text("".join(f"{_twos(v, bits):0{digits}x}\n" for v in values))
+    if bits > 64:                                     # beyond numpy's integers: plain Python
+        path.write_text("".join(f"{_twos(v, bits):0{digits}x}\n" for v in values))
+        return
+    words = np.asarray(values, dtype=np.int64).reshape(-1).astype(np.uint64)
+    if bits < 64:
+        words &= np.uint64((1 << bits) - 1)
+    alphabet = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+    shifts = np.arange(4 * (digits - 1), -1, -4, dtype=np.uint64)
+    with open(path, "wb") as f:
+        for start in range(0, len(words), _HEX_BLOCK):
+            block = words[start:start + _HEX_BLOCK]
+            text = np.empty((len(block), digits + 1), dtype=np.uint8)
+            text[:, :digits] = alphabet[((block[:, None] >> shifts) & np.uint64(15)).astype(np.intp)]
+            text[:, digits] = ord("\n")
+            f.write(text.tobytes())
 
 
 def write_hardware(out_dir, graph: Graph) -> dict:
