@@ -46,9 +46,15 @@ def write_bundle(out_dir, graph: Graph, meta: dict | None = None, *, hardware: b
 
     With ``hardware=True`` the bundle also gets the generated core (``core.v``) and its memory
     images; the core is sized for this network (see :func:`snnc.hw.mapping.core_params_for`).
+    Before anything is written, a network too large for a generated core, for this machine's
+    memory or for the free disk space is refused with :class:`~snnc.compiler.errors.SnncError`
+    (:mod:`snnc.compiler.budget`).
     """
     verify(graph)
     out = Path(out_dir)
+    if hardware:
+        from .budget import check_footprint, core_limits, graph_footprint, machine
+        check_footprint(graph_footprint(graph), limits=core_limits(), **machine(out))
     out.mkdir(parents=True, exist_ok=True)
     desc, arrays = graph_to_dict(graph)
     core: dict = {}

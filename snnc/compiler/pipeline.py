@@ -3,7 +3,7 @@
 The pipeline is the explicit tuple :data:`PASSES`; each pass is a pure function
 ``Compilation -> Compilation`` that fills in one more field (the work itself lives in the pass
 modules: :mod:`~snnc.compiler.load`, :mod:`~snnc.compiler.extract`, :mod:`~snnc.compiler.data`,
-:mod:`~snnc.compiler.quantize`, :mod:`~snnc.compiler.convert`).
+:mod:`~snnc.compiler.quantize`, :mod:`~snnc.compiler.convert`, :mod:`~snnc.compiler.budget`).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import numpy as np
 
 from .. import __version__
 from ..ir import Graph, Readout, required_state_bits
+from .budget import check_footprint, core_limits, float_footprint, machine
 from .convert import check_options, convert
 from .data import check_samples, load_npz
 from .errors import SnncError
@@ -48,6 +49,7 @@ class Options:
     trust_model: bool = False
     input_shape: tuple[int, ...] | None = None
     readout: str = "membrane"
+    hardware: bool = False
 
 
 def readout_mode(text: str) -> Readout:
@@ -97,6 +99,19 @@ def extract(c: Compilation) -> Compilation:
     return dataclasses.replace(c, net=extract_layers(c.model.module, c.options.input_shape))
 
 
+def size_check(c: Compilation) -> Compilation:
+    """With ``options.hardware`` (the network is compiled for a generated core): refuse, before
+    the calibration and the quantization, a network certainly too large for the generator or this
+    machine's memory (a lower bound of its synapse entries at ``options.bits``, see
+    :func:`~snnc.compiler.budget.float_footprint`). The exact check runs in
+    :func:`~snnc.compiler.bundle.write_bundle`."""
+    if c.options.hardware:
+        o = c.options
+        check_footprint(float_footprint(c.net, o.bits, o.timesteps), limits=core_limits(),
+                        memory=machine(".")["memory"])
+    return c
+
+
 def read_calibration(c: Compilation) -> Compilation:
     """Read the calibration set (a path to an .npz, or an ``(x, y)`` pair) and check its shape."""
     calib = c.options.calib
@@ -126,7 +141,7 @@ def convert_pass(c: Compilation) -> Compilation:
 
 
 #: The passes that do not depend on bits, timesteps or strengths.
-FRONT_PASSES = (check, load, extract, read_calibration, calibrate_pass)
+FRONT_PASSES = (check, load, extract, size_check, read_calibration, calibrate_pass)
 #: The passes, in order.
 PASSES = FRONT_PASSES + (convert_pass,)
 
@@ -159,7 +174,8 @@ def build_meta(c: Compilation) -> dict:
 
 def compile_model(path, *, bits: int, timesteps: int, max_strength, calib,
                   percentile: float = 99.9, arch: str | None = None, trust_model: bool = False,
-                  input_shape=None, readout: str = "membrane") -> tuple[Graph, dict]:
+                  input_shape=None, readout: str = "membrane",
+                  hardware: bool = False) -> tuple[Graph, dict]:
     """Compile a model file into a verified SNN graph and its metadata.
 
     Parameters
@@ -181,6 +197,9 @@ def compile_model(path, *, bits: int, timesteps: int, max_strength, calib,
     input_shape : tuple of int, optional
     readout : {"membrane", "spike-count"}
         Argmax of the non-spiking readout's membrane, or of a spiking readout's spike strength.
+    hardware : bool
+        The graph is meant for a generated core (``write_bundle(..., hardware=True)``): refuse a
+        network certainly too large for it before quantizing (:func:`size_check`).
 
     Returns
     -------
@@ -194,21 +213,23 @@ def compile_model(path, *, bits: int, timesteps: int, max_strength, calib,
         path, [{"bits": bits, "timesteps": timesteps, "max_strength": max_strength,
                 "readout": readout}],
         calib=calib, percentile=percentile, arch=arch, trust_model=trust_model,
-        input_shape=input_shape)
+        input_shape=input_shape, hardware=hardware)
     return graph, meta
 
 
 def compile_variants(path, variants, *, calib, percentile: float = 99.9, arch: str | None = None,
-                     trust_model: bool = False, input_shape=None) -> list[tuple[Graph, dict]]:
+                     trust_model: bool = False, input_shape=None,
+                     hardware: bool = False) -> list[tuple[Graph, dict]]:
     """Compile one model at several settings, loading, extracting and calibrating it once.
 
     ``variants`` is a sequence of dicts with ``bits``, ``timesteps``, ``max_strength`` and
     optionally ``readout``; the
     other parameters are those of :func:`compile_model`. Returns one ``(graph, meta)`` per
-    variant, each equal to what :func:`compile_model` gives for it.
+    variant, each equal to what :func:`compile_model` gives for it. With ``hardware`` the size
+    check uses the smallest ``bits`` of the variants (the fewest synapses).
     """
     return _compile(Path(path), None, variants, calib=calib, percentile=percentile, arch=arch,
-                    trust_model=trust_model, input_shape=input_shape)
+                    trust_model=trust_model, input_shape=input_shape, hardware=hardware)
 
 
 def compile_module(module, variants, *, calib, percentile: float = 99.9,
@@ -223,15 +244,20 @@ def compile_module(module, variants, *, calib, percentile: float = 99.9,
 
 
 def _compile(path: Path, module, variants, *, calib, percentile, arch=None, trust_model=False,
-             input_shape=None) -> list[tuple[Graph, dict]]:
+             input_shape=None, hardware=False) -> list[tuple[Graph, dict]]:
     shape = None if input_shape is None else tuple(int(d) for d in input_shape)
     variants = [dict(v) for v in variants]
     if not variants:
         raise SnncError("nothing to compile: no settings given")
     base = Compilation(Options(path, calib=calib, percentile=percentile, arch=arch,
-                               trust_model=trust_model, input_shape=shape, **variants[0]))
+                               trust_model=trust_model, input_shape=shape, hardware=hardware,
+                               **variants[0]))
     for v in variants[1:]:
         check(dataclasses.replace(base, options=dataclasses.replace(base.options, **v)))
+    if hardware and len(variants) > 1:      # the size check at the fewest synapses
+        check(base)
+        fewest = min((v["bits"] for v in variants), key=int)
+        base = dataclasses.replace(base, options=dataclasses.replace(base.options, bits=fewest))
     c, passes = base, FRONT_PASSES
     if module is not None:                  # in memory: the model is already "loaded"
         c = dataclasses.replace(check(c), model=LoadedModel(module, "in-memory", path))

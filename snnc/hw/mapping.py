@@ -75,6 +75,10 @@ class CoreImage:
         return self.ptr_count
 
     @property
+    def n_convs(self) -> int:
+        return len(self.convs)
+
+    @property
     def has_pool(self) -> bool:
         return any(p["GATE"] for p in self.pops)
 
@@ -261,14 +265,18 @@ def _gate_bits(image: CoreImage, params: CoreParams) -> int:
 
 
 def core_params_for(image: CoreImage, *, timesteps: int = 1, **overrides) -> CoreParams:
-    """The smallest core that holds ``image`` (capacities may be raised with ``overrides``)."""
+    """The smallest core that holds ``image`` (capacities may be raised with ``overrides``).
+
+    ``image`` is a :class:`CoreImage` or anything with its counts (a
+    :class:`snnc.compiler.budget.Footprint`).
+    """
     strength_bits = bits_for(image.max_strength)
     pool_bits = bits_for(max(1, timesteps * image.pool_strength))
     fields = dict(
         max_neurons=max(1, image.n_neurons), max_sources=max(1, image.n_sources, image.pop_sizes[0]),
         max_synapses=max(1, image.n_entries, image.n_words), max_pops=max(2, image.n_pops),
         max_pop_size=max(image.pop_sizes[1:]), strength_bits=strength_bits,
-        max_convs=max(1, len(image.convs)), coord_bits=bits_for(max(1, image.max_side - 1)),
+        max_convs=max(1, image.n_convs), coord_bits=bits_for(max(1, image.max_side - 1)),
         pool_count_bits=pool_bits,
         v_bits=max(4, image.state_bits,
                    (pool_bits + MEMBER_BITS + strength_bits + 1) if image.has_pool else 0))
