@@ -315,14 +315,16 @@ def check_footprint(fp: Footprint, *, limits: dict, memory: int | None = None,
                         + ". Prune more (fewer nonzero weights: --bits 2 zeroes the most), or use "
                         f"fewer or smaller layers (or set {LIMIT_SCALE_ENV}={factor} to generate "
                         "the larger core anyway: generation time grows faster than its size)")
+    about = "about " if fp.exact else "at least "
+    what = f"for {at_least}{fp.n_entries:,} synapse entries{_top(fp)}"
     need = compile_memory(fp)
     if memory is not None and need > memory:
-        raise SnncError(f"writing the bundle needs about {_mb(need)} of memory "
-                        f"({fp.n_entries:,} synapse entries{_top(fp)}), this machine has "
-                        f"{_mb(memory)} available; free memory, or use a smaller network")
+        raise SnncError(f"writing the bundle needs {about}{_mb(need)} of memory {what}; this "
+                        f"machine has {_mb(memory)} available: free memory, or use a smaller "
+                        "network")
     size = sum(bundle_bytes(fp).values())
     if disk is not None and size > disk:
-        raise SnncError(f"the bundle needs up to {_mb(size)} of disk space "
-                        f"({fp.n_entries:,} synapse entries{_top(fp)}), the output directory has "
-                        f"{_mb(disk)} free; choose another -o directory or free space")
+        raise SnncError(f"the bundle needs up to {_mb(size)} of disk space {what}; the output "
+                        f"directory has {_mb(disk)} free: choose another -o directory or free "
+                        "space")
     return fp
