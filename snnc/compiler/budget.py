@@ -1,8 +1,9 @@
 """Size before work: what writing a network's bundle takes, estimated before anything is written.
 
-Generating a core costs time and memory in proportion to its memories: Amaranth and Yosys write
-every word of every memory (with its zero initial value) into ``core.v``, at about 3 to 5 us
-and 90 bytes of compiler memory per memory bit (see docs/architecture.md, "Generator limits").
+Generating a core costs time and memory with the size of its memories: Amaranth and Yosys write
+every word of every memory (with its zero initial value) into ``core.v``, at about 87 bytes of
+compiler memory per memory bit and a time that grows faster than the depth (see
+docs/architecture.md, "Generator limits").
 A network that is too big for the generator, the machine's memory or the output disk is
 therefore refused from its counts alone, in well under a second, with the layer and the figures.
 
@@ -30,11 +31,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..hw.params import (CORE_LIMITS, CoreParams, bits_for)
+from ..hw.params import CORE_LIMITS, CoreParams
 from ..ir import Conv, Graph, MaxPool, required_state_bits, weight_limit
 from .errors import SnncError
 
-__all__ = ["Footprint", "graph_footprint", "float_footprint", "memory_bits", "bundle_bytes",
+__all__ = ["Footprint", "graph_footprint", "float_footprint", "memory_shapes", "bundle_bytes",
            "compile_memory", "core_limits", "machine", "check_footprint", "LIMIT_SCALE_ENV",
            "BYTES_PER_MEMORY_BIT", "BYTES_PER_ENTRY", "BASE_MEMORY"]
 
@@ -49,8 +50,8 @@ BYTES_PER_MEMORY_BIT = 120
 #: (measured: about 90 bytes; int64 columns, sort order, packed words), with margin.
 BYTES_PER_ENTRY = 160
 #: Fixed memory of the generator: Yosys's own process (150 MB measured) and Amaranth's netlist
-#: of the core's logic, with margin.
-BASE_MEMORY = 400 * 2**20
+#: of the core's logic (about 30 MB), with margin.
+BASE_MEMORY = 256 * 2**20
 
 #: Names of the core's memories in ``core.v`` (see :mod:`snnc.hw.core`).
 _MEMORIES = ("ptr_mem", "tgt_mem", "wgt_mem", "bias_mem", "v_mem", "spk_mem", "cnt_mem")
@@ -175,7 +176,7 @@ def float_footprint(net, bits: int, timesteps: int = 1) -> Footprint:
         exact=False)
 
 
-def memory_bits(params: CoreParams) -> dict[str, tuple[int, int]]:
+def memory_shapes(params: CoreParams) -> dict[str, tuple[int, int]]:
     """``name -> (depth, width)`` of each memory of a core built from ``params``."""
     p = params
     return {"ptr_mem": (p.max_sources, p.ptr_bits), "tgt_mem": (p.max_synapses, p.tgt_bits),
@@ -208,7 +209,7 @@ def bundle_bytes(fp: Footprint) -> dict[str, int]:
     """
     p = fp.params
     init = 0
-    for name, (depth, width) in memory_bits(p).items():
+    for name, (depth, width) in memory_shapes(p).items():
         fixed = 4 + len(name) + 1 + 4 + len(str(width)) + 2 + _hex_line(width) + 1
         init += depth * fixed + _digits_sum(depth)
     return {
@@ -226,7 +227,7 @@ def bundle_bytes(fp: Footprint) -> dict[str, int]:
 def compile_memory(fp: Footprint) -> int:
     """Peak memory (bytes) writing the bundle adds to the compiler: laying out the memories,
     then Amaranth and Yosys writing ``core.v`` (per memory bit, plus the text of ``core.v``)."""
-    bits = sum(d * w for d, w in memory_bits(fp.params).values())
+    bits = sum(d * w for d, w in memory_shapes(fp.params).values())
     return (BASE_MEMORY + BYTES_PER_ENTRY * (fp.n_entries + fp.n_neurons + fp.n_sources)
             + BYTES_PER_MEMORY_BIT * bits + 2 * bundle_bytes(fp)["core.v"])
 
