@@ -303,7 +303,7 @@ def cmd_compile(args) -> int:
                                 max_strength=args.max_strength, calib=args.calib,
                                 percentile=args.percentile, arch=args.arch,
                                 trust_model=args.trust_model, input_shape=args.input_shape,
-                                readout=args.readout)
+                                readout=args.readout, hardware=True)
     try:
         bundle = write_bundle(args.out, graph, meta, hardware=True)
     except MappingError as exc:

@@ -266,10 +266,16 @@ def write_bundle(out_dir, graph: Graph, meta: dict | None = None, *, hardware: b
     With ``hardware=True`` the bundle also gets the generated core (``core.v``) and its memory
     images; the core is sized for this network (see :func:`snnc.hw.mapping.core_params_for`).
     The target is checked first (:func:`check_bundle_target`); the bundle is written beside it
-    and renamed into place, so ``out_dir`` is never left half-written.
+    and renamed into place, so ``out_dir`` is never left half-written. Before anything is
+    written, a network too large for a generated core, for this machine's memory or for the free
+    disk space is refused with :class:`~snnc.compiler.errors.SnncError`
+    (:mod:`snnc.compiler.budget`).
     """
     verify(graph)
     out = check_bundle_target(out_dir)
+    if hardware:
+        from .budget import check_footprint, core_limits, graph_footprint, machine
+        check_footprint(graph_footprint(graph), limits=core_limits(), **machine(out))
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))

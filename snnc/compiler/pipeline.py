@@ -3,7 +3,8 @@
 The pipeline is the explicit tuple :data:`PASSES`; each pass is a pure function
 ``Compilation -> Compilation`` that fills in one more field (the work itself lives in the pass
 modules: :mod:`~snnc.compiler.load`, :mod:`~snnc.compiler.extract`, :mod:`~snnc.compiler.data`,
-:mod:`~snnc.compiler.quantize`, :mod:`~snnc.compiler.convert`, :mod:`~snnc.compiler.report`).
+:mod:`~snnc.compiler.quantize`, :mod:`~snnc.compiler.convert`, :mod:`~snnc.compiler.report`,
+:mod:`~snnc.compiler.budget`).
 
 Order: the calibration set is read before extraction (its sample shape is the last fallback for
 the input shape) and checked against the network's input shape after it. The last pass,
@@ -21,6 +22,7 @@ import numpy as np
 
 from .. import __version__
 from ..ir import Graph, Readout, required_state_bits
+from .budget import check_footprint, core_limits, float_footprint, machine
 from .convert import check_options, convert
 from .data import check_samples, load_npz
 from .errors import SnncError
@@ -55,6 +57,7 @@ class Options:
     input_shape: tuple[int, ...] | None = None
     readout: str = "membrane"
     evaluate: bool = True
+    hardware: bool = False
 
 
 def readout_mode(text: str) -> Readout:
@@ -100,6 +103,19 @@ def check(c: Compilation) -> Compilation:
 def load(c: Compilation) -> Compilation:
     o = c.options
     return dataclasses.replace(c, model=load_model(o.path, arch=o.arch, trust_model=o.trust_model))
+
+
+def size_check(c: Compilation) -> Compilation:
+    """With ``options.hardware`` (the network is compiled for a generated core): refuse, before
+    the calibration and the quantization, a network certainly too large for the generator or this
+    machine's memory (a lower bound of its synapse entries at ``options.bits``, see
+    :func:`~snnc.compiler.budget.float_footprint`). The exact check runs in
+    :func:`~snnc.compiler.bundle.write_bundle`."""
+    if c.options.hardware:
+        o = c.options
+        check_footprint(float_footprint(c.net, o.bits, o.timesteps), limits=core_limits(),
+                        memory=machine(".")["memory"])
+    return c
 
 
 def read_calibration(c: Compilation) -> Compilation:
@@ -168,7 +184,8 @@ def _input_meta(c: Compilation) -> dict:
 
 
 #: The passes that do not depend on bits, timesteps or strengths.
-FRONT_PASSES = (check, load, read_calibration, extract, check_calibration, calibrate_pass)
+FRONT_PASSES = (check, load, read_calibration, extract, size_check, check_calibration,
+                calibrate_pass)
 #: The passes, in order.
 PASSES = FRONT_PASSES + (convert_pass, evaluate_pass)
 
@@ -202,7 +219,7 @@ def build_meta(c: Compilation) -> dict:
 def compile_model(path, *, bits: int, timesteps: int, max_strength, calib,
                   percentile: float = 99.9, arch: str | None = None, trust_model: bool = False,
                   input_shape=None, readout: str = "membrane",
-                  evaluate: bool = True) -> tuple[Graph, dict]:
+                  evaluate: bool = True, hardware: bool = False) -> tuple[Graph, dict]:
     """Compile a model file into a verified SNN graph and its metadata.
 
     Parameters
@@ -227,6 +244,9 @@ def compile_model(path, *, bits: int, timesteps: int, max_strength, calib,
     evaluate : bool
         With labels in ``calib``, run the integer SNN on the calibration set
         (``meta["snn_calib_accuracy"]``, and a warning if it loses more than 3 points).
+    hardware : bool
+        The graph is meant for a generated core (``write_bundle(..., hardware=True)``): refuse a
+        network certainly too large for it before quantizing (:func:`size_check`).
 
     Returns
     -------
@@ -240,22 +260,24 @@ def compile_model(path, *, bits: int, timesteps: int, max_strength, calib,
         path, [{"bits": bits, "timesteps": timesteps, "max_strength": max_strength,
                 "readout": readout}],
         calib=calib, percentile=percentile, arch=arch, trust_model=trust_model,
-        input_shape=input_shape, evaluate=evaluate)
+        input_shape=input_shape, evaluate=evaluate, hardware=hardware)
     return graph, meta
 
 
 def compile_variants(path, variants, *, calib, percentile: float = 99.9, arch: str | None = None,
                      trust_model: bool = False, input_shape=None,
-                     evaluate: bool = True) -> list[tuple[Graph, dict]]:
+                     evaluate: bool = True, hardware: bool = False) -> list[tuple[Graph, dict]]:
     """Compile one model at several settings, loading, extracting and calibrating it once.
 
     ``variants`` is a sequence of dicts with ``bits``, ``timesteps``, ``max_strength`` and
     optionally ``readout``; the
     other parameters are those of :func:`compile_model`. Returns one ``(graph, meta)`` per
-    variant, each equal to what :func:`compile_model` gives for it.
+    variant, each equal to what :func:`compile_model` gives for it. With ``hardware`` the size
+    check uses the smallest ``bits`` of the variants (the fewest synapses).
     """
     return _compile(Path(path), None, variants, calib=calib, percentile=percentile, arch=arch,
-                    trust_model=trust_model, input_shape=input_shape, evaluate=evaluate)
+                    trust_model=trust_model, input_shape=input_shape, evaluate=evaluate,
+                    hardware=hardware)
 
 
 def compile_module(module, variants, *, calib, percentile: float = 99.9,
@@ -271,16 +293,21 @@ def compile_module(module, variants, *, calib, percentile: float = 99.9,
 
 
 def _compile(path: Path, module, variants, *, calib, percentile, arch=None, trust_model=False,
-             input_shape=None, evaluate=True) -> list[tuple[Graph, dict]]:
+             input_shape=None, evaluate=True, hardware=False) -> list[tuple[Graph, dict]]:
     shape = None if input_shape is None else tuple(int(d) for d in input_shape)
     variants = [dict(v) for v in variants]
     if not variants:
         raise SnncError("nothing to compile: no settings given")
     base = Compilation(Options(path, calib=calib, percentile=percentile, arch=arch,
                                trust_model=trust_model, input_shape=shape, evaluate=evaluate,
+                               hardware=hardware,
                                **variants[0]))
     for v in variants[1:]:
         check(dataclasses.replace(base, options=dataclasses.replace(base.options, **v)))
+    if hardware and len(variants) > 1:      # the size check at the fewest synapses
+        check(base)
+        fewest = min((v["bits"] for v in variants), key=int)
+        base = dataclasses.replace(base, options=dataclasses.replace(base.options, bits=fewest))
     c, passes = base, FRONT_PASSES
     if module is not None:                  # in memory: the model is already "loaded"
         c = dataclasses.replace(check(c), model=LoadedModel(module, "in-memory", path))

@@ -75,6 +75,10 @@ class CoreImage:
         return self.ptr_count
 
     @property
+    def n_convs(self) -> int:
+        return len(self.convs)
+
+    @property
     def has_pool(self) -> bool:
         return any(p["GATE"] for p in self.pops)
 
@@ -261,14 +265,18 @@ def _gate_bits(image: CoreImage, params: CoreParams) -> int:
 
 
 def core_params_for(image: CoreImage, *, timesteps: int = 1, **overrides) -> CoreParams:
-    """The smallest core that holds ``image`` (capacities may be raised with ``overrides``)."""
+    """The smallest core that holds ``image`` (capacities may be raised with ``overrides``).
+
+    ``image`` is a :class:`CoreImage` or anything with its counts (a
+    :class:`snnc.compiler.budget.Footprint`).
+    """
     strength_bits = bits_for(image.max_strength)
     pool_bits = bits_for(max(1, timesteps * image.pool_strength))
     fields = dict(
         max_neurons=max(1, image.n_neurons), max_sources=max(1, image.n_sources, image.pop_sizes[0]),
         max_synapses=max(1, image.n_entries, image.n_words), max_pops=max(2, image.n_pops),
         max_pop_size=max(image.pop_sizes[1:]), strength_bits=strength_bits,
-        max_convs=max(1, len(image.convs)), coord_bits=bits_for(max(1, image.max_side - 1)),
+        max_convs=max(1, image.n_convs), coord_bits=bits_for(max(1, image.max_side - 1)),
         pool_count_bits=pool_bits,
         v_bits=max(4, image.state_bits,
                    (pool_bits + MEMBER_BITS + strength_bits + 1) if image.has_pool else 0))
@@ -327,9 +335,32 @@ def clear_length(image: CoreImage) -> int:
     return max(image.n_neurons, image.n_sources if image.has_pool else 0)
 
 
+#: Rows formatted per block by :func:`_hex` (bounds its scratch memory to a few tens of MB).
+_HEX_BLOCK = 1 << 18
+
+
 def _hex(path: Path, values, bits: int) -> None:
+    """One ``bits``-bit two's-complement word per line, ``ceil(bits / 4)`` lowercase hex digits.
+
+    Formatted with numpy (no Python string per word): the same bytes as
+    ``f"{_twos(v, bits):0{digits}x}\\n"`` for each value.
+    """
     digits = max(1, (bits + 3) // 4)
-    path.write_text("".join(f"{_twos(v, bits):0{digits}x}\n" for v in values))
+    if bits > 64:                                     # beyond numpy's integers: plain Python
+        path.write_text("".join(f"{_twos(v, bits):0{digits}x}\n" for v in values))
+        return
+    words = np.asarray(values, dtype=np.int64).reshape(-1).astype(np.uint64)
+    if bits < 64:
+        words &= np.uint64((1 << bits) - 1)
+    alphabet = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+    shifts = np.arange(4 * (digits - 1), -1, -4, dtype=np.uint64)
+    with open(path, "wb") as f:
+        for start in range(0, len(words), _HEX_BLOCK):
+            block = words[start:start + _HEX_BLOCK]
+            text = np.empty((len(block), digits + 1), dtype=np.uint8)
+            text[:, :digits] = alphabet[((block[:, None] >> shifts) & np.uint64(15)).astype(np.intp)]
+            text[:, digits] = ord("\n")
+            f.write(text.tobytes())
 
 
 def write_hardware(out_dir, graph: Graph) -> dict:

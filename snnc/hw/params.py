@@ -9,7 +9,15 @@ import enum
 from dataclasses import dataclass
 
 __all__ = ["NeuronParams", "CoreParams", "CfgSel", "ParamField", "ConvField", "SourceMode",
-           "Counter", "TIMING", "bits_for", "MEMBER_BITS"]
+           "Counter", "TIMING", "bits_for", "MEMBER_BITS", "CORE_LIMITS"]
+
+#: Largest memory depths ``snnc compile`` generates a core for (``write_bundle`` refuses larger
+#: networks before writing anything; see docs/architecture.md, "Generator limits"). Not a limit
+#: of the design: Amaranth and Yosys write every memory word into ``core.v``, which costs about
+#: 90 bytes of compiler memory per memory bit and a time that grows faster than the depth
+#: (measured: 262,144 synapse entries 41 s, 524,288 entries 134 s and 1.2 GB, 1,049,453 entries
+#: more than 10 minutes). ``$SNNC_CORE_LIMIT_SCALE`` multiplies them.
+CORE_LIMITS = {"synapses": 1 << 19, "neurons": 1 << 17, "sources": 1 << 17}
 
 #: Width of a max-pool member index (kernels up to 7x7 = 49 members).
 MEMBER_BITS = 6
