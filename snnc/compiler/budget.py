@@ -1,7 +1,7 @@
 """Size before work: what writing a network's bundle takes, estimated before anything is written.
 
 Generating a core costs time and memory with the size of its memories: Amaranth and Yosys write
-every word of every memory (with its zero initial value) into ``core.v``, at about 87 bytes of
+every word of every memory (with its zero initial value) into ``core.v``, at about 90-110 bytes of
 compiler memory per memory bit and a time that grows faster than the depth (see
 docs/architecture.md, "Generator limits").
 A network that is too big for the generator, the machine's memory or the output disk is

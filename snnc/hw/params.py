@@ -15,8 +15,8 @@ __all__ = ["NeuronParams", "CoreParams", "CfgSel", "ParamField", "ConvField", "S
 #: networks before writing anything; see docs/architecture.md, "Generator limits"). Not a limit
 #: of the design: Amaranth and Yosys write every memory word into ``core.v``, which costs about
 #: 90 bytes of compiler memory per memory bit and a time that grows faster than the depth
-#: (measured: 262,144 synapse entries 41 s, 524,288 entries 134 s and 1.2 GB, 1,049,453 entries
-#: more than 10 minutes). ``$SNNC_CORE_LIMIT_SCALE`` multiplies them.
+#: (benchmarks/core_generation.py: 262,144 synapse entries 31 s, 524,288 entries 77 s and
+#: 1.2 GB; 1,049,453 entries more than 10 minutes). ``$SNNC_CORE_LIMIT_SCALE`` multiplies them.
 CORE_LIMITS = {"synapses": 1 << 19, "neurons": 1 << 17, "sources": 1 << 17}
 
 #: Width of a max-pool member index (kernels up to 7x7 = 49 members).
