@@ -180,10 +180,10 @@ def memory_shapes(params: CoreParams) -> dict[str, tuple[int, int]]:
     """``name -> (depth, width)`` of each memory of a core built from ``params``."""
     p = params
     return {"ptr_mem": (p.max_sources, p.ptr_bits), "tgt_mem": (p.max_synapses, p.tgt_bits),
-            "wgt_mem": (p.max_synapses, 8), "bias_mem": (p.max_neurons, p.v_bits),
+            "wgt_mem": (p.weight_depth, 8), "bias_mem": (p.max_neurons, p.v_bits),
             "v_mem": (p.max_neurons, p.v_bits),
             "spk_mem": (p.max_pop_size, p.source_addr_bits + p.strength_bits),
-            "cnt_mem": (p.max_sources, p.pool_count_bits)}
+            "cnt_mem": (p.pool_depth, p.pool_count_bits)}
 
 
 def _digits_sum(n: int) -> int:

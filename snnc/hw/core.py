@@ -100,7 +100,7 @@ class Core(wiring.Component):
         # Memories (synchronous read ports only, so they map onto block RAM).
         m.submodules.ptr_mem = ptr_mem = memory.Memory(shape=p.ptr_bits, depth=p.max_sources, init=[])
         m.submodules.tgt_mem = tgt_mem = memory.Memory(shape=p.tgt_bits, depth=p.max_synapses, init=[])
-        m.submodules.wgt_mem = wgt_mem = memory.Memory(shape=8, depth=p.max_synapses, init=[])
+        m.submodules.wgt_mem = wgt_mem = memory.Memory(shape=8, depth=p.weight_depth, init=[])
         m.submodules.bias_mem = bias_mem = memory.Memory(shape=signed(vb), depth=p.max_neurons, init=[])
         m.submodules.v_mem = v_mem = memory.Memory(shape=signed(vb), depth=p.max_neurons, init=[])
         m.submodules.spk_mem = spk_mem = memory.Memory(
@@ -112,7 +112,7 @@ class Core(wiring.Component):
         v_r = v_mem.read_port(transparent_for=(v_w,))
         spk_r = spk_mem.read_port()
         # Accumulated strength of each max-pool member (indexed by global source).
-        m.submodules.cnt_mem = cnt_mem = memory.Memory(shape=p.pool_count_bits, depth=p.max_sources, init=[])
+        m.submodules.cnt_mem = cnt_mem = memory.Memory(shape=p.pool_count_bits, depth=p.pool_depth, init=[])
         cnt_w = cnt_mem.write_port()
         cnt_r = cnt_mem.read_port(transparent_for=(cnt_w,))
 

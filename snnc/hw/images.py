@@ -50,7 +50,7 @@ def config_writes_from_images(root, core: dict, params: CoreParams,
         raise ImageError(f"{root / mems['params']} is malformed: {exc}") from None
     memories = [(CfgSel.PTR, "ptr", params.ptr_bits, params.max_sources),
                 (CfgSel.TGT, "tgt", params.tgt_bits, params.max_synapses),
-                (CfgSel.WGT, "wgt", 8, params.max_synapses),
+                (CfgSel.WGT, "wgt", 8, params.weight_depth),
                 (CfgSel.BIAS, "bias", params.v_bits, params.max_neurons)]
     writes = []
     for sel, key, bits, depth in memories:

@@ -93,7 +93,9 @@ class CoreImage:
 
     def needs(self, timesteps: int) -> dict:
         return {"neurons": self.n_neurons, "sources": max(self.n_sources, self.pop_sizes[0]),
-                "synapses": max(self.n_entries, self.n_words), "populations": self.n_pops,
+                "synapses": max(self.n_entries, self.n_words), "weight words": self.n_words,
+                "max-pool sources": self.n_sources if self.has_pool else 0,
+                "populations": self.n_pops,
                 "population size": max(self.pop_sizes[1:]), "state bits": self.state_bits,
                 "spike strength": self.max_strength, "convolutions": len(self.convs),
                 "feature map side": self.max_side,
@@ -275,6 +277,8 @@ def core_params_for(image: CoreImage, *, timesteps: int = 1, **overrides) -> Cor
     fields = dict(
         max_neurons=max(1, image.n_neurons), max_sources=max(1, image.n_sources, image.pop_sizes[0]),
         max_synapses=max(1, image.n_entries, image.n_words), max_pops=max(2, image.n_pops),
+        max_weight_words=max(1, image.n_words),
+        max_pool_sources=max(1, image.n_sources) if image.has_pool else 1,
         max_pop_size=max(image.pop_sizes[1:]), strength_bits=strength_bits,
         max_convs=max(1, image.n_convs), coord_bits=bits_for(max(1, image.max_side - 1)),
         pool_count_bits=pool_bits,

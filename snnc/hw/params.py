@@ -147,7 +147,13 @@ class CoreParams:
     max_sources : int
         Depth of the fan-out pointer memory (input sources plus spiking neurons).
     max_synapses : int
-        Depth of the target memory (stored nonzero synapses) and of the packed weight memory.
+        Depth of the target memory (stored nonzero synapses).
+    max_weight_words : int, optional
+        Depth of the packed weight memory (default ``max_synapses``; at 4 and 2 bits a network
+        needs fewer words than entries).
+    max_pool_sources : int, optional
+        Depth of the max-pool member-count memory (default ``max_sources``; 1 for a network
+        without a max-pool).
     max_pops : int
         Populations including the input population.
     max_pop_size : int
@@ -169,8 +175,14 @@ class CoreParams:
     max_convs: int = 4
     coord_bits: int = 6
     pool_count_bits: int = 12
+    max_weight_words: int | None = None
+    max_pool_sources: int | None = None
 
     def __post_init__(self):
+        if self.max_weight_words is not None:
+            _check_int("max_weight_words", self.max_weight_words, 1, self.max_synapses)
+        if self.max_pool_sources is not None:
+            _check_int("max_pool_sources", self.max_pool_sources, 1, self.max_sources)
         _check_int("max_neurons", self.max_neurons, 1)
         _check_int("max_sources", self.max_sources, 1)
         _check_int("max_synapses", self.max_synapses, 1)
@@ -182,6 +194,16 @@ class CoreParams:
         _check_int("coord_bits", self.coord_bits, 1, 12)
         _check_int("pool_count_bits", self.pool_count_bits, 1, 32)
         NeuronParams(v_bits=self.v_bits, strength_bits=self.strength_bits)
+
+    @property
+    def weight_depth(self) -> int:
+        """Words of the packed weight memory."""
+        return self.max_synapses if self.max_weight_words is None else self.max_weight_words
+
+    @property
+    def pool_depth(self) -> int:
+        """Words of the max-pool member-count memory."""
+        return self.max_sources if self.max_pool_sources is None else self.max_pool_sources
 
     @property
     def neuron(self) -> NeuronParams:
@@ -264,7 +286,8 @@ class CoreParams:
     def capacity(self) -> dict:
         """What one tile holds, by the names :meth:`fits` checks."""
         return {"neurons": self.max_neurons, "sources": self.max_sources,
-                "synapses": self.max_synapses, "populations": self.max_pops,
+                "synapses": self.max_synapses, "weight words": self.weight_depth,
+                "max-pool sources": self.pool_depth, "populations": self.max_pops,
                 "population size": self.max_pop_size, "state bits": self.v_bits,
                 "spike strength": self.neuron.max_strength, "convolutions": self.max_convs,
                 "feature map side": 1 << self.coord_bits,
