@@ -177,6 +177,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", type=_file, metavar="FILE", help="also write the report as JSON")
     p.set_defaults(func=cmd_verify)
 
+    from .fpga.boards import BOARDS
+    p = sub.add_parser("build", formatter_class=fmt,
+                       help="build an FPGA bitstream of a bundle's core with a UART host "
+                            "interface (iCE40, ECP5)",
+                       description="Synthesize, place and route the bundle's core behind the UART "
+                                   "host interface for a board (amaranth-boards; YoWASP yosys and "
+                                   "nextpnr from PyPI, nothing else to install). Writes the "
+                                   "bitstream, build.json (utilization per resource, Fmax after "
+                                   "routing against the clock target, critical path, latency per "
+                                   "inference at Fmax, tool versions and seed) and gateware/ "
+                                   "(scripts and logs). The network is loaded over the UART at "
+                                   "run time, not stored in the bitstream. Takes 1-4 minutes; the "
+                                   "first run also compiles the tools (about 40 s, cached in "
+                                   "~/.cache/YoWASP).",
+                       epilog="boards:\n" + "\n".join(f"  {b.name:<16} {b.note}"
+                                                       for b in BOARDS.values()))
+    p.add_argument("bundle", type=Path, help="bundle directory written by snnc compile")
+    p.add_argument("--board", required=True, choices=tuple(BOARDS), help="target board")
+    p.add_argument("-o", "--out", type=_out_dir, required=True, metavar="DIR",
+                   help="directory for the bitstream, build.json and gateware/")
+    p.add_argument("--clock-mhz", type=float, metavar="F",
+                   help="timing target for nextpnr (default: the board's oscillator, which the "
+                        "design runs on)")
+    p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default: 1)")
+    p.add_argument("--baud", type=int, default=115200, help="UART baud rate (default: 115200)")
+    p.add_argument("--data", type=Path, metavar="FILE",
+                   help=".npz whose samples give the latency per inference (cycle model); "
+                        "default: 10 seeded random inputs")
+    p.set_defaults(func=cmd_build)
+
     p = sub.add_parser("cache", formatter_class=fmt,
                        help="show or clear the cache of built RTL simulators",
                        description="snnc verify builds each core once per simulator and keeps "
@@ -543,6 +573,51 @@ def cmd_verify(args) -> int:
         write_text_atomic(args.json, json.dumps(doc, indent=2) + "\n")
         print(f"  wrote {args.json}")
     return 0 if rep.all_exact else 1
+
+
+# ---------------------------------------------------------------------------------------------
+# build
+
+
+def _check_build_dir(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise SnncError(f"-o {out} is a file; give a directory for the build")
+    if out.is_dir() and any(out.iterdir()) and not (out / "build.json").exists():
+        raise SnncError(f"-o {out} is not empty and holds no earlier build (build.json); "
+                        "choose a new or empty directory")
+    check_output_file(out / "build.json", what="-o")
+
+
+def cmd_build(args) -> int:
+    from .fpga.build import build_bitstream, format_report
+    from .hw.mapping import map_graph
+    from .sim.core import CoreModel
+    from .testing import random_inputs
+
+    if args.clock_mhz is not None:
+        _check_clock(args.clock_mhz)
+    if args.seed < 0:
+        raise SnncError(f"--seed must be >= 0, not {args.seed}")
+    if not 300 <= args.baud <= 3_000_000:
+        raise SnncError(f"--baud must be in 300..3000000, not {args.baud}")
+    _check_build_dir(args.out)
+    bundle = load_bundle(args.bundle)
+    params = _core_params(bundle)
+    if args.data is not None:
+        x, _ = load_npz(args.data)
+        x_int = quantize_inputs(check_samples(x, bundle.graph.input.shape, what=str(args.data)),
+                                bundle.meta)
+    else:
+        x_int = random_inputs(np.random.default_rng(0), bundle.graph, 10)
+    run = CoreModel(params).run(map_graph(bundle.graph), x_int, bundle.graph.timesteps)
+    print(f"snnc: building {args.bundle} for {args.board}", flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    doc = build_bitstream(bundle, args.board, args.out, clock_mhz=args.clock_mhz, seed=args.seed,
+                          baud=args.baud, latency_cycles=run.cycles.tolist())
+    for line in format_report(doc).splitlines():
+        print(f"  {line}")
+    print(f"  wrote {args.out / 'build.json'}")
+    return 0
 
 
 # ---------------------------------------------------------------------------------------------
