@@ -1,0 +1,1 @@
+"""FPGA flows: boards, the host top level, bitstream builds, the UART host client, netlists."""
