@@ -207,6 +207,24 @@ def build_parser() -> argparse.ArgumentParser:
                         "default: 10 seeded random inputs")
     p.set_defaults(func=cmd_build)
 
+    p = sub.add_parser("run-board", formatter_class=fmt,
+                       help="run samples on a board programmed with snnc build, over its UART, "
+                            "and compare bit for bit",
+                       description="Load the bundle's network into the board over the UART "
+                                   "(docs/protocol.md), run each sample, read back the output "
+                                   "events, membranes and counters, and compare them with == "
+                                   "against the cycle model (equal to the reference). Needs "
+                                   "pyserial (pip install pyserial).")
+    p.add_argument("build", type=Path, help="directory written by snnc build (build.json)")
+    p.add_argument("--port", required=True, help="serial port, e.g. /dev/ttyUSB1")
+    p.add_argument("--data", type=Path, required=True, metavar="FILE",
+                   help=".npz with float x (and optional labels y)")
+    p.add_argument("--samples", "-n", type=int, metavar="N", help="first N samples (default: all)")
+    p.add_argument("--timeout", type=float, default=2.0, metavar="S",
+                   help="seconds to wait for each answer (default: %(default)s)")
+    p.add_argument("--json", type=_file, metavar="FILE", help="also write the results as JSON")
+    p.set_defaults(func=cmd_run_board)
+
     p = sub.add_parser("cache", formatter_class=fmt,
                        help="show or clear the cache of built RTL simulators",
                        description="snnc verify builds each core once per simulator and keeps "
@@ -618,6 +636,56 @@ def cmd_build(args) -> int:
         print(f"  {line}")
     print(f"  wrote {args.out / 'build.json'}")
     return 0
+
+
+def cmd_run_board(args) -> int:
+    from .fpga.host import BoardError, open_serial
+    from .fpga.run import run_on_board
+
+    if args.samples is not None and args.samples < 1:
+        raise SnncError(f"--samples must be >= 1, not {args.samples}")
+    if not (math.isfinite(args.timeout) and args.timeout > 0):
+        raise SnncError(f"--timeout must be a positive number of seconds, not {args.timeout}")
+    if args.json is not None:
+        check_output_file(args.json)
+    try:
+        info = json.loads((args.build / "build.json").read_text())
+        bundle_path, baud = Path(info["bundle"]), int(info["baud"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SnncError(f"{args.build} is not a build directory of snnc build (build.json: "
+                        f"{exc})") from None
+    bundle = load_bundle(bundle_path)
+    x, y = load_npz(args.data)
+    x = check_samples(x, bundle.graph.input.shape, what=str(args.data))[:args.samples]
+    x_int = quantize_inputs(x, bundle.meta)
+    try:
+        client = open_serial(args.port, baud, timeout=args.timeout)
+        rep = run_on_board(client, bundle, x_int)
+    except ImportError as exc:
+        raise SnncError(str(exc)) from None
+    except (OSError, BoardError) as exc:
+        raise SnncError(f"{args.port}: {exc}") from None
+    return _print_board_report(args, rep, y)
+
+
+def _print_board_report(args, rep: dict, y) -> int:
+    print(f"snnc: ran {len(rep['samples'])} samples on the board at {args.port}")
+    for s in rep["samples"]:
+        status = "ok" if s["exact"] else "MISMATCH"
+        print(f"  sample {s['sample']:>4}: {status:<8} {s['cycles']:>9} cycles, "
+              f"prediction {s['prediction']}")
+        for m in s["mismatches"]:
+            print(f"      {m}")
+    n_ok = sum(s["exact"] for s in rep["samples"])
+    print(f"  board vs reference: {n_ok}/{len(rep['samples'])} samples bit-exact -> "
+          f"{'BIT-EXACT' if rep['all_exact'] else 'MISMATCH'}")
+    if y is not None:
+        pred = np.array([s["prediction"] for s in rep["samples"]])
+        print(f"  accuracy {np.mean(pred == y[:len(pred)]):.2%}")
+    if args.json is not None:
+        write_text_atomic(args.json, json.dumps(rep, indent=2) + "\n")
+        print(f"  wrote {args.json}")
+    return 0 if rep["all_exact"] else 1
 
 
 # ---------------------------------------------------------------------------------------------
