@@ -35,6 +35,7 @@ examples:
   snnc simulate build/net --data test.npz --json results.json
   snnc simulate build/net --data test.npz --cycle-accurate --clock-mhz 48
   snnc verify build/net --data test.npz --samples 20 --simulator verilator
+  snnc verify build/net --netlist --samples 3    the iCE40 gate-level netlist, under Icarus
 
 model files:
   .pt2         torch.export.save(torch.export.export(model.eval(), (example,)), "model.pt2")
@@ -158,8 +159,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=Path, metavar="FILE",
                    help=".npz with float x; the first N samples are used (default: seeded "
                         "random inputs)")
-    p.add_argument("--simulator", choices=("verilator", "icarus"), default="verilator",
-                   help="HDL simulator (default: %(default)s)")
+    p.add_argument("--simulator", choices=("verilator", "icarus"), default=None,
+                   help="HDL simulator (default: verilator; icarus with --netlist)")
+    p.add_argument("--netlist", action="store_true",
+                   help="post-synthesis check: synthesize core.v for iCE40 with yosys first "
+                        "(synth_ice40, default options; 10-60 s, cached), then run the same "
+                        "samples and the same bit-exact comparison on the gate-level netlist "
+                        "with yosys's iCE40 cell models. Catches what synthesis changes "
+                        "(inferred memories, X-propagation, simulation/synthesis mismatches). "
+                        "Slow: about 100 cycles per second, so use few samples; a Verilator "
+                        "build of the netlist takes minutes")
     p.add_argument("--samples", "-n", type=int, default=10, metavar="N",
                    help="number of inputs (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0,
@@ -480,6 +489,7 @@ def _cycle_accurate(bundle, x_int, T, clock_mhz) -> dict:
 
 
 def cmd_verify(args) -> int:
+    from .fpga.netlist import SYNTH_SCRIPT, SynthesisFailed, yosys_version
     from .hw.mapping import MappingError
     from .rtl.runner import BuildFailed, SimulatorMissing
     from .rtl.verify import verify_on_rtl
@@ -513,14 +523,21 @@ def cmd_verify(args) -> int:
     else:
         x_int = random_inputs(np.random.default_rng(args.seed), graph, args.samples)
         source = f"{args.samples} random inputs (seed {args.seed})"
-    print(f"snnc: verifying {args.bundle} on {args.simulator} with {source}, T={T}", flush=True)
+    simulator = args.simulator or ("icarus" if args.netlist else "verilator")
     try:
-        rep = verify_on_rtl(bundle, x_int, timesteps=T, simulator=args.simulator, seed=args.seed,
-                            idle=args.stall, stall=args.stall, waves_dir=args.waves)
+        what = (f"the iCE40 netlist of {args.bundle} (yosys {yosys_version()}, synth_ice40)"
+                if args.netlist else str(args.bundle))
+        print(f"snnc: verifying {what} on {simulator} with {source}, T={T}", flush=True)
+        rep = verify_on_rtl(bundle, x_int, timesteps=T, simulator=simulator, seed=args.seed,
+                            idle=args.stall, stall=args.stall, waves_dir=args.waves,
+                            netlist=args.netlist)
+    except SynthesisFailed as exc:
+        raise SnncError(f"{args.bundle}: {exc}") from None
     except SimulatorMissing as exc:
         raise SnncError(f"{exc}; or choose the other --simulator") from None
     except BuildFailed as exc:
-        raise SnncError(f"{args.simulator} rejected the core of {args.bundle}: {exc}") from None
+        what = "the iCE40 netlist of the core" if args.netlist else "the core"
+        raise SnncError(f"{simulator} rejected {what} of {args.bundle}: {exc}") from None
     except ImageError as exc:
         raise SnncError(f"{args.bundle}: {exc}; recompile the bundle") from None
     except RuntimeError as exc:   # the HDL build or the cocotb run itself failed
@@ -537,9 +554,12 @@ def cmd_verify(args) -> int:
     for w in rep.waves:
         print(f"  waveform of the first failing sample: {w}")
     if args.json is not None:
-        doc = {"bundle": str(args.bundle), "simulator": args.simulator, "timesteps": T,
-               "inputs": source, "all_exact": rep.all_exact, "samples": rep.per_sample,
-               "waves": rep.waves}
+        doc = {"bundle": str(args.bundle), "simulator": simulator, "netlist": args.netlist,
+               "timesteps": T, "inputs": source, "all_exact": rep.all_exact,
+               "samples": rep.per_sample, "waves": rep.waves}
+        if args.netlist:
+            doc["yosys"] = yosys_version()
+            doc["synthesis"] = list(SYNTH_SCRIPT)
         write_text_atomic(args.json, json.dumps(doc, indent=2) + "\n")
         print(f"  wrote {args.json}")
     return 0 if rep.all_exact else 1
