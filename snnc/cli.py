@@ -163,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="HDL simulator (default: verilator; icarus with --netlist)")
     p.add_argument("--netlist", action="store_true",
                    help="post-synthesis check: synthesize core.v for iCE40 with yosys first "
-                        "(synth_ice40, default options; 10-60 s, cached), then run the same "
+                        "(synth_ice40, default options; 10-110 s, cached), then run the same "
                         "samples and the same bit-exact comparison on the gate-level netlist "
                         "with yosys's iCE40 cell models. Catches what synthesis changes "
                         "(inferred memories, X-propagation, simulation/synthesis mismatches). "
@@ -191,8 +191,10 @@ def build_parser() -> argparse.ArgumentParser:
                        description="snnc verify builds each core once per simulator and keeps "
                                    "the build in $SNNC_CACHE/rtl (default ~/.cache/snnc/rtl); "
                                    "a build takes from under 1 MB (Icarus) to about 140 MB "
-                                   "(Verilator, larger cores). Show where and how much, or "
-                                   "clear it (builds are redone when needed).")
+                                   "(Verilator, larger cores); verify --netlist keeps its "
+                                   "iCE40 netlists there too (10-20 MB each with its Icarus "
+                                   "build). Show where and "
+                                   "how much, or clear it (builds are redone when needed).")
     p.add_argument("--clear", action="store_true", help="remove every cached build")
     p.set_defaults(func=cmd_cache)
 

@@ -4,9 +4,10 @@
 the default ``synth_ice40`` flow (no ``-dsp``, no ``-spram``, no ``-abc9``), then
 ``write_verilog -noattr``. The netlist instantiates the iCE40 primitives (``SB_LUT4``,
 ``SB_CARRY``, ``SB_DFF*``, ``SB_RAM40_4K``), whose simulation models are yosys's own
-:func:`cell_library`. Netlists are cached beside the RTL builds (:func:`snnc.rtl.runner.cache_root`),
-keyed by the Verilog text, the yosys version and the script; synthesizing a small core takes
-10-30 s, a cached netlist is read back at once.
+:func:`cell_library`. Netlists are cached beside the RTL builds
+(:func:`snnc.rtl.runner.cache_root`), keyed by the Verilog text, the yosys version and the
+script. Synthesizing a small core takes 10-30 s, the demo MLP's 20-110 s; a cached netlist is
+read back at once.
 """
 
 from __future__ import annotations

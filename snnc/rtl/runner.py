@@ -128,7 +128,8 @@ def build(verilog: str, params, *, simulator: str = "verilator", waves: bool = F
         verilog_key = verilog + harness + cells.read_text() + repr(defines)
     else:
         verilog_key = verilog + harness
-    key = _key(verilog_key, simulator) + ("-netlist" if netlist else "") + ("-waves" if waves else "")
+    key = (_key(verilog_key, simulator) + ("-netlist" if netlist else "")
+           + ("-waves" if waves else ""))
     bdir = cache_root() / key
     bdir.mkdir(parents=True, exist_ok=True)
     with open(bdir / ".lock", "w") as lock:

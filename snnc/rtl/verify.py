@@ -115,7 +115,8 @@ class RtlReport:
 
     def summary(self) -> str:
         verdict = "BIT-EXACT" if self.all_exact else "MISMATCH"
-        what = f"netlist ({self.simulator}, synth_ice40)" if self.netlist else f"RTL ({self.simulator})"
+        what = (f"netlist ({self.simulator}, synth_ice40)" if self.netlist
+                else f"RTL ({self.simulator})")
         s = (f"{what} vs reference: {self.n_exact}/{self.n_samples} samples "
              f"bit-exact -> {verdict}")
         if self.cycles:

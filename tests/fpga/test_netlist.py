@@ -67,7 +67,8 @@ def test_a_wrong_netlist_is_a_mismatch(icarus, tmp_path, capsys, monkeypatch):
 
 def test_synthesis_is_cached_and_its_errors_are_clear(tmp_path, monkeypatch):
     monkeypatch.setenv("SNNC_CACHE", str(tmp_path / "cache"))
-    tiny = "module snnc_core(input clk, input a, output reg q); always @(posedge clk) q <= ~a; endmodule\n"
+    tiny = ("module snnc_core(input clk, input a, output reg q);\n"
+            "  always @(posedge clk) q <= ~a;\nendmodule\n")
     gates = synthesize_ice40(tiny)
     assert "SB_DFF" in gates and "SB_LUT4" in gates
     [cached] = (tmp_path / "cache" / "rtl").glob("ice40-*/netlist.v")
