@@ -167,8 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "samples and the same bit-exact comparison on the gate-level netlist "
                         "with yosys's iCE40 cell models. Catches what synthesis changes "
                         "(inferred memories, X-propagation, simulation/synthesis mismatches). "
-                        "Slow: about 100 cycles per second, so use few samples; a Verilator "
-                        "build of the netlist takes minutes")
+                        "Slow: 25-100 clock cycles per second (a demo MLP image takes about 6 "
+                        "minutes), so use few samples; a Verilator build of the netlist takes "
+                        "minutes of C++ compilation")
     p.add_argument("--samples", "-n", type=int, default=10, metavar="N",
                    help="number of inputs (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0,
