@@ -35,6 +35,7 @@ examples:
   snnc simulate build/net --data test.npz --json results.json
   snnc simulate build/net --data test.npz --cycle-accurate --clock-mhz 48
   snnc verify build/net --data test.npz --samples 20 --simulator verilator
+  snnc verify build/net --netlist --samples 3    the iCE40 gate-level netlist, under Icarus
 
 model files:
   .pt2         torch.export.save(torch.export.export(model.eval(), (example,)), "model.pt2")
@@ -158,8 +159,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=Path, metavar="FILE",
                    help=".npz with float x; the first N samples are used (default: seeded "
                         "random inputs)")
-    p.add_argument("--simulator", choices=("verilator", "icarus"), default="verilator",
-                   help="HDL simulator (default: %(default)s)")
+    p.add_argument("--simulator", choices=("verilator", "icarus"), default=None,
+                   help="HDL simulator (default: verilator; icarus with --netlist)")
+    p.add_argument("--netlist", action="store_true",
+                   help="post-synthesis check: synthesize core.v for iCE40 with yosys first "
+                        "(synth_ice40, default options; 10-110 s, cached), then run the same "
+                        "samples and the same bit-exact comparison on the gate-level netlist "
+                        "with yosys's iCE40 cell models. Catches what synthesis changes "
+                        "(inferred memories, X-propagation, simulation/synthesis mismatches). "
+                        "Slow: 25-100 clock cycles per second (a demo MLP image takes about 6 "
+                        "minutes), so use few samples; a Verilator build of the netlist takes "
+                        "minutes of C++ compilation")
     p.add_argument("--samples", "-n", type=int, default=10, metavar="N",
                    help="number of inputs (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0,
@@ -230,8 +240,10 @@ def build_parser() -> argparse.ArgumentParser:
                        description="snnc verify builds each core once per simulator and keeps "
                                    "the build in $SNNC_CACHE/rtl (default ~/.cache/snnc/rtl); "
                                    "a build takes from under 1 MB (Icarus) to about 140 MB "
-                                   "(Verilator, larger cores). Show where and how much, or "
-                                   "clear it (builds are redone when needed).")
+                                   "(Verilator, larger cores); verify --netlist keeps its "
+                                   "iCE40 netlists there too (10-20 MB each with its Icarus "
+                                   "build). Show where and "
+                                   "how much, or clear it (builds are redone when needed).")
     p.add_argument("--clear", action="store_true", help="remove every cached build")
     p.set_defaults(func=cmd_cache)
 
@@ -528,6 +540,7 @@ def _cycle_accurate(bundle, x_int, T, clock_mhz) -> dict:
 
 
 def cmd_verify(args) -> int:
+    from .fpga.netlist import SYNTH_SCRIPT, SynthesisFailed, yosys_version
     from .hw.mapping import MappingError
     from .rtl.runner import BuildFailed, SimulatorMissing
     from .rtl.verify import verify_on_rtl
@@ -561,14 +574,21 @@ def cmd_verify(args) -> int:
     else:
         x_int = random_inputs(np.random.default_rng(args.seed), graph, args.samples)
         source = f"{args.samples} random inputs (seed {args.seed})"
-    print(f"snnc: verifying {args.bundle} on {args.simulator} with {source}, T={T}", flush=True)
+    simulator = args.simulator or ("icarus" if args.netlist else "verilator")
     try:
-        rep = verify_on_rtl(bundle, x_int, timesteps=T, simulator=args.simulator, seed=args.seed,
-                            idle=args.stall, stall=args.stall, waves_dir=args.waves)
+        what = (f"the iCE40 netlist of {args.bundle} (yosys {yosys_version()}, synth_ice40)"
+                if args.netlist else str(args.bundle))
+        print(f"snnc: verifying {what} on {simulator} with {source}, T={T}", flush=True)
+        rep = verify_on_rtl(bundle, x_int, timesteps=T, simulator=simulator, seed=args.seed,
+                            idle=args.stall, stall=args.stall, waves_dir=args.waves,
+                            netlist=args.netlist)
+    except SynthesisFailed as exc:
+        raise SnncError(f"{args.bundle}: {exc}") from None
     except SimulatorMissing as exc:
         raise SnncError(f"{exc}; or choose the other --simulator") from None
     except BuildFailed as exc:
-        raise SnncError(f"{args.simulator} rejected the core of {args.bundle}: {exc}") from None
+        what = "the iCE40 netlist of the core" if args.netlist else "the core"
+        raise SnncError(f"{simulator} rejected {what} of {args.bundle}: {exc}") from None
     except ImageError as exc:
         raise SnncError(f"{args.bundle}: {exc}; recompile the bundle") from None
     except RuntimeError as exc:   # the HDL build or the cocotb run itself failed
@@ -585,9 +605,12 @@ def cmd_verify(args) -> int:
     for w in rep.waves:
         print(f"  waveform of the first failing sample: {w}")
     if args.json is not None:
-        doc = {"bundle": str(args.bundle), "simulator": args.simulator, "timesteps": T,
-               "inputs": source, "all_exact": rep.all_exact, "samples": rep.per_sample,
-               "waves": rep.waves}
+        doc = {"bundle": str(args.bundle), "simulator": simulator, "netlist": args.netlist,
+               "timesteps": T, "inputs": source, "all_exact": rep.all_exact,
+               "samples": rep.per_sample, "waves": rep.waves}
+        if args.netlist:
+            doc["yosys"] = yosys_version()
+            doc["synthesis"] = list(SYNTH_SCRIPT)
         write_text_atomic(args.json, json.dumps(doc, indent=2) + "\n")
         print(f"  wrote {args.json}")
     return 0 if rep.all_exact else 1

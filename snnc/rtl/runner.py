@@ -100,10 +100,15 @@ def _key(verilog: str, simulator: str) -> str:
 
 
 def build(verilog: str, params, *, simulator: str = "verilator", waves: bool = False,
-          max_events: int = 1 << 14) -> RtlBuild:
+          max_events: int = 1 << 14, netlist: bool = False) -> RtlBuild:
     """Compile ``verilog`` (the core, module ``snnc_core``, built for ``params``) inside the
     verification harness (capturing up to ``max_events`` output events per sample), once;
-    later calls reuse the cached build."""
+    later calls reuse the cached build.
+
+    With ``netlist``, the core is first synthesized for iCE40
+    (:func:`snnc.fpga.netlist.synthesize_ice40`) and the gate-level netlist is built with
+    yosys's simulation models of the iCE40 cells in place of the RTL; the harness is the same.
+    """
     from cocotb_tools.runner import get_runner
 
     from .harness import harness_verilog
@@ -113,7 +118,18 @@ def build(verilog: str, params, *, simulator: str = "verilator", waves: bool = F
                 else "apt-get install iverilog")
         raise SimulatorMissing(f"{simulator} is not installed ({hint})")
     harness = harness_verilog(params, max_events=max_events)
-    key = _key(verilog + harness, simulator) + ("-waves" if waves else "")
+    cells, defines = None, {}
+    if netlist:
+        from ..fpga.netlist import cell_library, synthesize_ice40
+        verilog = synthesize_ice40(verilog)
+        cells = cell_library()
+        if simulator == "icarus":     # Icarus rejects the models' default input values
+            defines["NO_ICE40_DEFAULT_ASSIGNMENTS"] = 1
+        verilog_key = verilog + harness + cells.read_text() + repr(defines)
+    else:
+        verilog_key = verilog + harness
+    key = (_key(verilog_key, simulator) + ("-netlist" if netlist else "")
+           + ("-waves" if waves else ""))
     bdir = cache_root() / key
     bdir.mkdir(parents=True, exist_ok=True)
     with open(bdir / ".lock", "w") as lock:
@@ -134,8 +150,10 @@ def build(verilog: str, params, *, simulator: str = "verilator", waves: bool = F
             old_flags = os.environ.get("MAKEFLAGS")
             os.environ["MAKEFLAGS"] = " ".join(filter(None, [old_flags, "CFG_CXXFLAGS_PCH_I=-include"]))
             try:
-                runner.build(sources=[src, tb], hdl_toplevel=TOPLEVEL, build_dir=bdir / "sim_build",
-                             always=True, build_args=args, timescale=("1ns", "1ps"),
+                sources = [src, tb] + ([cells] if cells is not None else [])
+                runner.build(sources=sources, hdl_toplevel=TOPLEVEL, build_dir=bdir / "sim_build",
+                             always=True, build_args=args, defines=defines,
+                             timescale=("1ns", "1ps"),
                              waves=waves, log_file=log)
             except (Exception, SystemExit):  # SystemExit/CalledProcessError variants
                 shutil.rmtree(bdir / "sim_build", ignore_errors=True)   # keep only the log

@@ -107,6 +107,7 @@ class RtlReport:
     simulator: str = "verilator"
     per_sample: list = field(default_factory=list)
     waves: list = field(default_factory=list)
+    netlist: bool = False       # the iCE40 gate-level netlist ran in place of the RTL
 
     @property
     def all_exact(self) -> bool:
@@ -114,7 +115,9 @@ class RtlReport:
 
     def summary(self) -> str:
         verdict = "BIT-EXACT" if self.all_exact else "MISMATCH"
-        s = (f"RTL ({self.simulator}) vs reference: {self.n_exact}/{self.n_samples} samples "
+        what = (f"netlist ({self.simulator}, synth_ice40)" if self.netlist
+                else f"RTL ({self.simulator})")
+        s = (f"{what} vs reference: {self.n_exact}/{self.n_samples} samples "
              f"bit-exact -> {verdict}")
         if self.cycles:
             s += (f"; cycles per inference {min(self.cycles)}..{max(self.cycles)} "
@@ -123,9 +126,11 @@ class RtlReport:
 
 
 def run_networks(items, params: CoreParams, verilog: str, *, simulator="verilator", seed=0,
-                 idle=0.0, stall=0.0, waves=False, keep_dir=None, reset_after=None):
+                 idle=0.0, stall=0.0, waves=False, keep_dir=None, reset_after=None,
+                 netlist=False):
     """Run ``items`` = [(graph, xs, timesteps)] in one cocotb session on one build; an item may
     carry a fourth element, the configuration writes to load (default: mapped from the graph).
+    With ``netlist``, the build is the core's iCE40 gate-level netlist (:func:`runner.build`).
 
     Returns a list (per network) of (model run, list of per-sample mismatch lists, raw results).
     """
@@ -133,7 +138,8 @@ def run_networks(items, params: CoreParams, verilog: str, *, simulator="verilato
     # neuron per timestep plus one end-of-timestep token.
     need = max(T * (map_graph(g).n_neurons + 1) for g, _, T, *_ in items)
     max_events = max(1 << 14, 1 << (need - 1).bit_length())
-    rtl = runner.build(verilog, params, simulator=simulator, waves=waves, max_events=max_events)
+    rtl = runner.build(verilog, params, simulator=simulator, waves=waves, max_events=max_events,
+                       netlist=netlist)
     models, nets = [], []
     for graph, xs, T, *writes in items:
         xs = np.asarray(xs, dtype=np.int64)
@@ -157,8 +163,13 @@ def run_networks(items, params: CoreParams, verilog: str, *, simulator="verilato
 
 
 def verify_on_rtl(bundle, x_int, *, timesteps=None, progress=True, simulator="verilator",
-                  seed=0, idle=0.0, stall=0.0, chunk=10, waves_dir=None) -> RtlReport:
+                  seed=0, idle=0.0, stall=0.0, chunk=10, waves_dir=None,
+                  netlist=False) -> RtlReport:
     """Run integer inputs ``x_int`` through the bundle's generated core and compare bit for bit.
+
+    With ``netlist``, the core is synthesized for iCE40 with yosys first
+    (:func:`snnc.fpga.netlist.synthesize_ice40`, cached) and the gate-level netlist runs the
+    same cocotb job and the same comparison in place of the RTL.
 
     The core is built from the bundle's ``core.v`` and loaded from the bundle's own memory images
     (``mem/``), so a wrong image shows up as a mismatch against the reference. With ``waves_dir``, the first failing sample is run again with tracing on and its waveform
@@ -174,12 +185,13 @@ def verify_on_rtl(bundle, x_int, *, timesteps=None, progress=True, simulator="ve
     T = graph.timesteps if timesteps is None else int(timesteps)
     writes = config_writes_from_images(bundle.path, bundle.core, params, T)
     x = np.asarray(x_int, dtype=np.int64).reshape(len(x_int), -1)
-    report = RtlReport(simulator=simulator)
+    report = RtlReport(simulator=simulator, netlist=bool(netlist))
     t0 = time.perf_counter()
-    bar = tqdm(total=len(x), desc=f"RTL ({simulator})", unit="sample", disable=not progress)
+    what = "netlist" if netlist else "RTL"
+    bar = tqdm(total=len(x), desc=f"{what} ({simulator})", unit="sample", disable=not progress)
     try:
         _run_chunks(report, graph, params, verilog, x, T, writes, bar, simulator=simulator,
-                    seed=seed, idle=idle, stall=stall, chunk=chunk)
+                    seed=seed, idle=idle, stall=stall, chunk=chunk, netlist=netlist)
     finally:
         bar.close()
     report.sim_seconds = time.perf_counter() - t0
@@ -190,17 +202,18 @@ def verify_on_rtl(bundle, x_int, *, timesteps=None, progress=True, simulator="ve
         keep = Path(waves_dir) / f"sample{b}"
         [(_, _, _)] = run_networks([(graph, x[b:b + 1], T, writes)], params, verilog,
                                    simulator=simulator, seed=seed, idle=idle, stall=stall,
-                                   waves=True, keep_dir=keep)
+                                   waves=True, keep_dir=keep, netlist=netlist)
         report.waves = sorted(str(f) for f in keep.iterdir() if f.suffix in (".vcd", ".fst"))
     return report
 
 
 def _run_chunks(report, graph, params, verilog, x, T, writes, bar, *, simulator, seed, idle,
-                stall, chunk):
+                stall, chunk, netlist):
     for lo in range(0, len(x), chunk):
         xs = x[lo:lo + chunk]
         [(model, mism, got)] = run_networks([(graph, xs, T, writes)], params, verilog,
-                                            simulator=simulator, seed=seed, idle=idle, stall=stall)
+                                            simulator=simulator, seed=seed, idle=idle, stall=stall,
+                                            netlist=netlist)
         for b, m in enumerate(mism):
             report.per_sample.append({"sample": lo + b, "exact": not m, "mismatches": m,
                                       "cycles": int(model.cycles[b]),
