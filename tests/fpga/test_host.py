@@ -173,3 +173,35 @@ def test_protocol_crc_and_framing():
     assert parser.feed(b"\x00\x13" + f[:7]) == []
     assert parser.feed(f[7:] + f) == [(Cmd.CONFIG, bytes(range(10)))] * 2
     assert parser.skipped == 2
+
+
+def test_example_exchange_in_the_docs():
+    # docs/protocol.md, "Example exchange"
+    assert encode_frame(Cmd.TOKENS, bytes.fromhex("0100030004 00feff")) == \
+        bytes.fromhex("a5 03 0800 0100 0300 0400 feff 8b42")
+    assert encode_frame(Resp.ACK) == bytes.fromhex("a5000000cc9c")
+    assert encode_frame(Cmd.RUN, b"\x02\x00") == bytes.fromhex("a504020002001300")
+    assert encode_frame(Resp.EVENT, b"\x01\x00\x00\x01") == bytes.fromhex("a5 81 0400 01 0000 01 8262")
+    assert encode_frame(Resp.TICK) == bytes.fromhex("a582000099a6")
+
+
+def test_bytes_sent_during_a_run_are_reported_busy(seed):
+    rng = np.random.default_rng(seed)
+    T = 2
+    g = random_graph(rng, max_in=3, max_size=3, max_hidden=0, timesteps=T)
+    image = map_graph(g)
+    params = core_params_for(image, timesteps=T, counter_bits=16)
+    board, client = sim_client(params, retries=0)
+    client.configure(config_writes(image, params, T))
+    client.load_tokens(np.ones(g.input.size, dtype=np.int64))
+    # The host does not wait for DONE before its next command: the board discards it ...
+    board.write(encode_frame(Cmd.RUN, T.to_bytes(2, "little")) + encode_frame(Cmd.INFO))
+    assert client._read_frame()[0] == Resp.ACK
+    events, counters = client._collect_run()
+    assert counters[Counter.TIMESTEP] == T
+    assert events == [list(e) for e in CoreModel(params).run(image, np.ones((1, g.input.size),
+                                                                            np.int64), T).events[0]]
+    # ... and says so once it listens again; then it answers normally.
+    code, payload = client._read_frame()
+    assert (code, payload) == (Err.BUSY, b"\x00")
+    assert client.command(Cmd.INFO)[0] == 1
