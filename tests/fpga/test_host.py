@@ -14,12 +14,13 @@ from snnc.sim.reference import run as ref_run
 from snnc.testing import random_graph
 
 BAUD = 1_000_000
-CLK_HZ = 8 * BAUD            # 8 clock cycles per bit
+CLK_HZ = 8 * BAUD            # 8 clock cycles per bit for the end-to-end comparison,
+FAST_CLK_HZ = 4 * BAUD       # 4 for the protocol's error paths (half the simulated cycles)
 TIMEOUT = 6e-4               # simulated seconds (the board's frame timeout is 32 bytes = 0.32 ms)
 
 
-def sim_client(params, **kw):
-    board = SimBoard(params, baud=BAUD, clk_hz=CLK_HZ)
+def sim_client(params, clk_hz=FAST_CLK_HZ, **kw):
+    board = SimBoard(params, baud=BAUD, clk_hz=clk_hz)
     client = BoardClient(board, baud=BAUD, timeout=TIMEOUT, quiet=2e-4, **kw)
     return board, client
 
@@ -43,7 +44,7 @@ def test_board_matches_reference_and_model(readout, seed):
     x[1, rng.random(g.input.size) < 0.5] = 0                  # a sparser sample
     ref = ref_run(g, x, T)
     model = CoreModel(params).run(image, x, T)
-    board, client = sim_client(params)
+    board, client = sim_client(params, clk_hz=CLK_HZ)
     got = client.run_samples(writes, x, T)
     assert len(got) == len(x)
     v_ref = np.concatenate(ref.v_final, axis=1)
@@ -188,7 +189,7 @@ def test_example_exchange_in_the_docs():
 def test_bytes_sent_during_a_run_are_reported_busy(seed):
     rng = np.random.default_rng(seed)
     T = 2
-    g = random_graph(rng, max_in=3, max_size=3, max_hidden=0, timesteps=T)
+    g = random_graph(rng, max_in=2, max_size=2, max_hidden=0, timesteps=T)
     image = map_graph(g)
     params = core_params_for(image, timesteps=T, counter_bits=16)
     board, client = sim_client(params, retries=0)
