@@ -6,8 +6,9 @@
 (:mod:`snnc.sim.uart`). Time is simulated time: ``read`` advances the simulation until ``n``
 bytes have arrived or ``timeout`` simulated seconds have passed, so timeouts are deterministic.
 
-Faults can be injected on the way to the board: :meth:`SimBoard.flip` flips one bit of a future
-byte, :meth:`SimBoard.drop` removes one.
+Faults can be injected on the way to the board (:meth:`SimBoard.flip` flips one bit of a future
+byte, :meth:`SimBoard.drop` removes one) and on the way back (:meth:`SimBoard.flip_answer`,
+:meth:`SimBoard.drop_answer`).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ class SimBoard:
         self.sent = bytearray()          # bytes as they went on the line (after faults)
         self._faults = {}                # byte offset from now -> ("flip", bit) / ("drop",)
         self._offset = 0
-        self._answer_drops = set()
+        self._answer_faults = {}         # byte number -> bit to flip, or None to drop
         self._answered = 0               # bytes the board has sent so far
         self.sim = Simulator(top)
         self.sim.add_clock(self.period)
@@ -57,7 +58,11 @@ class SimBoard:
 
     def drop_answer(self, byte: int) -> None:
         """Lose the ``byte``-th byte the board sends from now on (0 = the next one)."""
-        self._answer_drops.add(self._answered + byte)
+        self._answer_faults[self._answered + byte] = None
+
+    def flip_answer(self, byte: int, bit: int) -> None:
+        """Flip ``bit`` of the ``byte``-th byte the board sends from now on."""
+        self._answer_faults[self._answered + byte] = bit
 
     # Transport ---------------------------------------------------------------------------------
     def write(self, data: bytes) -> None:
@@ -105,10 +110,11 @@ class SimBoard:
                 bits.append(ctx.get(tx))
                 if len(bits) < 10:
                     await ctx.delay(self.bit_time)
+            byte = sum(b << i for i, b in enumerate(bits[1:9]))
             if bits[0] != 0 or bits[9] != 1:
                 self.framing_errors += 1
-            elif self._answered in self._answer_drops:
-                self._answer_drops.discard(self._answered)
-            else:
-                self.from_board.append(sum(b << i for i, b in enumerate(bits[1:9])))
+            elif self._answered not in self._answer_faults:
+                self.from_board.append(byte)
+            elif self._answer_faults[self._answered] is not None:
+                self.from_board.append(byte ^ (1 << self._answer_faults[self._answered]))
             self._answered += 1

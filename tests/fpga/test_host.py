@@ -112,20 +112,15 @@ def test_corrupted_byte_is_detected_then_the_client_recovers():
 
 def test_corrupted_answer_is_detected():
     board, client = sim_client(SMALL, retries=0)
-    client.info()
-    # Flip a bit of the board's answer on its way to the host: corrupt it in the receive queue.
-    frame = encode_frame(Resp.ACK, b"")
-    assert crc16(frame[1:]) == 0
-    board.write(encode_frame(Cmd.INFO))
-    raw = board.read(6 + 11, 5e-4)
-    bad = bytearray(raw)
-    bad[8] ^= 0x10
-    client.parser = FrameParser()
-    client.pending.extend(client.parser.feed(bytes(bad)))
-    with pytest.raises(BoardError, match="corrupted answer"):
-        client._read_frame()
+    info = client.command(Cmd.INFO)
+    board.flip_answer(byte=8, bit=4)                           # inside the INFO answer's payload
+    with pytest.raises(BoardError, match="corrupted answer from the board"):
+        client.command(Cmd.INFO)
     client.resync()
-    assert client.command(Cmd.INFO)[0] == 1
+    assert client.command(Cmd.INFO) == info
+    client.retries = 1                                         # resent on its own
+    board.flip_answer(byte=1, bit=0)
+    assert client.command(Cmd.INFO) == info
 
 
 def test_dropped_byte_times_out_with_a_clear_error():
@@ -182,7 +177,8 @@ def test_example_exchange_in_the_docs():
         bytes.fromhex("a5 03 0800 0100 0300 0400 feff 8b42")
     assert encode_frame(Resp.ACK) == bytes.fromhex("a5000000cc9c")
     assert encode_frame(Cmd.RUN, b"\x02\x00") == bytes.fromhex("a504020002001300")
-    assert encode_frame(Resp.EVENT, b"\x01\x00\x00\x01") == bytes.fromhex("a5 81 0400 01 0000 01 8262")
+    assert encode_frame(Resp.EVENT, b"\x01\x00\x00\x01") == \
+        bytes.fromhex("a5 81 0400 01 0000 01 8262")
     assert encode_frame(Resp.TICK) == bytes.fromhex("a582000099a6")
 
 
