@@ -205,3 +205,17 @@ def test_bytes_sent_during_a_run_are_reported_busy(seed):
     code, payload = client._read_frame()
     assert (code, payload) == (Err.BUSY, b"\x00")
     assert client.command(Cmd.INFO)[0] == 1
+
+
+def test_host_top_parameters():
+    from snnc.fpga.top import HostTop
+    top = HostTop(SMALL, clk_hz=12_000_000)
+    assert top.divisor == 104 and top.max_tokens == SMALL.max_sources
+    assert top.layout.max_payload == max(4 * top.max_tokens, 16 * top.layout.record_bytes)
+    assert set(top.signature.members) == {"rx", "tx"}
+    with pytest.raises(TypeError, match="expected CoreParams"):
+        HostTop({"max_neurons": 4}, clk_hz=12_000_000)
+    with pytest.raises(ValueError, match="at least 4 clock cycles per bit"):
+        HostTop(SMALL, clk_hz=400_000)
+    with pytest.raises(ValueError, match="max_tokens must be an int in 1..16383"):
+        HostTop(SMALL, clk_hz=12_000_000, max_tokens=0)
