@@ -43,7 +43,8 @@ class HostTop(wiring.Component):
         Clock frequency and baud rate; the UART divides by ``clk_hz // baud`` (at least 4).
     max_tokens : int, optional
         Most input tokens (nonzero inputs) per sample; sizes the receive buffer
-        (``4 * max_tokens`` bytes). Default ``params.max_sources``.
+        (``max(4 * max_tokens, 16 * CONFIG record)`` bytes, :attr:`Layout.max_payload`).
+        Default ``params.max_sources``.
     """
 
     rx: In(1, init=1)
