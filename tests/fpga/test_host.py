@@ -2,6 +2,7 @@ import sys
 
 import numpy as np
 import pytest
+from amaranth.hdl import Fragment
 
 from snnc.fpga.host import BoardClient, BoardError, BoardTimeout, open_serial
 from snnc.fpga.protocol import Cmd, Err, FrameParser, Resp, crc16, encode_frame
@@ -213,6 +214,7 @@ def test_host_top_parameters():
     assert top.divisor == 104 and top.max_tokens == SMALL.max_sources
     assert top.layout.max_payload == max(4 * top.max_tokens, 16 * top.layout.record_bytes)
     assert set(top.signature.members) == {"rx", "tx"}
+    Fragment.get(top, None)                                    # elaborates without a platform
     with pytest.raises(TypeError, match="expected CoreParams"):
         HostTop({"max_neurons": 4}, clk_hz=12_000_000)
     with pytest.raises(ValueError, match="at least 4 clock cycles per bit"):
