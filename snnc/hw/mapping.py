@@ -251,8 +251,11 @@ def map_graph(graph: Graph) -> CoreImage:
     bias = np.concatenate([p.bias for p in graph.populations]).astype(np.int64)
     sides = [d for k in range(K) if len(graph.shape(k)) == 3 for d in graph.shape(k)[1:]]
     pools = [graph.pop(k).s_max for k in range(1, K) if graph.pop(k).maxpool]
+    # A source without synapses has no list: its start is 0, not the end of its population's
+    # region, which can equal max_synapses and not fit the pointer's start field.
+    start = np.where(cat["count"] == 0, 0, cat["start"]).astype(np.int64)
     return CoreImage(
-        pops=tuple(pops), ptr_start=cat["start"], ptr_count=cat["count"], ptr_y=cat["y"],
+        pops=tuple(pops), ptr_start=start, ptr_count=cat["count"], ptr_y=cat["y"],
         ptr_x=cat["x"], tgt=cat["tgt"], tgt_ky=cat["ky"], tgt_kx=cat["kx"], tgt_conv=cat["conv"],
         wgt=cat["wgt"], bias=bias, convs=tuple(convs),
         n_neurons=n, n_sources=s, n_entries=entries, n_words=words, n_pops=K,

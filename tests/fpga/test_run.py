@@ -10,17 +10,22 @@ from snnc.compiler.bundle import write_bundle
 from snnc.testing import random_graph, reseal_bundle
 
 
-def _setup(tmp_path, monkeypatch, seed):
+def _setup(tmp_path, monkeypatch, seed, wrong_image=False):
     from snnc.fpga.simboard import SimBoard
     from snnc.hw.params import CoreParams
+    from snnc.ir import Dense, Graph, InputPopulation, Population
     rng = np.random.default_rng(seed)
-    g = random_graph(rng, max_in=4, max_size=4, bits=8, timesteps=2)
-    while g.nnz < 3:
+    if wrong_image:            # every weight used by every sample, so a wrong one must show
+        w = rng.integers(1, 60, (3, 4)) * rng.choice([-1, 1], (3, 4))
+        g = Graph(InputPopulation("in", (4,), False),
+                  (Population("o", 3, np.zeros(3, np.int64), 1, 1, -10**6, 10**6, False),),
+                  (Dense(0, 1, w, 8),), timesteps=2)
+    else:
         g = random_graph(rng, max_in=4, max_size=4, bits=8, timesteps=2)
     b = write_bundle(tmp_path / "bundle", g, {"input_scale": 1.0,
                                               "input_signed": g.input.signed})
     lo = -127 if g.input.signed else 0
-    np.savez(tmp_path / "x.npz", x=rng.integers(lo, 128, (3, g.input.size)).astype(float))
+    np.savez(tmp_path / "x.npz", x=rng.integers(max(lo, 1), 128, (3, g.input.size)).astype(float))
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "build.json").write_text(json.dumps(
         {"bundle": str(tmp_path / "bundle"), "baud": 1_000_000}))
@@ -40,7 +45,7 @@ def test_run_board_is_bit_exact_against_the_reference(tmp_path, monkeypatch, cap
 
 
 def test_run_board_reports_a_wrong_image(tmp_path, monkeypatch, capsys, seed):
-    _setup(tmp_path, monkeypatch, seed)
+    _setup(tmp_path, monkeypatch, seed, wrong_image=True)
     wgt = tmp_path / "bundle" / "mem" / "wgt.hex"
     wgt.write_text("".join(f"{int(w, 16) ^ 0x11:02x}\n" for w in wgt.read_text().split()))
     reseal_bundle(tmp_path / "bundle")

@@ -100,3 +100,21 @@ def test_mapping_rejects_dense_and_conv_from_one_population():
                                 Dense(2, 3, np.ones((2, n), np.int64), 4)))
     with pytest.raises(MappingError, match="population 1 \\('c'\\) feeds both dense and convolution"):
         map_graph(g2)
+
+
+def test_a_source_without_synapses_at_the_end_fits_the_pointer():
+    """Regression (found by test_random_networks_on_minimal_cores, seed 1179626754): the last
+    source has no synapses, its start was the region's end (= max_synapses), which overflowed
+    the pointer's start field into the count (count 1 instead of 0)."""
+    w = np.zeros((5, 5), np.int64)
+    w[1, 3], w[2, :3] = 24, (-12, 89, 122)
+    g = Graph(InputPopulation("in", (5,), False),
+              (Population("l1", 5, np.array([-10, 0, 18, 0, 0]), 13, 13, -5380, 5380, False),),
+              (Dense(0, 1, w, 8),), timesteps=2)
+    image = map_graph(g)
+    p = core_params_for(image, timesteps=2)
+    a, c = p.syn_addr_bits, p.count_bits
+    words = image.ptr_words(p)
+    assert [int(wd >> a) & ((1 << c) - 1) for wd in words] == image.ptr_count.tolist() == \
+        [1, 1, 1, 1, 0]
+    assert all(int(wd) & ((1 << a) - 1) == s for wd, s in zip(words, image.ptr_start))
