@@ -205,8 +205,6 @@ def _check_demo_args(args, out: Path) -> None:
         raise SnncError(f"--seed must be >= 0, not {args.seed}")
     check_options(bits=args.bits, timesteps=1 if args.timesteps is None else args.timesteps,
                   max_strength=1 if args.max_strength is None else args.max_strength)
-    if not str(out).strip():
-        raise SnncError("--out is empty: give the demo a directory, e.g. --out build/demo")
     if out.exists() and not out.is_dir():
         raise SnncError(f"--out {out} is a file; give the demo a directory")
     check_bundle_target(out / "bundle")
