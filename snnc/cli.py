@@ -259,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "bits and timesteps.")
     p.add_argument("--model", choices=("mlp", "cnn"), default="mlp",
                    help="which demo network (default: %(default)s)")
-    p.add_argument("--out", "-o", type=Path, metavar="DIR",
+    p.add_argument("--out", "-o", type=_out_dir, metavar="DIR",
                    help="where the model, data and bundle go (default: build/demo, "
                         "build/demo-cnn for the CNN)")
     p.add_argument("--bits", type=int, default=4, metavar="{8,4,2}",

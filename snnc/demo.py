@@ -211,8 +211,6 @@ def _check_demo_args(args, out: Path) -> None:
 
 
 def cmd_demo(args) -> int:
-    if args.out is not None and not str(args.out).strip():
-        raise SnncError("--out is empty: give the demo a directory, e.g. --out build/demo")
     out = args.out or Path("build/demo-cnn" if args.model == "cnn" else "build/demo")
     _check_demo_args(args, out)
     if args.model == "cnn":

@@ -432,3 +432,11 @@ def test_compile_reports_snn_accuracy_and_warnings(model_files, capsys):
     err = capsys.readouterr().err
     assert "snnc: warning: the calibration labels go up to 6, but the readout has 3 classes" in err
     assert load_bundle(d / "out2").meta["warnings"]
+
+
+def test_demo_refuses_an_empty_out(tmp_path, capsys, monkeypatch):
+    """`--out ""` would mean the current directory: refused before any training."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["demo", "--out", ""]) == 2
+    assert "directory name is empty" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
