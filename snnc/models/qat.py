@@ -94,6 +94,15 @@ class WeightQuant(nn.Module):
         return w + (self.quantized(w) - w).detach()
 
 
+def _grid_weight(m: nn.Module) -> torch.Tensor:
+    """The weight of a fake-quantized layer exactly on its grid.
+
+    The parametrization's forward, ``w + (q - w)``, is ``q`` only up to float rounding (a few
+    ulps, depending on ``w``), so the grid value is taken from the quantizer itself."""
+    [wq] = m.parametrizations.weight
+    return wq.quantized(m.parametrizations.weight.original)
+
+
 class ActQuant(nn.Module):
     """Fake quantization of a ReLU output to ``levels`` steps of ``lambda / levels``.
 
@@ -261,7 +270,10 @@ def strip(net: fx.GraphModule) -> fx.GraphModule:
     gains are dropped (the compiler puts the gains back)."""
     for m in list(net.modules()):
         if isinstance(m, (nn.Conv2d, nn.Linear)) and parametrize.is_parametrized(m, "weight"):
-            parametrize.remove_parametrizations(m, "weight", leave_parametrized=True)
+            q = _grid_weight(m)
+            parametrize.remove_parametrizations(m, "weight", leave_parametrized=False)
+            with torch.no_grad():
+                m.weight.copy_(q)
     for node in list(net.graph.nodes):
         if node.op == "call_module" and isinstance(net.get_submodule(node.target),
                                                     (ActQuant, Shortcut)):
@@ -285,7 +297,8 @@ class _Snapshot:
             for name, m in net.named_modules():
                 if isinstance(m, (nn.Conv2d, nn.Linear)):
                     p = self.plain.get_submodule(name)
-                    p.weight.copy_(m.weight)                  # the quantized weight
+                    p.weight.copy_(_grid_weight(m) if parametrize.is_parametrized(m, "weight")
+                                   else m.weight)             # the quantized weight
                     if m.bias is not None:
                         p.bias.copy_(m.bias)
         return self.plain.eval()

@@ -97,6 +97,34 @@ def test_prepare_folds_bn_and_strip_leaves_weights_on_a_grid(seed):
         assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("bits", [2, 4])
+def test_strip_puts_every_weight_exactly_on_the_grid_not_within_rounding(bits):
+    # CI seed 1722702148 failed: the parametrization's ``w + (q - w)`` left ternary magnitudes
+    # one ulp apart (0.1243776 and 0.12437761). Heavy-tailed weights, as fine-tuning leaves
+    # them, show it deterministically (this draw: 3 of 72 conv weights off the grid).
+    net = prepare(trained_small(0), bits=bits, levels=15)
+    rng = np.random.default_rng(0)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                w = m.parametrizations.weight.original
+                w.copy_(torch.from_numpy((rng.standard_cauchy(tuple(w.shape)) * 0.1)
+                                         .astype(np.float32)))
+    wanted = {name: m.parametrizations.weight[0].quantized(m.parametrizations.weight.original)
+              for name, m in net.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+    if bits == 2:                                       # the case really is off the grid
+        assert not torch.equal(net.conv.weight, wanted["conv"])
+    out = strip(net)
+    for name, q in wanted.items():
+        w = out.get_submodule(name).weight.detach()
+        assert torch.equal(w, q), name
+        again = quantize_weights(w.numpy(), bits)       # the compiler recovers the same integers
+        assert np.array_equal(again.values, quantize_weights(q.numpy(), bits).values), name
+        if bits == 2:
+            assert again.mse == 0.0, name
+            assert len(np.unique(np.abs(w.numpy()))) <= 2, name
+
+
 def test_finetune_learns_the_toy_task_at_two_bits():
     x, y = toy_data(1, n=240)
     torch.manual_seed(1)
