@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from amaranth.hdl import Elaboratable, Module
+from amaranth.lib import io
 
 from ..compiler.errors import SnncError
 from ..hw.params import CoreParams
@@ -56,8 +57,10 @@ class BoardTop(Elaboratable):
         m = Module()
         clk_hz = int(platform.default_clk_frequency)
         m.submodules.host = host = HostTop(self.params, clk_hz=clk_hz, baud=self.baud)
-        uart = platform.request("uart", 0)
-        m.d.comb += [host.rx.eq(uart.rx.i), uart.tx.o.eq(host.tx)]
+        uart = platform.request("uart", 0, dir="-")
+        m.submodules.uart_rx = rx = io.Buffer("i", uart.rx)
+        m.submodules.uart_tx = tx = io.Buffer("o", uart.tx)
+        m.d.comb += [host.rx.eq(rx.i), tx.o.eq(host.tx)]
         return m
 
 
