@@ -123,7 +123,12 @@ class Core(wiring.Component):
         timesteps = Signal(p.counter_bits)
         n_clear = Signal(p.clear_bits + 1)
         cur_pop = Signal(p.pop_bits)
-        cur = pregs[cur_pop]
+        # The current population's record, registered: every use reads a flat register instead
+        # of a max_pops-way multiplexer. ``set_pop(k)`` moves ``cur_pop`` and ``cur`` together.
+        cur = Signal(playout, name="cur")
+
+        def set_pop(k):
+            return [cur_pop.eq(k), cur.eq(pregs[k])]
         clayout = _conv_layout(p)
         cregs = Array(Signal(clayout, name=f"conv{j}") for j in range(p.max_convs))
 
@@ -166,9 +171,10 @@ class Core(wiring.Component):
                      nu.smax_theta.eq(cur.SMAX_THETA), nu.vmin.eq(cur.VMIN), nu.vmax.eq(cur.VMAX),
                      nu.spiking.eq(cur.SPIKING), nu.gate.eq(cur.GATE)]
 
-        # Synapse pipeline (5 stages): S0 reads the entry and its weight; S1 decodes the weight
-        # and the kernel tap; S2 divides by the stride; S3 checks bounds, forms the target and
-        # reads V (and a max-pool member's count); S4 writes V + w * strength, or the gate state.
+        # Synapse pipeline (6 stages): S0 reads the entry and its weight; S1 selects the weight
+        # lane and decodes the kernel tap; S2 multiplies and divides by the stride; S3 checks
+        # bounds and forms the target; S4 reads V (and a max-pool member's count); S5 writes
+        # V + w * strength, or the gate state.
         nab, cb, sb_ = p.neuron_addr_bits, p.coord_bits, p.strength_bits
         s0_valid = Signal()
         walk_pos = Signal(p.syn_addr_bits)   # relative entry index within the fan-out region
@@ -185,12 +191,13 @@ class Core(wiring.Component):
 
         common = dict(valid=1, strength=signed(p.input_bits), mode=2, g=p.source_addr_bits)
         s1 = stage("s1", lane=2, shift=2, y=cb, x=cb, **common)
-        s2 = stage("s2", t=nab, prod=signed(8 + p.input_bits), ny=signed(cb + 2),
+        s2 = stage("s2", t=nab, w=signed(8), ny=signed(cb + 2),
                    nx=signed(cb + 2), cid=p.conv_bits, member=MEMBER_BITS, **common)
         s3 = stage("s3", t=nab, prod=signed(8 + p.input_bits), ny=signed(cb + 2),
                    nx=signed(cb + 2), qy=cb + 1, qx=cb + 1, cid=p.conv_bits, member=MEMBER_BITS,
                    **common)
         s4 = stage("s4", t=nab, prod=signed(8 + p.input_bits), member=MEMBER_BITS, **common)
+        s5 = stage("s5", t=nab, prod=signed(8 + p.input_bits), member=MEMBER_BITS, **common)
 
         def carry(dst, src):
             return [dst[k].eq(src[k]) for k in common]
@@ -215,14 +222,15 @@ class Core(wiring.Component):
         cv1 = cregs[e_cid]
         with m.If(en):
             m.d.sync += carry(s2, s1) + [
-                s2["t"].eq(e_t), s2["prod"].eq(weight * s1["strength"]), s2["cid"].eq(e_cid),
+                s2["t"].eq(e_t), s2["w"].eq(weight), s2["cid"].eq(e_cid),
                 s2["member"].eq(Cat(e_kx, e_ky)),
                 s2["ny"].eq(s1["y"] + cv1.PAD_Y - e_ky), s2["nx"].eq(s1["x"] + cv1.PAD_X - e_kx)]
         # S2
         cv2 = cregs[s2["cid"]]
         with m.If(en):
             m.d.sync += carry(s3, s2) + [
-                s3[k].eq(s2[k]) for k in ("t", "prod", "ny", "nx", "cid", "member")] + [
+                s3[k].eq(s2[k]) for k in ("t", "ny", "nx", "cid", "member")] + [
+                s3["prod"].eq(s2["w"] * s2["strength"]),
                 s3["qy"].eq((s2["ny"][:cb + 1] * cv2.RECIP_Y) >> p.recip_shift),
                 s3["qx"].eq((s2["nx"][:cb + 1] * cv2.RECIP_X) >> p.recip_shift)]
         # S3
@@ -235,27 +243,30 @@ class Core(wiring.Component):
             m.d.comb += s3_target.eq(s3["t"] + s3["qy"] * cv3.OUT_W + s3["qx"])
         with m.Else():
             m.d.comb += s3_target.eq(s3["t"])
-        m.d.comb += cnt_r.addr.eq(s3["g"])
         with m.If(en):
             m.d.sync += carry(s4, s3) + [
                 s4["valid"].eq(s3["valid"] & ((s3["mode"] != SourceMode.CONV) | conv_ok)),
                 s4["t"].eq(s3_target), s4["prod"].eq(s3["prod"]), s4["member"].eq(s3["member"])]
-        # S4: membrane update, or max-pool gate update.
-        pool4 = s4["mode"] == SourceMode.POOL
+        # S4: read V[target] (and a max-pool member's count).
+        m.d.comb += cnt_r.addr.eq(s4["g"])
+        with m.If(en):
+            m.d.sync += carry(s5, s4) + [s5[k].eq(s4[k]) for k in ("t", "prod", "member")]
+        # S5: membrane update, or max-pool gate update.
+        pool4 = s5["mode"] == SourceMode.POOL
         acc_new = Signal(p.pool_count_bits)
         g_idx = v_r.data[sb_:sb_ + MEMBER_BITS]
         g_acc = v_r.data[sb_ + MEMBER_BITS:sb_ + MEMBER_BITS + p.pool_count_bits]
         take = Signal()
-        m.d.comb += [acc_new.eq(cnt_r.data + s4["strength"][:sb_]),
-                     take.eq((acc_new > g_acc) | ((acc_new == g_acc) & (s4["member"] <= g_idx))),
-                     cnt_w.addr.eq(s4["g"]), cnt_w.data.eq(acc_new),
-                     cnt_w.en.eq(en & s4["valid"] & pool4)]
-        s4_write = Signal()
-        s4_data = Signal(signed(vb))
-        m.d.comb += [s4_write.eq(s4["valid"] & (~pool4 | take)),
-                     s4_data.eq(Mux(pool4, Cat(s4["strength"][:sb_], s4["member"], acc_new),
-                                    v_r.data + s4["prod"]))]
-        with m.If(en & s4["valid"] & ~pool4):
+        m.d.comb += [acc_new.eq(cnt_r.data + s5["strength"][:sb_]),
+                     take.eq((acc_new > g_acc) | ((acc_new == g_acc) & (s5["member"] <= g_idx))),
+                     cnt_w.addr.eq(s5["g"]), cnt_w.data.eq(acc_new),
+                     cnt_w.en.eq(en & s5["valid"] & pool4)]
+        s5_write = Signal()
+        s5_data = Signal(signed(vb))
+        m.d.comb += [s5_write.eq(s5["valid"] & (~pool4 | take)),
+                     s5_data.eq(Mux(pool4, Cat(s5["strength"][:sb_], s5["member"], acc_new),
+                                    v_r.data + s5["prod"]))]
+        with m.If(en & s5["valid"] & ~pool4):
             m.d.sync += cnt_synops.eq(cnt_synops + 1)
 
         # Sweep pipeline: W0 issues V/bias reads, W1 feeds U = V + bias to the neuron unit.
@@ -281,11 +292,11 @@ class Core(wiring.Component):
         with m.Elif(idle):
             m.d.comb += v_r.addr.eq(self.rb_addr)
         with m.Else():
-            m.d.comb += v_r.addr.eq(s3_target)
+            m.d.comb += v_r.addr.eq(s4["t"])
         with m.If(nu.o_valid):
             m.d.comb += [v_w.addr.eq(cur.NBASE + nu.o_tag), v_w.data.eq(nu.o_v), v_w.en.eq(en)]
-        with m.Elif(s4["valid"]):
-            m.d.comb += [v_w.addr.eq(s4["t"]), v_w.data.eq(s4_data), v_w.en.eq(en & s4_write)]
+        with m.Elif(s5["valid"]):
+            m.d.comb += [v_w.addr.eq(s5["t"]), v_w.data.eq(s5_data), v_w.en.eq(en & s5_write)]
         with m.Elif(clearing):
             m.d.comb += [v_w.addr.eq(clear_i), v_w.data.eq(0), v_w.en.eq(1)]
         with m.Else():
@@ -334,7 +345,7 @@ class Core(wiring.Component):
             with m.If(cur_pop == n_pops - 1):
                 m.next = "EMIT_EOT"
             with m.Else():
-                m.d.sync += [cur_pop.eq(cur_pop + 1), drain_left.eq(TIMING.drain - 1)]
+                m.d.sync += set_pop(cur_pop + 1) + [drain_left.eq(TIMING.drain - 1)]
                 m.next = "DRAIN"
 
         with m.FSM(init="IDLE") as fsm:
@@ -342,8 +353,8 @@ class Core(wiring.Component):
                 m.d.comb += idle.eq(1)
                 with m.If(self.start):
                     m.d.sync += [clear_i.eq(0), cnt_active.eq(0), cnt_total.eq(0), cnt_synops.eq(0),
-                                 cnt_t.eq(0), cur_pop.eq(0), spk_wp.eq(0), spk_rp.eq(0),
-                                 running.eq(1)]
+                                 cnt_t.eq(0), spk_wp.eq(0), spk_rp.eq(0),
+                                 running.eq(1)] + set_pop(0)
                     m.d.sync += [c.eq(0) for c in cnt_spikes]
                     m.next = "CLEAR"
             with m.State("CLEAR"):
@@ -360,7 +371,7 @@ class Core(wiring.Component):
                     m.d.sync += [evt_strength.eq(self.inp.payload.value), from_spikes.eq(0),
                                  evt_src.eq(cur.SBASE + self.inp.payload.index)]
                     with m.If(self.inp.payload.eot):
-                        m.d.sync += [cur_pop.eq(1), drain_left.eq(TIMING.drain - 1)]
+                        m.d.sync += set_pop(1) + [drain_left.eq(TIMING.drain - 1)]
                         m.next = "DRAIN"
                     with m.Else():
                         m.next = "PTR"
@@ -420,7 +431,7 @@ class Core(wiring.Component):
             with m.State("EMIT_EOT"):
                 with m.If(en):
                     m.d.comb += [out_load.eq(1), out_payload.eot.eq(1), out_payload.pop.eq(cur_pop)]
-                    m.d.sync += [cnt_t.eq(cnt_t + 1), cur_pop.eq(0)]
+                    m.d.sync += [cnt_t.eq(cnt_t + 1)] + set_pop(0)
                     with m.If(cnt_t + 1 >= timesteps):
                         m.d.sync += running.eq(0)
                         m.next = "IDLE"

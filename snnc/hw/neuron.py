@@ -18,13 +18,15 @@ __all__ = ["NeuronUnit"]
 class NeuronUnit(wiring.Component):
     """Computes ``(s, V')`` from ``U`` in ``params.latency`` cycles, fully pipelined.
 
-    Stage ``k`` (``k = 0 .. strength_bits-1``) decides bit ``strength_bits-1-k`` of
-    ``q = min(U // theta, 2**strength_bits - 1)`` by comparing ``U`` with ``R + (theta << b)``,
-    where ``R = q_so_far * theta`` travels with the value; the final stage applies ``s_max``
-    (using the precomputed ``smax_theta``), subtracts, clamps and registers the result.
-    Every register advances only when ``en`` is high (a global stall freezes the pipeline).
-    The per-population inputs (``theta`` ... ``gate``) must be stable while values are in
-    flight. ``tag`` travels alongside unchanged.
+    Stage ``I`` registers ``U`` and ``U - smax_theta``. Stage ``k`` (``k = 0 .. strength_bits-1``)
+    decides bit ``b = strength_bits-1-k`` of ``q = min(U // theta, 2**strength_bits - 1)`` by
+    restoring division: the remainder ``D = U - q_so_far * theta`` travels with the value, and
+    one subtraction ``D - (theta << b)`` both decides the bit (its sign) and gives the next
+    remainder. Stage 0 also clamps the two results that do not depend on ``q`` (``U`` for a
+    population that does not spike, ``U - smax_theta``); the final stage clamps ``D``, applies
+    ``s_max`` (``U - smax_theta`` when ``q > s_max``) and registers the result. Every register advances only when ``en`` is high (a global stall
+    freezes the pipeline). The per-population inputs (``theta`` ... ``gate``) must be stable
+    while values are in flight. ``tag`` travels alongside unchanged.
 
     With ``gate`` high (a spiking max-pool population) ``U`` is a packed gate state: the unit
     emits its low ``strength_bits`` (the strength passed this timestep) and clears them.
@@ -48,29 +50,44 @@ class NeuronUnit(wiring.Component):
         m = Module()
         vb, sb = self.params.v_bits, self.params.strength_bits
         wide = signed(vb + sb + 2)
-        valid, u, q, r, tag = self.i_valid, self.i_u, Const(0, sb), Const(0, wide), self.i_tag
+        tag_bits = len(self.i_tag)
+        # Stage I: register U (it comes straight from two memory reads and an adder).
+        valid, u, tag = Signal(name="valid_i"), Signal(signed(vb), name="u_i"), Signal(tag_bits, name="tag_i")
+        u_over = Signal(wide, name="u_over_i")            # U - s_max * theta
+        with m.If(self.en):
+            m.d.sync += [valid.eq(self.i_valid), u.eq(self.i_u), tag.eq(self.i_tag),
+                         u_over.eq(self.i_u - self.smax_theta)]
+        def clamp(x):
+            return Mux(x < self.vmin, self.vmin, Mux(x > self.vmax, self.vmax, x))
+
+        # The two results that do not depend on q, clamped in stage 0 beside the first
+        # division step: U itself (a population that does not spike) and U - s_max*theta.
+        q, d = Const(0, sb), u
         for k in range(sb):
             b = sb - 1 - k
-            cand = Signal(wide, name=f"cand{k}")
-            m.d.comb += cand.eq(r + (self.theta << b))
-            take = cand <= u
+            diff = Signal(wide, name=f"diff{k}")
+            m.d.comb += diff.eq(d - (self.theta << b))
+            take = diff >= 0
             n_valid, n_u = Signal(name=f"valid{k}"), Signal(signed(vb), name=f"u{k}")
-            n_q, n_r = Signal(sb, name=f"q{k}"), Signal(wide, name=f"r{k}")
-            n_tag = Signal(len(self.i_tag), name=f"tag{k}")
+            n_q, n_d = Signal(sb, name=f"q{k}"), Signal(wide, name=f"d{k}")
+            n_tag = Signal(tag_bits, name=f"tag{k}")
             with m.If(self.en):
                 m.d.sync += [n_valid.eq(valid), n_u.eq(u), n_tag.eq(tag),
-                             n_q.eq(Mux(take, q | (1 << b), q)), n_r.eq(Mux(take, cand, r))]
-            valid, u, q, r, tag = n_valid, n_u, n_q, n_r, n_tag
+                             n_q.eq(Mux(take, q | (1 << b), q)), n_d.eq(Mux(take, diff, d))]
+            if k == 0:
+                v_plain, v_over = Signal(signed(vb), name="v_plain"), Signal(signed(vb), name="v_over")
+                with m.If(self.en):
+                    m.d.sync += [v_plain.eq(clamp(u)), v_over.eq(clamp(u_over))]
+            else:
+                n_plain, n_over = Signal(signed(vb), name=f"v_plain{k}"), Signal(signed(vb), name=f"v_over{k}")
+                with m.If(self.en):
+                    m.d.sync += [n_plain.eq(v_plain), n_over.eq(v_over)]
+                v_plain, v_over = n_plain, n_over
+            valid, u, q, d, tag = n_valid, n_u, n_q, n_d, n_tag
         over = q > self.smax
         s = Signal(sb)
-        sub = Signal(wide)
-        m.d.comb += [
-            s.eq(Mux(self.spiking, Mux(over, self.smax, q), 0)),
-            sub.eq(Mux(self.spiking, Mux(over, self.smax_theta, r), 0)),
-        ]
-        rem = Signal(wide)
-        m.d.comb += rem.eq(u - sub)
-        clamped = Mux(rem < self.vmin, self.vmin, Mux(rem > self.vmax, self.vmax, rem))
+        m.d.comb += s.eq(Mux(self.spiking, Mux(over, self.smax, q), 0))
+        clamped = Mux(self.spiking, Mux(over, v_over, clamp(d)), v_plain)
         with m.If(self.en):
             m.d.sync += [self.o_valid.eq(valid), self.o_tag.eq(tag)]
             with m.If(self.gate):

@@ -60,8 +60,9 @@ class NeuronParams:
 
     @property
     def latency(self) -> int:
-        """Cycles from an accepted ``U`` to the registered ``(s, V')``: one per strength bit + 1."""
-        return self.strength_bits + 1
+        """Cycles from an accepted ``U`` to the registered ``(s, V')``: the input register, one
+        per strength bit, and the output register."""
+        return self.strength_bits + 2
 
 
 class CfgSel(enum.IntEnum):
@@ -127,7 +128,7 @@ class _Timing:
     """Fixed cycle costs of the core's state machine (see docs/architecture.md, "Timing")."""
     input_event: int = 2      #: IN_FETCH + PTR, plus one WALK cycle per synapse entry
     input_eot: int = 1        #: accepting the end-of-timestep token
-    drain: int = 2            #: DRAIN before each population's sweep
+    drain: int = 3            #: DRAIN before each population's sweep (the synapse pipeline)
     spike_event: int = 3      #: SP_FETCH + SP_DATA + PTR, plus one WALK cycle per entry
     spike_done: int = 1       #: the SP_FETCH that finds the spike buffer empty
     emit_eot: int = 1         #: EMIT_EOT at the end of a timestep

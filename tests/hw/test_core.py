@@ -155,8 +155,9 @@ def test_hand_network_golden():
                              (2, 1, 0, 2), (2, 1, 1, 2)]
     assert results[0][1] == [0, 6, -1, 16]
     # Per timestep: 2 inputs with fan-out 1, one with fan-out 2 -> 3*2+4 = 10, +1 EOT,
-    # sweeps 2*(2+2+6), spike fan-out 1 + 2*(3+2), EOT 1 -> 10+1+20+11+1 = 43.
-    assert results[0][2]["active"] == 3 * 43
+    # sweeps 2*(3+2+7) (drain 3, size 2, sweep latency 1 + (1 + 4 + 1)), spike fan-out
+    # 1 + 2*(3+2), EOT 1 -> 10+1+24+11+1 = 47.
+    assert results[0][2]["active"] == 3 * 47
     check_against_model(g, xs, results)
 
 

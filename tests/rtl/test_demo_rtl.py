@@ -60,7 +60,7 @@ def test_verify_names_a_timing_fault_and_keeps_waves(verilator, demo_bundle, tmp
     bundle, _ = demo_bundle
     bad = tmp_path / "bad"
     shutil.copytree(bundle.path, bad)
-    monkeypatch.setattr(core_mod, "TIMING", dataclasses.replace(core_mod.TIMING, drain=3))
+    monkeypatch.setattr(core_mod, "TIMING", dataclasses.replace(core_mod.TIMING, drain=core_mod.TIMING.drain + 1))
     (bad / "core.v").write_text(verilog.convert(core_mod.Core(_core_params(bundle)), name="snnc_core"))
     monkeypatch.undo()
     reseal_bundle(bad)                  # past the integrity check: the RTL itself must be caught
