@@ -17,11 +17,11 @@ Everything runs in the ``sync`` domain.
 
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
-from amaranth.lib import memory, wiring
+from amaranth.lib import data, fifo, memory, wiring
 from amaranth.lib.crc.catalog import CRC16_CCITT_FALSE
 from amaranth.lib.wiring import In, Out
 
-from ..hw.core import Core
+from ..hw.core import Core, input_layout, output_layout
 from ..hw.params import CfgSel, CoreParams
 from .protocol import FRAME_TIMEOUT_BYTES, SYNC, TOKEN_BYTES, Cmd, Err, Layout, Resp
 from .uart import UARTRx, UARTTx, uart_divisor
@@ -83,6 +83,17 @@ class HostTop(wiring.Component):
         m = Module()
         p, lay = self.params, self.layout
         m.submodules.core = core = Core(p)
+        # Two-entry queues on both event streams: the core's global stall (its ``en``) then
+        # depends on queue levels held in registers, not on the host's state machines.
+        ilay, olay = input_layout(p), output_layout(p)
+        m.submodules.in_q = in_q = fifo.SyncFIFO(width=ilay.size, depth=2)
+        m.submodules.out_q = out_q = fifo.SyncFIFO(width=olay.size, depth=2)
+        m.d.comb += [core.inp.valid.eq(in_q.r_rdy), core.inp.payload.eq(in_q.r_data),
+                     in_q.r_en.eq(core.inp.ready),
+                     out_q.w_en.eq(core.out.valid), out_q.w_data.eq(core.out.payload),
+                     core.out.ready.eq(out_q.w_rdy)]
+        inp_payload = data.View(ilay, in_q.w_data)
+        out_payload = data.View(olay, out_q.r_data)
         m.submodules.urx = urx = UARTRx(divisor=self.divisor)
         m.submodules.utx = utx = UARTTx(divisor=self.divisor)
         m.submodules.crc_rx = crc_rx = CRC16_CCITT_FALSE(data_width=8).create()
@@ -248,9 +259,9 @@ class HostTop(wiring.Component):
                 m.next = "RUN"
             with m.State("RUN"):
                 with m.If(~snd_busy):
-                    with m.If(core.out.valid):
-                        m.d.comb += core.out.ready.eq(1)
-                        with m.If(core.out.payload.eot):
+                    with m.If(out_q.r_rdy):
+                        m.d.comb += out_q.r_en.eq(1)
+                        with m.If(out_payload.eot):
                             send(Resp.TICK, _EVENT, 0)
                         with m.Else():
                             send(Resp.EVENT, _EVENT, 4)
@@ -260,8 +271,8 @@ class HostTop(wiring.Component):
                         m.next = "SEND"
 
         ev = Signal(32)
-        with m.If(core.out.valid & core.out.ready):
-            o = core.out.payload
+        with m.If(out_q.r_rdy & out_q.r_en):
+            o = out_payload
             m.d.sync += ev.eq(Cat(o.pop, Const(0, 8 - len(o.pop)), o.index,
                                   Const(0, 16 - len(o.index)), o.strength))
 
@@ -270,8 +281,8 @@ class HostTop(wiring.Component):
         tok_i = Signal(range(self.max_tokens + 1))
         t = Signal(16)
         is_eot = Signal()
-        m.d.comb += [core.inp.payload.index.eq(tok[:16]), core.inp.payload.value.eq(tok[16:]),
-                     core.inp.payload.eot.eq(is_eot)]
+        m.d.comb += [inp_payload.index.eq(tok[:16]), inp_payload.value.eq(tok[16:]),
+                     inp_payload.eot.eq(is_eot)]
         with m.FSM(name="replay"):
             with m.State("IDLE"):
                 with m.If(replay_go):
@@ -292,8 +303,8 @@ class HostTop(wiring.Component):
                 with m.Else():
                     m.next = "READ_A"
             with m.State("OFFER"):
-                m.d.comb += core.inp.valid.eq(1)
-                with m.If(core.inp.ready):
+                m.d.comb += in_q.w_en.eq(1)
+                with m.If(in_q.w_rdy):
                     with m.If(is_eot):
                         m.d.sync += [tok_i.eq(0), trp.eq(0), t.eq(t + 1)]
                         with m.If(t + 1 == T):
