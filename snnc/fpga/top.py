@@ -117,14 +117,15 @@ class HostTop(wiring.Component):
         tok_ok = Signal()                    # the buffer holds the tokens of a good TOKENS frame
         T = Signal(16)
 
-        # Frame sender (its state machine is below); the main FSM loads these and pulses go.
+        # Frame sender (its state machine is below); the main FSM loads these and sets go (a register the sender clears).
         snd_go, snd_busy = Signal(), Signal()
         snd_code, snd_len, snd_kind = Signal(8), Signal(16), Signal(2)
         rd_sel, rd_addr = Signal(), Signal(16)
 
         def send(code, kind, n):
-            m.d.comb += snd_go.eq(1)
-            m.d.sync += [snd_code.eq(code), snd_kind.eq(kind), snd_len.eq(n)]
+            # A registered request: the sender starts one cycle later, so the main state
+            # machine's decisions do not reach the sender's registers in the same cycle.
+            m.d.sync += [snd_go.eq(1), snd_code.eq(code), snd_kind.eq(kind), snd_len.eq(n)]
 
         def fail(code):
             m.d.sync += err.eq(code)
@@ -417,9 +418,10 @@ class HostTop(wiring.Component):
 
         with m.FSM(name="sender"):
             with m.State("IDLE"):
+                m.d.comb += busy.eq(go)
                 with m.If(go):
                     m.d.comb += crc_tx.start.eq(1)
-                    m.d.sync += [pi.eq(0), wi.eq(0), bw.eq(0)]
+                    m.d.sync += [go.eq(0), pi.eq(0), wi.eq(0), bw.eq(0)]
                     m.next = "SYNC"
             with m.State("SYNC"):
                 m.d.comb += busy.eq(1)
