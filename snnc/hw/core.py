@@ -127,8 +127,18 @@ class Core(wiring.Component):
         # of a max_pops-way multiplexer. ``set_pop(k)`` moves ``cur_pop`` and ``cur`` together.
         cur = Signal(playout, name="cur")
 
+        # Flags the control state machine tests, computed a cycle ahead into registers so that
+        # no state transition waits on an adder or a magnitude compare: the current
+        # population's last neuron (SIZE - 1), whether it is the last population, whether the
+        # clear sweep has more to do, whether this timestep is the last one.
+        cur_size_m1 = Signal(p.local_bits + 1)
+        cur_is_last = Signal()
+        clear_more = Signal()
+        last_t = Signal()
+
         def set_pop(k):
-            return [cur_pop.eq(k), cur.eq(pregs[k])]
+            return [cur_pop.eq(k), cur.eq(pregs[k]), cur_size_m1.eq(pregs[k].SIZE - 1),
+                    cur_is_last.eq(k == n_pops - 1)]
         clayout = _conv_layout(p)
         cregs = Array(Signal(clayout, name=f"conv{j}") for j in range(p.max_convs))
 
@@ -342,7 +352,7 @@ class Core(wiring.Component):
                 m.next = "IN_FETCH"
 
         def next_population():
-            with m.If(cur_pop == n_pops - 1):
+            with m.If(cur_is_last):
                 m.next = "EMIT_EOT"
             with m.Else():
                 m.d.sync += set_pop(cur_pop + 1) + [drain_left.eq(TIMING.drain - 1)]
@@ -352,17 +362,18 @@ class Core(wiring.Component):
             with m.State("IDLE"):
                 m.d.comb += idle.eq(1)
                 with m.If(self.start):
-                    m.d.sync += [clear_i.eq(0), cnt_active.eq(0), cnt_total.eq(0), cnt_synops.eq(0),
+                    m.d.sync += [clear_i.eq(0), clear_more.eq(n_clear != 0), last_t.eq(timesteps <= 1),
+                                 cnt_active.eq(0), cnt_total.eq(0), cnt_synops.eq(0),
                                  cnt_t.eq(0), spk_wp.eq(0), spk_rp.eq(0),
                                  running.eq(1)] + set_pop(0)
                     m.d.sync += [c.eq(0) for c in cnt_spikes]
                     m.next = "CLEAR"
             with m.State("CLEAR"):
-                m.d.comb += clearing.eq(clear_i < n_clear)
-                with m.If(clear_i < n_clear):
+                m.d.comb += clearing.eq(clear_more)
+                with m.If(clear_more):
                     m.d.comb += [cnt_w.addr.eq(clear_i), cnt_w.data.eq(0), cnt_w.en.eq(1)]
-                m.d.sync += clear_i.eq(clear_i + 1)
-                with m.If(clear_i >= n_clear):
+                m.d.sync += [clear_i.eq(clear_i + 1), clear_more.eq(clear_i + 1 < n_clear)]
+                with m.If(~clear_more):
                     m.next = "IN_FETCH"
             with m.State("IN_FETCH"):
                 m.d.comb += [wait_in.eq(~self.inp.valid), self.inp.ready.eq(~stall_out)]
@@ -401,7 +412,7 @@ class Core(wiring.Component):
                 m.d.comb += sweep_issue.eq(1)
                 with m.If(en):
                     m.d.sync += sweep_i.eq(sweep_i + 1)
-                    with m.If(sweep_i == cur.SIZE - 1):
+                    with m.If(sweep_i == cur_size_m1):
                         m.d.sync += drain_left.eq(p.sweep_latency - 1)
                         m.next = "SWEEP_DRAIN"
             with m.State("SWEEP_DRAIN"):
@@ -431,8 +442,8 @@ class Core(wiring.Component):
             with m.State("EMIT_EOT"):
                 with m.If(en):
                     m.d.comb += [out_load.eq(1), out_payload.eot.eq(1), out_payload.pop.eq(cur_pop)]
-                    m.d.sync += [cnt_t.eq(cnt_t + 1)] + set_pop(0)
-                    with m.If(cnt_t + 1 >= timesteps):
+                    m.d.sync += [cnt_t.eq(cnt_t + 1), last_t.eq(cnt_t + 2 >= timesteps)] + set_pop(0)
+                    with m.If(last_t):
                         m.d.sync += running.eq(0)
                         m.next = "IDLE"
                     with m.Else():
