@@ -16,6 +16,7 @@ from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .neuron import NeuronUnit
+from .spram import SPRAMMemory
 from .params import MEMBER_BITS, TIMING, CfgSel, ConvField, CoreParams, ParamField, SourceMode
 
 __all__ = ["Core", "input_layout", "output_layout"]
@@ -79,9 +80,17 @@ class Core(wiring.Component):
         ``rb_addr`` (a :class:`Counter`); ``rb_data`` is valid the cycle after.
     """
 
-    def __init__(self, params: CoreParams):
+    #: The memories that may live on iCE40 SPRAM: loaded only while idle, read only while running.
+    SPRAM_CAPABLE = ("ptr", "tgt", "wgt", "bias")
+
+    def __init__(self, params: CoreParams, *, spram=()):
         if not isinstance(params, CoreParams):
             raise TypeError(f"expected CoreParams, not {params!r}")
+        spram = frozenset(spram)
+        if not spram <= set(self.SPRAM_CAPABLE):
+            raise ValueError(f"only {', '.join(self.SPRAM_CAPABLE)} can live on SPRAM, not "
+                             f"{', '.join(sorted(spram - set(self.SPRAM_CAPABLE)))}")
+        self.spram = spram
         self.params = p = params
         super().__init__({
             "inp": In(stream.Signature(input_layout(p))),
@@ -97,11 +106,20 @@ class Core(wiring.Component):
         p = self.params
         vb, sb = p.v_bits, p.strength_bits
 
-        # Memories (synchronous read ports only, so they map onto block RAM).
-        m.submodules.ptr_mem = ptr_mem = memory.Memory(shape=p.ptr_bits, depth=p.max_sources, init=[])
-        m.submodules.tgt_mem = tgt_mem = memory.Memory(shape=p.tgt_bits, depth=p.max_synapses, init=[])
-        m.submodules.wgt_mem = wgt_mem = memory.Memory(shape=8, depth=p.weight_depth, init=[])
-        m.submodules.bias_mem = bias_mem = memory.Memory(shape=signed(vb), depth=p.max_neurons, init=[])
+        # Memories (synchronous read ports only, so they map onto block RAM; the ones named in
+        # ``spram`` on iCE40 SPRAM blocks instead, with the same ports and timing).
+        def loaded(name, shape, depth):
+            if name in self.spram:
+                mem = SPRAMMemory(shape=shape, depth=depth, name=f"{name}_spram")
+            else:
+                mem = memory.Memory(shape=shape, depth=depth, init=[])
+            m.submodules[f"{name}_mem"] = mem
+            return mem
+
+        ptr_mem = loaded("ptr", p.ptr_bits, p.max_sources)
+        tgt_mem = loaded("tgt", p.tgt_bits, p.max_synapses)
+        wgt_mem = loaded("wgt", 8, p.weight_depth)
+        bias_mem = loaded("bias", signed(vb), p.max_neurons)
         m.submodules.v_mem = v_mem = memory.Memory(shape=signed(vb), depth=p.max_neurons, init=[])
         m.submodules.spk_mem = spk_mem = memory.Memory(
             shape=p.source_addr_bits + sb, depth=p.max_pop_size, init=[])
