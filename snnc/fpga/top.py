@@ -45,13 +45,16 @@ class HostTop(wiring.Component):
         Most input tokens (nonzero inputs) per sample; sizes the receive buffer
         (``max(4 * max_tokens, 16 * CONFIG record)`` bytes, :attr:`Layout.max_payload`).
         Default ``params.max_sources``.
+    spram : set of str, optional
+        Core memories to put on iCE40 SPRAM (see :class:`snnc.hw.core.Core`).
     """
 
     rx: In(1, init=1)
     tx: Out(1, init=1)
 
     def __init__(self, params: CoreParams, *, clk_hz: int, baud: int = 115200,
-                 max_tokens: int | None = None):
+                 max_tokens: int | None = None, spram=()):
+        self.spram = frozenset(spram)
         try:
             self._configure(params, clk_hz, baud, max_tokens)
         except (TypeError, ValueError):
@@ -82,7 +85,7 @@ class HostTop(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         p, lay = self.params, self.layout
-        m.submodules.core = core = Core(p)
+        m.submodules.core = core = Core(p, spram=self.spram)
         # Two-entry queues on both event streams: the core's global stall (its ``en``) then
         # depends on queue levels held in registers, not on the host's state machines.
         ilay, olay = input_layout(p), output_layout(p)

@@ -28,11 +28,12 @@ def test_boards_come_from_amaranth_boards_with_a_uart():
 
 def test_a_core_too_big_for_the_device_is_refused_before_synthesis():
     big = CoreParams(max_neurons=4096, max_sources=4096, max_synapses=65536)
-    with pytest.raises(SnncError, match=r"memories hold [\d,]+ bits; the iCE40UP5K on icebreaker "
-                                        r"has 122,880 bits of block RAM"):
+    with pytest.raises(SnncError, match=r"memories need \d+ ICESTORM_RAM blocks, even with .* on "
+                                        r"4 of 4 SPRAM blocks; the iCE40UP5K on icebreaker has 30"):
         check_device(big, BOARDS["icebreaker"], "iCE40UP5K")
-    check_device(CoreParams(max_neurons=64, max_sources=128, max_synapses=512),
-                 BOARDS["icebreaker"], "iCE40UP5K")
+    small = check_device(CoreParams(max_neurons=64, max_sources=128, max_synapses=512),
+                         BOARDS["icebreaker"], "iCE40UP5K")
+    assert small.spram == frozenset() and small.blocks_used <= 30
 
 
 def test_nextpnr_report_and_failure_are_read(tmp_path):
