@@ -138,8 +138,13 @@ class HostTop(wiring.Component):
         bi = Signal(range(max(lay.record_bytes, TOKEN_BYTES)))
         rec = Signal(8 * lay.record_bytes)
         a0, d0 = 8, 8 + 8 * lay.addr_bytes
-        m.d.comb += [core.cfg_sel.eq(rec[:3]), core.cfg_addr.eq(rec[a0:d0]),
-                     core.cfg_data.eq(rec[d0:])]
+        # Configuration writes leave from registers (a write reaches the core the cycle after
+        # the state that issues it), so the host's state machine is not in the core's paths.
+        cfg_we, cfg_sel = Signal(), Signal(3)
+        cfg_addr, cfg_data = Signal(len(core.cfg_addr)), Signal(len(core.cfg_data))
+        m.d.comb += [core.cfg_we.eq(cfg_we), core.cfg_sel.eq(cfg_sel), core.cfg_addr.eq(cfg_addr),
+                     core.cfg_data.eq(cfg_data)]
+        m.d.sync += cfg_we.eq(0)
 
         # Token replay (its own state machine), reading the same buffer.
         replay_go, replaying = Signal(), Signal()
@@ -244,7 +249,8 @@ class HostTop(wiring.Component):
                 with m.Else():
                     m.next = "CFG_A"
             with m.State("CFG_W"):
-                m.d.comb += core.cfg_we.eq(1)
+                m.d.sync += [cfg_we.eq(1), cfg_sel.eq(rec[:3]), cfg_addr.eq(rec[a0:d0]),
+                             cfg_data.eq(rec[d0:])]
                 m.d.sync += bi.eq(0)
                 with m.If(rp == length):
                     send(Resp.ACK, _CMD, 0)
@@ -255,8 +261,10 @@ class HostTop(wiring.Component):
                 with m.If(~snd_busy):
                     m.next = "RUN_CFG"
             with m.State("RUN_CFG"):
-                m.d.comb += [core.cfg_we.eq(1), core.cfg_sel.eq(CfgSel.GLOBAL),
-                             core.cfg_addr.eq(1), core.cfg_data.eq(T)]
+                m.d.sync += [cfg_we.eq(1), cfg_sel.eq(CfgSel.GLOBAL), cfg_addr.eq(1),
+                             cfg_data.eq(T)]
+                m.next = "RUN_GAP"
+            with m.State("RUN_GAP"):                 # the timesteps write reaches the core
                 m.next = "RUN_START"
             with m.State("RUN_START"):
                 m.d.comb += [core.start.eq(1), replay_go.eq(1)]
