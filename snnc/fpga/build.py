@@ -138,11 +138,16 @@ def _run_script(root: Path, name: str, env: dict, progress: bool) -> _Run:
 
 
 def _failure(log: Path) -> str:
-    """nextpnr's or yosys's own words for a failed build."""
+    """nextpnr's or yosys's own words for a failed build: its errors, and the resources over
+    capacity from its utilization table (nextpnr runs with ``--quiet`` and writes the table to
+    its own log, ``*.tim`` beside the build log)."""
     text = log.read_text(errors="replace").splitlines()
-    util = [t.strip() for t in text if re.search(r"\d+/\s*\d+\s+\d+%", t)]
-    over = [t for t in util if int(re.search(r"(\d+)%", t).group(1)) > 100]
-    errors = [t.strip() for t in text if t.strip().upper().startswith("ERROR")]
+    for extra in sorted(log.parent.glob("*.tim")):
+        text += extra.read_text(errors="replace").splitlines()
+    util = [" ".join(t.replace("Info:", "").split()) for t in text
+            if re.search(r"\d+/\s*\d+\s+\d+%", t)]
+    over = list(dict.fromkeys(t for t in util if int(re.search(r"(\d+)%", t).group(1)) > 100))
+    errors = list(dict.fromkeys(t.strip() for t in text if t.strip().upper().startswith("ERROR")))
     parts = errors[-2:] + (["over capacity: " + "; ".join(over)] if over else [])
     return " | ".join(parts) if parts else (text[-1].strip() if text else "no output")
 

@@ -74,7 +74,7 @@ class SPRAMMemory(Elaboratable):
                 out = Signal(SPRAM_WIDTH, name=f"{self.name}_b{b}c{c}")
                 m.submodules[f"{self.name}_b{b}c{c}"] = Instance(
                     "SB_SPRAM256KA",
-                    i_ADDRESS=addr[:14], i_DATAIN=wide[c * SPRAM_WIDTH:(c + 1) * SPRAM_WIDTH],
+                    i_ADDRESS=Cat(addr, Const(0, 14))[:14], i_DATAIN=wide[c * SPRAM_WIDTH:(c + 1) * SPRAM_WIDTH],
                     i_MASKWREN=Const(0b1111, 4), i_WREN=w.en & here,
                     i_CHIPSELECT=(w.en | r.en) & here, i_CLOCK=ClockSignal(),
                     i_STANDBY=Const(0, 1), i_SLEEP=Const(0, 1), i_POWEROFF=Const(1, 1),

@@ -60,6 +60,10 @@ def test_nextpnr_report_and_failure_are_read(tmp_path):
                                         "ERROR: Unable to place cell 'x'\n")
     msg = _failure(tmp_path / "build.log")
     assert "Unable to place cell" in msg and "120%" in msg
+    (tmp_path / "t.tim").write_text("Info: Device utilisation:\n"
+                                    "Info: \t         ICESTORM_LC:    7292/   5280   138%\n")
+    msg = _failure(tmp_path / "build.log")
+    assert "ICESTORM_LC: 7292/ 5280 138%" in msg and "120%" in msg
 
 
 def test_build_flags_are_checked_before_work(tmp_path, capsys):
