@@ -110,6 +110,12 @@ class HostTop(wiring.Component):
         idle = Signal(range(limit + 1))
         cmd = Signal(8)
         length = Signal(16)
+        # Decided while the frame's header arrives, so that no byte-time path compares widths:
+        # the payload's last index, a TOKENS length that is whole tokens within the buffer, and
+        # whether the payload is stored (CONFIG, TOKENS).
+        len_m1 = Signal(16)
+        tok_len_ok = Signal()
+        stores = Signal()
         count = Signal(16)
         recb = Signal(range(lay.record_bytes))
         arg = Signal(40)                     # first five payload bytes (RUN, READ arguments)
@@ -183,7 +189,8 @@ class HostTop(wiring.Component):
             with m.State("CMD"):
                 parse_state()
                 with m.If(got):
-                    m.d.sync += cmd.eq(byte)
+                    m.d.sync += [cmd.eq(byte),
+                                 stores.eq((byte == Cmd.CONFIG) | (byte == Cmd.TOKENS))]
                     m.next = "LEN0"
             with m.State("LEN0"):
                 parse_state()
@@ -194,7 +201,8 @@ class HostTop(wiring.Component):
                 parse_state()
                 with m.If(got):
                     n = Cat(length[:8], byte)
-                    m.d.sync += [length[8:].eq(byte), count.eq(0), recb.eq(0)]
+                    m.d.sync += [length[8:].eq(byte), count.eq(0), recb.eq(0), len_m1.eq(n - 1),
+                                 tok_len_ok.eq((n[:2] == 0) & ((n >> 2) <= self.max_tokens))]
                     with m.If(n > lay.max_payload):
                         fail(Err.BAD_LENGTH)
                         m.next = "DRAIN"
@@ -205,15 +213,15 @@ class HostTop(wiring.Component):
             with m.State("PAYLOAD"):
                 parse_state()
                 m.d.comb += [buf_w.addr.eq(count), buf_w.data.eq(byte),
-                             buf_w.en.eq(got & ((cmd == Cmd.CONFIG) | (cmd == Cmd.TOKENS)))]
-                with m.If(got & ((cmd == Cmd.CONFIG) | (cmd == Cmd.TOKENS))):
+                             buf_w.en.eq(got & stores)]
+                with m.If(got & stores):
                     m.d.sync += tok_ok.eq(0)         # the payload overwrites the tokens
                 with m.If(got):
                     with m.If(count < 5):
                         m.d.sync += arg.word_select(count[:3], 8).eq(byte)
                     m.d.sync += [count.eq(count + 1),
                                  recb.eq(Mux(recb == lay.record_bytes - 1, 0, recb + 1))]
-                    with m.If(count == length - 1):
+                    with m.If(count == len_m1):
                         m.next = "CRC0"
             with m.State("CRC0"):
                 parse_state()
@@ -225,7 +233,7 @@ class HostTop(wiring.Component):
                     m.next = "CHECK"
             with m.State("CHECK"):
                 self._dispatch(m, crc_rx, cmd, length, recb, arg, n_tok, tok_ok, T, rd_sel,
-                               rd_addr, rp, bi, fail, send)
+                               rd_addr, rp, bi, fail, send, tok_len_ok)
             with m.State("DRAIN"):
                 # After an error, wait for the line to fall silent, then answer.
                 m.d.comb += parsing.eq(1)
@@ -333,7 +341,7 @@ class HostTop(wiring.Component):
         return m
 
     def _dispatch(self, m, crc_rx, cmd, length, recb, arg, n_tok, tok_ok, T, rd_sel, rd_addr,
-                  rp, bi, fail, send):
+                  rp, bi, fail, send, tok_len_ok):
         """CHECK: the whole frame is in; act on it if its CRC and length are right."""
         lay = self.layout
         with m.If(~crc_rx.match_detected):
@@ -354,7 +362,7 @@ class HostTop(wiring.Component):
                 fail(Err.BAD_LENGTH)
                 m.next = "SEND_ERR"
         with m.Elif(cmd == Cmd.TOKENS):
-            with m.If((length[:2] == 0) & ((length >> 2) <= self.max_tokens)):
+            with m.If(tok_len_ok):
                 m.d.sync += [n_tok.eq(length >> 2), tok_ok.eq(1)]
                 send(Resp.ACK, _CMD, 0)
                 m.next = "SEND"
