@@ -88,6 +88,9 @@ def test_info_and_errors_for_bad_commands():
     with pytest.raises(BoardError) as e:                       # five tokens, the board holds 4
         client.command(Cmd.TOKENS, bytes(20))
     assert e.value.code == Err.BAD_LENGTH
+    with pytest.raises(BoardError) as e:                       # not a whole number of tokens
+        client.command(Cmd.TOKENS, bytes(6))
+    assert e.value.code == Err.BAD_LENGTH
     with pytest.raises(BoardError, match="RUN without input tokens") as e:
         client.run(1)
     assert e.value.code == Err.NO_TOKENS
