@@ -242,7 +242,10 @@ def build_bitstream(bundle, board_name: str, out_dir, *, clock_mhz: float | None
     out = Path(out_dir)
     root = out / "gateware"
     name = "snnc_top"
-    opts = f"--seed {int(seed)} --freq {mhz_text(clock.achieved)} --report {name}.report.json"
+    # --timing-allow-fail: a design that misses its clock still gets its bitstream and report;
+    # snnc reports the miss itself (timing_met false, exit status 1).
+    opts = (f"--seed {int(seed)} --freq {mhz_text(clock.achieved)} --timing-allow-fail "
+            f"--report {name}.report.json")
     plan = platform.prepare(BoardTop(params, baud=baud, spram=mplan.spram, max_tokens=n_inputs,
                                      clock=clock), name=name, nextpnr_opts=opts)
     if root.exists():

@@ -116,6 +116,9 @@ class HostTop(wiring.Component):
         len_m1 = Signal(16)
         tok_len_ok = Signal()
         stores = Signal()
+        # The CHECK state's other tests, registered as the frame ends (the payload is complete
+        # in the CRC states): length 0, 2 or 5, a zero RUN count, a READ count out of range.
+        flags = {k: Signal(name=f"chk_{k}") for k in ("len0", "len2", "len5", "t0", "rd_bad")}
         count = Signal(16)
         recb = Signal(range(lay.record_bytes))
         arg = Signal(40)                     # first five payload bytes (RUN, READ arguments)
@@ -202,6 +205,8 @@ class HostTop(wiring.Component):
                 with m.If(got):
                     n = Cat(length[:8], byte)
                     m.d.sync += [length[8:].eq(byte), count.eq(0), recb.eq(0), len_m1.eq(n - 1),
+                                 flags["len0"].eq(n == 0), flags["len2"].eq(n == 2),
+                                 flags["len5"].eq(n == 5),
                                  tok_len_ok.eq((n[:2] == 0) & ((n >> 2) <= self.max_tokens))]
                     with m.If(n > lay.max_payload):
                         fail(Err.BAD_LENGTH)
@@ -229,11 +234,15 @@ class HostTop(wiring.Component):
                     m.next = "CRC1"
             with m.State("CRC1"):
                 parse_state()
+                rd_count = arg[24:40]
+                m.d.sync += [flags["t0"].eq(arg[:16] == 0),
+                             flags["rd_bad"].eq((rd_count == 0) |
+                                                (rd_count > 0xFFFF // lay.word_bytes))]
                 with m.If(got):
                     m.next = "CHECK"
             with m.State("CHECK"):
                 self._dispatch(m, crc_rx, cmd, length, recb, arg, n_tok, tok_ok, T, rd_sel,
-                               rd_addr, rp, bi, fail, send, tok_len_ok)
+                               rd_addr, rp, bi, fail, send, tok_len_ok, flags)
             with m.State("DRAIN"):
                 # After an error, wait for the line to fall silent, then answer.
                 m.d.comb += parsing.eq(1)
@@ -341,21 +350,21 @@ class HostTop(wiring.Component):
         return m
 
     def _dispatch(self, m, crc_rx, cmd, length, recb, arg, n_tok, tok_ok, T, rd_sel, rd_addr,
-                  rp, bi, fail, send, tok_len_ok):
+                  rp, bi, fail, send, tok_len_ok, flags):
         """CHECK: the whole frame is in; act on it if its CRC and length are right."""
         lay = self.layout
         with m.If(~crc_rx.match_detected):
             fail(Err.BAD_CRC)
             m.next = "DRAIN"
         with m.Elif(cmd == Cmd.INFO):
-            with m.If(length == 0):
+            with m.If(flags["len0"]):
                 send(Resp.ACK, _INFO, len(lay.info_bytes()))
                 m.next = "SEND"
             with m.Else():
                 fail(Err.BAD_LENGTH)
                 m.next = "SEND_ERR"
         with m.Elif(cmd == Cmd.CONFIG):
-            with m.If((length != 0) & (recb == 0)):
+            with m.If(~flags["len0"] & (recb == 0)):
                 m.d.sync += [rp.eq(0), bi.eq(0)]
                 m.next = "CFG_A"
             with m.Else():
@@ -370,10 +379,10 @@ class HostTop(wiring.Component):
                 fail(Err.BAD_LENGTH)
                 m.next = "SEND_ERR"
         with m.Elif(cmd == Cmd.RUN):
-            with m.If(length != 2):
+            with m.If(~flags["len2"]):
                 fail(Err.BAD_LENGTH)
                 m.next = "SEND_ERR"
-            with m.Elif(arg[:16] == 0):
+            with m.Elif(flags["t0"]):
                 fail(Err.BAD_ARGUMENT)
                 m.next = "SEND_ERR"
             with m.Elif(~tok_ok):
@@ -385,10 +394,10 @@ class HostTop(wiring.Component):
                 m.next = "RUN_ACK"
         with m.Elif(cmd == Cmd.READ):
             count = arg[24:40]
-            with m.If(length != 5):
+            with m.If(~flags["len5"]):
                 fail(Err.BAD_LENGTH)
                 m.next = "SEND_ERR"
-            with m.Elif((count == 0) | (count > 0xFFFF // lay.word_bytes)):
+            with m.Elif(flags["rd_bad"]):
                 fail(Err.BAD_ARGUMENT)
                 m.next = "SEND_ERR"
             with m.Else():
