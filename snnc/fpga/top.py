@@ -418,6 +418,7 @@ class HostTop(wiring.Component):
         info = Array(Const(b, 8) for b in lay.info_bytes())
         rb = Cat(core.rb_data, Const(0, 8 * wb - len(core.rb_data)))
         pbyte = Signal(8)
+        pbyte_q = Signal(8)
         with m.Switch(kind):
             with m.Case(_INFO):
                 m.d.comb += pbyte.eq(info[pi[:4]])
@@ -467,10 +468,14 @@ class HostTop(wiring.Component):
                     after_length()
             with m.State("SETTLE"):          # the readback port answers one cycle later
                 m.d.comb += busy.eq(1)
+                m.next = "LATCH"
+            with m.State("LATCH"):           # the payload byte into a register, off the
+                m.d.comb += busy.eq(1)       # memory-to-UART path
+                m.d.sync += pbyte_q.eq(pbyte)
                 m.next = "PAY"
             with m.State("PAY"):
                 m.d.comb += busy.eq(1)
-                put(pbyte, "PAY")
+                put(pbyte_q, "PAY")
                 with m.If(accept):
                     m.d.sync += [pi.eq(pi + 1), bw.eq(Mux(bw == wb - 1, 0, bw + 1))]
                     with m.If(bw == wb - 1):
