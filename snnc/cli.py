@@ -219,8 +219,11 @@ def build_parser() -> argparse.ArgumentParser:
                                    "bitstream, build.json (the clock, utilization per resource, "
                                    "Fmax after routing against the clock, critical path, latency "
                                    "per inference, tool versions and seed) and gateware/ "
-                                   "(scripts and logs). The network is loaded over the UART at "
-                                   "run time, not stored in the bitstream. Takes 1-4 minutes; the "
+                                   "(scripts and logs). The bitstream holds the network: its "
+                                   "memories start in block RAM and its registers with their "
+                                   "values; memories placed on the iCE40UP5K's SPRAM cannot be "
+                                   "initialized and are loaded over the UART by snnc run-board "
+                                   "(build.json: network_in_bitstream). Takes 1-4 minutes; the "
                                    "first run also compiles the tools (about 40 s, cached in "
                                    "~/.cache/YoWASP).",
                        epilog=_BUILD_EPILOG + "\nboards:\n" + "\n".join(
@@ -242,11 +245,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run-board", formatter_class=fmt,
                        help="run samples on a board programmed with snnc build, over its UART, "
                             "and compare bit for bit",
-                       description="Load the bundle's network into the board over the UART "
-                                   "(docs/protocol.md), run each sample, read back the output "
-                                   "events, membranes and counters, and compare them with == "
-                                   "against the cycle model (equal to the reference). Needs "
-                                   "pyserial (pip install pyserial).")
+                       description="Run each sample on the board over the UART "
+                                   "(docs/protocol.md), read back the output events, membranes "
+                                   "and counters, and compare them with == against the cycle "
+                                   "model (equal to the reference). When the bitstream holds "
+                                   "this very bundle (build.json), only what it cannot hold "
+                                   "(memories on SPRAM) is loaded; otherwise the whole network "
+                                   "is loaded over the UART first. Needs pyserial (pip install "
+                                   "pyserial).")
     p.add_argument("build", type=Path, help="directory written by snnc build (build.json)")
     p.add_argument("--port", required=True, help="serial port, e.g. /dev/ttyUSB1")
     p.add_argument("--data", type=Path, required=True, metavar="FILE",
@@ -254,6 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", "-n", type=int, metavar="N", help="first N samples (default: all)")
     p.add_argument("--timeout", type=float, default=2.0, metavar="S",
                    help="seconds to wait for each answer (default: %(default)s)")
+    p.add_argument("--reload", action="store_true",
+                   help="load the whole network over the UART even when the bitstream holds it "
+                        "(after another network was loaded into the board since programming)")
     p.add_argument("--json", type=_file, metavar="FILE", help="also write the results as JSON")
     p.set_defaults(func=cmd_run_board)
 
@@ -692,6 +701,7 @@ def cmd_build(args) -> int:
 def cmd_run_board(args) -> int:
     from .fpga.host import BoardError, open_serial
     from .fpga.run import run_on_board
+    from .hw.images import ImageError
 
     if args.samples is not None and args.samples < 1:
         raise SnncError(f"--samples must be >= 1, not {args.samples}")
@@ -711,9 +721,11 @@ def cmd_run_board(args) -> int:
     x_int = quantize_inputs(x, bundle.meta)
     try:
         client = open_serial(args.port, baud, timeout=args.timeout)
-        rep = run_on_board(client, bundle, x_int)
+        rep = run_on_board(client, bundle, x_int, build=info, reload=args.reload)
     except ImportError as exc:
         raise SnncError(str(exc)) from None
+    except ImageError as exc:
+        raise SnncError(f"{bundle_path}: {exc}") from None
     except (OSError, BoardError) as exc:
         raise SnncError(f"{args.port}: {exc}") from None
     return _print_board_report(args, rep, y)
@@ -721,6 +733,7 @@ def cmd_run_board(args) -> int:
 
 def _print_board_report(args, rep: dict, y) -> int:
     print(f"snnc: ran {len(rep['samples'])} samples on the board at {args.port}")
+    print(f"  {rep['load']['message']}")
     for s in rep["samples"]:
         status = "ok" if s["exact"] else "MISMATCH"
         print(f"  sample {s['sample']:>4}: {status:<8} {s['cycles']:>9} cycles, "
@@ -730,6 +743,9 @@ def _print_board_report(args, rep: dict, y) -> int:
     n_ok = sum(s["exact"] for s in rep["samples"])
     print(f"  board vs reference: {n_ok}/{len(rep['samples'])} samples bit-exact -> "
           f"{'BIT-EXACT' if rep['all_exact'] else 'MISMATCH'}")
+    if not rep["all_exact"] and rep["load"]["built_in"]:
+        print("  the board ran the network its bitstream holds; if another network was loaded "
+              "into it since it was programmed, run again with --reload (or reprogram it)")
     if y is not None:
         pred = np.array([s["prediction"] for s in rep["samples"]])
         print(f"  accuracy {np.mean(pred == y[:len(pred)]):.2%}")

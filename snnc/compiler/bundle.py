@@ -55,11 +55,13 @@ class BundleError(Exception):
 
 @dataclass
 class Bundle:
-    """A loaded bundle: the verified graph, the metadata, and where it lives."""
+    """A loaded bundle: the verified graph, the metadata, and where it lives (``manifest_sha256``
+    identifies its content: ``snnc build`` records it for the network it puts in a bitstream)."""
     path: Path
     graph: Graph
     meta: dict = field(default_factory=dict)
     core: dict = field(default_factory=dict)
+    manifest_sha256: str = ""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -301,7 +303,8 @@ def write_bundle(out_dir, graph: Graph, meta: dict | None = None, *, hardware: b
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    return Bundle(path=out, graph=graph, meta=manifest["meta"], core=core)
+    return Bundle(path=out, graph=graph, meta=manifest["meta"], core=core,
+                  manifest_sha256=manifest["manifest_sha256"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -381,4 +384,5 @@ def load_bundle(path) -> Bundle:
         if name is not None and name not in manifest["files"]:
             raise BundleError(f"{mpath} refers to {name}, which the bundle does not hold; "
                               f"{_recompile(root)}")
-    return Bundle(path=root, graph=graph, meta=manifest.get("meta", {}), core=core)
+    return Bundle(path=root, graph=graph, meta=manifest.get("meta", {}), core=core,
+                  manifest_sha256=manifest["manifest_sha256"])

@@ -8,9 +8,12 @@ and route and packing run through the platform's build script with the YoWASP to
 (WebAssembly yosys and nextpnr from PyPI); nextpnr gets the clock the design runs at as its
 target (``--freq``), a fixed ``--seed`` and ``--report``, from which the utilization and the Fmax
 are read. A design whose Fmax is below its clock is reported (``timing_met`` false in
-build.json, :func:`timing_problem` says which ``--clock-mhz`` would meet it). The network's
-memories are not in the bitstream: the host loads them over the UART at start-up
-(``snnc run-board``), the same configuration writes ``snnc verify`` uses.
+build.json, :func:`timing_problem` says which ``--clock-mhz`` would meet it). The network is
+in the bitstream: the bundle's own memory images (the configuration writes ``snnc verify``
+loads, :func:`snnc.hw.images.config_writes_from_images`) become the initial contents of the
+core's block RAM and the initial (and reset) values of its registers. Memories on the UP5K's
+SPRAM cannot be initialized by the bitstream: the host loads those over the UART at start-up
+(``snnc run-board``); ``build.json`` says which (``network_in_bitstream``).
 
 Before synthesis, a core whose memories hold more bits than the device's block RAM is refused
 with the figures. After place and route, a design that does not fit is reported with nextpnr's
@@ -40,7 +43,8 @@ from .boards import Board, board as get_board
 from .clock import ClockPlan, clock_arg, mhz_text, plan_clock
 
 __all__ = ["BoardTop", "build_bitstream", "check_device", "tool_env", "tool_versions",
-           "format_report", "oscillator_mhz", "clock_plan", "timing_problem"]
+           "format_report", "oscillator_mhz", "clock_plan", "timing_problem", "bundle_writes",
+           "network_in_bitstream"]
 
 
 #: The YoWASP tools, by the environment variable Amaranth reads for each.
@@ -59,9 +63,10 @@ class BoardTop(Elaboratable):
     """
 
     def __init__(self, params: CoreParams, *, baud: int = 115200, spram=(),
-                 max_tokens: int | None = None, clock: ClockPlan | None = None):
+                 max_tokens: int | None = None, clock: ClockPlan | None = None, network=None):
         self.params, self.baud, self.spram = params, baud, frozenset(spram)
         self.max_tokens, self.clock = max_tokens, clock
+        self.network = network              # configuration writes built into the core
 
     def elaborate(self, platform):
         from .pll import PllDomain
@@ -78,7 +83,7 @@ class BoardTop(Elaboratable):
             clk_hz = self.clock.hz
         m.submodules.host = self.host = host = HostTop(
             self.params, clk_hz=clk_hz, baud=self.baud, spram=self.spram,
-            max_tokens=self.max_tokens)
+            max_tokens=self.max_tokens, network=self.network)
         uart = platform.request("uart", 0, dir="-")
         m.submodules.uart_rx = rx = io.Buffer("i", uart.rx)
         m.submodules.uart_tx = tx = io.Buffer("o", uart.tx)
@@ -136,6 +141,26 @@ def check_device(params: CoreParams, b: Board, device: str, max_tokens: int | No
     from .protocol import Layout
     host_bytes = Layout(params, max_tokens or params.max_sources).max_payload
     return plan_memories(params, device, host_bytes=host_bytes, board=b.name)
+
+
+def bundle_writes(bundle, params: CoreParams) -> list[tuple[int, int, int]]:
+    """The configuration writes of ``bundle``'s own memory images (``mem/``), as ``snnc verify``
+    and ``snnc run-board`` load them, with the bundle's timesteps."""
+    from ..hw.images import ImageError, config_writes_from_images
+    try:
+        return config_writes_from_images(bundle.path, bundle.core, params, bundle.graph.timesteps)
+    except ImageError as exc:
+        raise SnncError(f"{bundle.path}: {exc}") from None
+
+
+def network_in_bitstream(bundle, spram) -> dict:
+    """``build.json``'s record of the network a bitstream holds: the memories it initializes,
+    that the registers start with the network, the memories on SPRAM the host must load, and the
+    bundle's ``manifest_sha256`` (``snnc run-board`` compares it with the bundle it runs)."""
+    from ..hw.images import LOADED_MEMORIES
+    return {"memories": [k for k in LOADED_MEMORIES if k not in spram], "registers": True,
+            "spram_loaded_by_host": [k for k in LOADED_MEMORIES if k in spram],
+            "bundle_manifest_sha256": bundle.manifest_sha256}
 
 
 @dataclass
@@ -246,8 +271,9 @@ def build_bitstream(bundle, board_name: str, out_dir, *, clock_mhz: float | None
     # snnc reports the miss itself (timing_met false, exit status 1).
     opts = (f"--seed {int(seed)} --freq {mhz_text(clock.achieved)} --timing-allow-fail "
             f"--report {name}.report.json")
+    network = bundle_writes(bundle, params)     # built into the bitstream (but SPRAM)
     plan = platform.prepare(BoardTop(params, baud=baud, spram=mplan.spram, max_tokens=n_inputs,
-                                     clock=clock), name=name, nextpnr_opts=opts)
+                                     clock=clock, network=network), name=name, nextpnr_opts=opts)
     if root.exists():
         shutil.rmtree(root)
     plan.extract(root)
@@ -263,6 +289,7 @@ def build_bitstream(bundle, board_name: str, out_dir, *, clock_mhz: float | None
            "clock": clock.to_json(), "timing_met": rep["fmax"]["met"],
            "baud": baud, "seed": int(seed), "nextpnr_opts": opts, **rep,
            "memory_plan": mplan.as_dict(),
+           "network_in_bitstream": network_in_bitstream(bundle, mplan.spram),
            "goal_mhz": b.goal_mhz, "build_seconds": round(run.seconds, 1),
            "tools": tool_versions()}
     fmax = rep["fmax"]["achieved_mhz"]
@@ -302,6 +329,10 @@ def format_report(doc: dict) -> str:
         if u["used"]:
             lines.append(f"  {cell:<14} {u['used']:>8,} {u['available']:>8,} "
                          f"{100 * u['used'] / u['available']:>5.1f}%")
+    nib = doc.get("network_in_bitstream")
+    if nib:
+        lines.append(f"  network in the bitstream: {', '.join(nib['memories']) or 'no memory'} and "
+                     f"the registers (bundle manifest {nib['bundle_manifest_sha256'][:12]})")
     mp = doc.get("memory_plan")
     if mp and mp["spram"]:
         lines.append(f"  on SPRAM: {', '.join(mp['spram'])} ({mp['spram_used']} of "

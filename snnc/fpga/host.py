@@ -264,15 +264,20 @@ class BoardClient:
             out.append(word >> sb if gate else word - (1 << vb) if word >> (vb - 1) else word)
         return out
 
-    def run_samples(self, writes, x_int, timesteps: int, *, membranes: bool = True) -> list[dict]:
+    def run_samples(self, writes, x_int, timesteps: int, *, membranes: bool = True,
+                    load=None) -> list[dict]:
         """Load the network once, then run each sample of ``x_int`` (shape (B, n_in)).
+
+        ``writes`` are the network's configuration writes; the client reads the populations off
+        them. ``load`` are the writes actually sent (default: all of ``writes``); a board whose
+        bitstream holds the network needs only those it cannot hold (``[]`` when none).
 
         Returns per sample ``{"events", "counters", "membranes" (if asked), "prediction"}``: the
         prediction is the argmax (lowest index on ties) of the readout population's membranes
         for a membrane readout, of its summed spike strengths for a spike-count readout.
         """
         net = NetworkInfo(writes)
-        self.configure(writes)
+        self.configure(writes if load is None else load)
         x = np.asarray(x_int, dtype=np.int64)
         x = x.reshape(len(x), -1)
         out = []

@@ -47,14 +47,18 @@ class HostTop(wiring.Component):
         Default ``params.max_sources``.
     spram : set of str, optional
         Core memories to put on iCE40 SPRAM (see :class:`snnc.hw.core.Core`).
+    network : list of (cfg_sel, cfg_addr, cfg_data), optional
+        A network built into the core (``Core(params, network=...)``): it runs without any
+        CONFIG frame, except for the memories on SPRAM, which the host must still load.
     """
 
     rx: In(1, init=1)
     tx: Out(1, init=1)
 
     def __init__(self, params: CoreParams, *, clk_hz: int, baud: int = 115200,
-                 max_tokens: int | None = None, spram=()):
+                 max_tokens: int | None = None, spram=(), network=None):
         self.spram = frozenset(spram)
+        self.network = network
         try:
             self._configure(params, clk_hz, baud, max_tokens)
         except (TypeError, ValueError):
@@ -85,7 +89,7 @@ class HostTop(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         p, lay = self.params, self.layout
-        m.submodules.core = core = Core(p, spram=self.spram)
+        m.submodules.core = core = Core(p, spram=self.spram, network=self.network)
         # Two-entry queues on both event streams: the core's global stall (its ``en``) then
         # depends on queue levels held in registers, not on the host's state machines.
         ilay, olay = input_layout(p), output_layout(p)

@@ -50,6 +50,12 @@ def _conv_layout(p: CoreParams) -> data.StructLayout:
                               "OUT_H": cb + 1, "OUT_W": cb + 1})
 
 
+def _global_widths(p: CoreParams) -> dict:
+    """Widths of the global registers, by ``GLOBAL`` address order: the number of populations,
+    the timesteps of a run and the length of the clear sweep."""
+    return {"n_pops": p.pop_bits + 1, "timesteps": p.counter_bits, "n_clear": p.clear_bits + 1}
+
+
 def _register_file_writes(m, write, addr, wdata, regs, layout, fields) -> None:
     """Configuration writes into a bank of records: ``addr = record * 16 + field``."""
     with m.If(write):
@@ -63,7 +69,20 @@ def _register_file_writes(m, write, addr, wdata, regs, layout, fields) -> None:
 
 
 class Core(wiring.Component):
-    """The tile, sized by a :class:`CoreParams`; networks are loaded at run time.
+    """The tile, sized by a :class:`CoreParams`; networks are loaded at run time, or built in.
+
+    Parameters
+    ----------
+    params : CoreParams
+    spram : set of str, optional
+        Memories of :attr:`SPRAM_CAPABLE` to put on iCE40 SPRAM (:mod:`snnc.hw.spram`).
+    network : list of (cfg_sel, cfg_addr, cfg_data), optional
+        Configuration writes (:func:`snnc.hw.mapping.config_writes`) whose result the core
+        holds from the start: the initial contents of ``ptr``, ``tgt``, ``wgt`` and ``bias``
+        (except those on SPRAM, which cannot be initialized and must still be loaded) and the
+        initial, hence reset, values of the population, convolution and global registers
+        (:func:`snnc.hw.images.initial_contents`). Without it every word and register starts
+        at zero, as in a core generated without this argument (the same Verilog).
 
     Ports
     -----
@@ -83,7 +102,7 @@ class Core(wiring.Component):
     #: The memories that may live on iCE40 SPRAM: loaded only while idle, read only while running.
     SPRAM_CAPABLE = ("ptr", "tgt", "wgt", "bias")
 
-    def __init__(self, params: CoreParams, *, spram=()):
+    def __init__(self, params: CoreParams, *, spram=(), network=None):
         if not isinstance(params, CoreParams):
             raise TypeError(f"expected CoreParams, not {params!r}")
         spram = frozenset(spram)
@@ -92,6 +111,14 @@ class Core(wiring.Component):
                              f"{', '.join(sorted(spram - set(self.SPRAM_CAPABLE)))}")
         self.spram = spram
         self.params = p = params
+        self.initial = None
+        if network is not None:
+            from .images import initial_contents
+            try:
+                self.initial = initial_contents(network, params)
+            except Exception:
+                self._MustUse__silence = True        # never built: no "created but never used"
+                raise
         super().__init__({
             "inp": In(stream.Signature(input_layout(p))),
             "out": Out(stream.Signature(output_layout(p))),
@@ -107,12 +134,20 @@ class Core(wiring.Component):
         vb, sb = p.v_bits, p.strength_bits
 
         # Memories (synchronous read ports only, so they map onto block RAM; the ones named in
-        # ``spram`` on iCE40 SPRAM blocks instead, with the same ports and timing).
+        # ``spram`` on iCE40 SPRAM blocks instead, with the same ports and timing). With a
+        # built-in network, the block RAM ones start with its words (SPRAM has no initial
+        # contents) and the registers below start, and reset, to its values.
+        ini = self.initial
+
+        def init(value):
+            return {} if ini is None else {"init": value}
+
         def loaded(name, shape, depth):
             if name in self.spram:
                 mem = SPRAMMemory(shape=shape, depth=depth, name=f"{name}_spram")
             else:
-                mem = memory.Memory(shape=shape, depth=depth, init=[])
+                mem = memory.Memory(shape=shape, depth=depth,
+                                    init=[] if ini is None else ini.memories[name])
             m.submodules[f"{name}_mem"] = mem
             return mem
 
@@ -136,10 +171,12 @@ class Core(wiring.Component):
 
         # Parameter and global registers.
         playout = _param_layout(p)
-        pregs = Array(Signal(playout, name=f"pop{k}") for k in range(p.max_pops))
-        n_pops = Signal(p.pop_bits + 1)
-        timesteps = Signal(p.counter_bits)
-        n_clear = Signal(p.clear_bits + 1)
+        pregs = Array(Signal(playout, name=f"pop{k}", **init(ini and ini.pops[k]))
+                      for k in range(p.max_pops))
+        gw = _global_widths(p)
+        n_pops = Signal(gw["n_pops"], **init(ini and ini.global_regs["n_pops"]))
+        timesteps = Signal(gw["timesteps"], **init(ini and ini.global_regs["timesteps"]))
+        n_clear = Signal(gw["n_clear"], **init(ini and ini.global_regs["n_clear"]))
         cur_pop = Signal(p.pop_bits)
         # The current population's record, registered: every use reads a flat register instead
         # of a max_pops-way multiplexer. ``set_pop(k)`` moves ``cur_pop`` and ``cur`` together.
@@ -158,7 +195,8 @@ class Core(wiring.Component):
             return [cur_pop.eq(k), cur.eq(pregs[k]), cur_size_m1.eq(pregs[k].SIZE - 1),
                     cur_is_last.eq(k == n_pops - 1)]
         clayout = _conv_layout(p)
-        cregs = Array(Signal(clayout, name=f"conv{j}") for j in range(p.max_convs))
+        cregs = Array(Signal(clayout, name=f"conv{j}", **init(ini and ini.convs[j]))
+                      for j in range(p.max_convs))
 
         # Counters.
         cnt_active = Signal(p.counter_bits)

