@@ -107,6 +107,7 @@ class Core(wiring.Component):
             raise TypeError(f"expected CoreParams, not {params!r}")
         spram = frozenset(spram)
         if not spram <= set(self.SPRAM_CAPABLE):
+            self._MustUse__silence = True        # never built: no "created but never used"
             raise ValueError(f"only {', '.join(self.SPRAM_CAPABLE)} can live on SPRAM, not "
                              f"{', '.join(sorted(spram - set(self.SPRAM_CAPABLE)))}")
         self.spram = spram
