@@ -115,14 +115,14 @@ class HostTop(wiring.Component):
         cmd = Signal(8)
         length = Signal(16)
         # Decided while the frame's header arrives, so that no byte-time path compares widths:
-        # the payload's last index, a TOKENS length that is whole tokens within the buffer, and
-        # whether the payload is stored (CONFIG, TOKENS).
+        # the payload's last index and whether the payload is stored (CONFIG, TOKENS).
         len_m1 = Signal(16)
-        tok_len_ok = Signal()
         stores = Signal()
-        # The CHECK state's other tests, registered as the frame ends (the payload is complete
-        # in the CRC states): length 0, 2 or 5, a zero RUN count, a READ count out of range.
-        flags = {k: Signal(name=f"chk_{k}") for k in ("len0", "len2", "len5", "t0", "rd_bad")}
+        # The CHECK state's tests, registered while the frame arrives (the payload is complete
+        # in the CRC states): length 0, 2 or 5, a TOKENS length of whole tokens within the
+        # buffer, a zero RUN count, a READ count out of range.
+        flags = {k: Signal(name=f"chk_{k}")
+                 for k in ("len0", "len2", "len5", "tokens", "t0", "rd_bad")}
         count = Signal(16)
         recb = Signal(range(lay.record_bytes))
         arg = Signal(40)                     # first five payload bytes (RUN, READ arguments)
@@ -211,7 +211,7 @@ class HostTop(wiring.Component):
                     m.d.sync += [length[8:].eq(byte), count.eq(0), recb.eq(0), len_m1.eq(n - 1),
                                  flags["len0"].eq(n == 0), flags["len2"].eq(n == 2),
                                  flags["len5"].eq(n == 5),
-                                 tok_len_ok.eq((n[:2] == 0) & ((n >> 2) <= self.max_tokens))]
+                                 flags["tokens"].eq((n[:2] == 0) & ((n >> 2) <= self.max_tokens))]
                     with m.If(n > lay.max_payload):
                         fail(Err.BAD_LENGTH)
                         m.next = "DRAIN"
@@ -246,7 +246,7 @@ class HostTop(wiring.Component):
                     m.next = "CHECK"
             with m.State("CHECK"):
                 self._dispatch(m, crc_rx, cmd, length, recb, arg, n_tok, tok_ok, T, rd_sel,
-                               rd_addr, rp, bi, fail, send, tok_len_ok, flags)
+                               rd_addr, rp, bi, fail, send, flags)
             with m.State("DRAIN"):
                 # After an error, wait for the line to fall silent, then answer.
                 m.d.comb += parsing.eq(1)
@@ -354,9 +354,14 @@ class HostTop(wiring.Component):
         return m
 
     def _dispatch(self, m, crc_rx, cmd, length, recb, arg, n_tok, tok_ok, T, rd_sel, rd_addr,
-                  rp, bi, fail, send, tok_len_ok, flags):
+                  rp, bi, fail, send, flags):
         """CHECK: the whole frame is in; act on it if its CRC and length are right."""
         lay = self.layout
+
+        def reject(code):
+            fail(code)
+            m.next = "SEND_ERR"
+
         with m.If(~crc_rx.match_detected):
             fail(Err.BAD_CRC)
             m.next = "DRAIN"
@@ -365,33 +370,27 @@ class HostTop(wiring.Component):
                 send(Resp.ACK, _INFO, len(lay.info_bytes()))
                 m.next = "SEND"
             with m.Else():
-                fail(Err.BAD_LENGTH)
-                m.next = "SEND_ERR"
+                reject(Err.BAD_LENGTH)
         with m.Elif(cmd == Cmd.CONFIG):
             with m.If(~flags["len0"] & (recb == 0)):
                 m.d.sync += [rp.eq(0), bi.eq(0)]
                 m.next = "CFG_A"
             with m.Else():
-                fail(Err.BAD_LENGTH)
-                m.next = "SEND_ERR"
+                reject(Err.BAD_LENGTH)
         with m.Elif(cmd == Cmd.TOKENS):
-            with m.If(tok_len_ok):
+            with m.If(flags["tokens"]):
                 m.d.sync += [n_tok.eq(length >> 2), tok_ok.eq(1)]
                 send(Resp.ACK, _CMD, 0)
                 m.next = "SEND"
             with m.Else():
-                fail(Err.BAD_LENGTH)
-                m.next = "SEND_ERR"
+                reject(Err.BAD_LENGTH)
         with m.Elif(cmd == Cmd.RUN):
             with m.If(~flags["len2"]):
-                fail(Err.BAD_LENGTH)
-                m.next = "SEND_ERR"
+                reject(Err.BAD_LENGTH)
             with m.Elif(flags["t0"]):
-                fail(Err.BAD_ARGUMENT)
-                m.next = "SEND_ERR"
+                reject(Err.BAD_ARGUMENT)
             with m.Elif(~tok_ok):
-                fail(Err.NO_TOKENS)
-                m.next = "SEND_ERR"
+                reject(Err.NO_TOKENS)
             with m.Else():
                 m.d.sync += T.eq(arg[:16])
                 send(Resp.ACK, _CMD, 0)
@@ -399,18 +398,15 @@ class HostTop(wiring.Component):
         with m.Elif(cmd == Cmd.READ):
             count = arg[24:40]
             with m.If(~flags["len5"]):
-                fail(Err.BAD_LENGTH)
-                m.next = "SEND_ERR"
+                reject(Err.BAD_LENGTH)
             with m.Elif(flags["rd_bad"]):
-                fail(Err.BAD_ARGUMENT)
-                m.next = "SEND_ERR"
+                reject(Err.BAD_ARGUMENT)
             with m.Else():
                 m.d.sync += [rd_sel.eq(arg[0]), rd_addr.eq(arg[8:24])]
                 send(Resp.ACK, _WORDS, count * lay.word_bytes)
                 m.next = "SEND"
         with m.Else():
-            fail(Err.UNKNOWN_COMMAND)
-            m.next = "SEND_ERR"
+            reject(Err.UNKNOWN_COMMAND)
 
     def _sender(self, m, utx, crc_tx, core, go, busy, code, n, kind, rd_sel, rd_addr, cmd, ev):
         """Frame sender: SYNC, code, length, payload (from ``kind``), CRC, into the UART."""

@@ -26,13 +26,19 @@ def uart_divisor(clk_hz: int, baud: int) -> int:
     return divisor
 
 
-def _check_divisor(component, divisor) -> None:
-    if not isinstance(divisor, int) or isinstance(divisor, bool) or divisor < 4:
-        component._MustUse__silence = True       # never built: no "created but never used"
-        raise ValueError(f"divisor must be an int >= 4 (clock cycles per bit), not {divisor!r}")
+class _UART(wiring.Component):
+    """A UART side timed by ``divisor`` clock cycles per bit (at least 4)."""
+
+    def __init__(self, *, divisor: int):
+        if not isinstance(divisor, int) or isinstance(divisor, bool) or divisor < 4:
+            self._MustUse__silence = True        # never built: no "created but never used"
+            raise ValueError(f"divisor must be an int >= 4 (clock cycles per bit), "
+                             f"not {divisor!r}")
+        self.divisor = divisor
+        super().__init__()
 
 
-class UARTTx(wiring.Component):
+class UARTTx(_UART):
     """Transmitter: each byte accepted on ``data`` goes out on ``tx`` as one 8N1 frame.
 
     Ports
@@ -43,11 +49,6 @@ class UARTTx(wiring.Component):
 
     data: In(stream.Signature(8))
     tx: Out(1, init=1)
-
-    def __init__(self, *, divisor: int):
-        _check_divisor(self, divisor)
-        self.divisor = divisor
-        super().__init__()
 
     def elaborate(self, platform):
         m = Module()
@@ -67,7 +68,7 @@ class UARTTx(wiring.Component):
         return m
 
 
-class UARTRx(wiring.Component):
+class UARTRx(_UART):
     """Receiver: samples ``rx`` in the middle of each bit and emits each good byte on ``data``.
 
     A low level that is gone by the middle of the start bit is a glitch and is ignored. A frame
@@ -85,11 +86,6 @@ class UARTRx(wiring.Component):
     rx: In(1, init=1)
     data: Out(stream.Signature(8))
     error: Out(1)
-
-    def __init__(self, *, divisor: int):
-        _check_divisor(self, divisor)
-        self.divisor = divisor
-        super().__init__()
 
     def elaborate(self, platform):
         m = Module()

@@ -32,6 +32,18 @@ def ref_events(ref, b, T):
             for k, s in enumerate(ref.spikes, start=1) for i in np.flatnonzero(s[t, b])]
 
 
+def _network_and_samples(rng, g, T):
+    """``g`` mapped, the smallest core for it, its configuration writes, and two samples (the
+    second sparser)."""
+    image = map_graph(g)
+    params = core_params_for(image, timesteps=T, counter_bits=16)
+    writes = config_writes(image, params, T)
+    lo, hi = g.input.value_range
+    x = rng.integers(lo, hi + 1, size=(2, g.input.size))
+    x[1, rng.random(g.input.size) < 0.5] = 0
+    return image, params, writes, x
+
+
 @pytest.mark.parametrize("readout, signed", [(Readout.MEMBRANE, True),
                                              (Readout.SPIKE_COUNT, False)])
 def test_board_matches_reference_and_model(readout, signed, seed):
@@ -40,12 +52,7 @@ def test_board_matches_reference_and_model(readout, signed, seed):
     g = random_graph(rng, max_in=4, max_size=4, max_hidden=1, timesteps=T, readout=readout)
     while g.input.signed != signed:         # negative input tokens on one of the two runs
         g = random_graph(rng, max_in=4, max_size=4, max_hidden=1, timesteps=T, readout=readout)
-    image = map_graph(g)
-    params = core_params_for(image, timesteps=T, counter_bits=16)
-    writes = config_writes(image, params, T)
-    lo, hi = g.input.value_range
-    x = rng.integers(lo, hi + 1, size=(2, g.input.size))
-    x[1, rng.random(g.input.size) < 0.5] = 0                  # a sparser sample
+    image, params, writes, x = _network_and_samples(rng, g, T)
     ref = ref_run(g, x, T)
     model = CoreModel(params).run(image, x, T)
     board, client = sim_client(params, clk_hz=CLK_HZ)
@@ -81,12 +88,7 @@ def test_built_in_network_runs_without_configuration_and_after_a_reset(seed):
     rng = np.random.default_rng(seed)
     T = 2
     g = random_graph(rng, max_in=4, max_size=3, max_hidden=1, residual=True, timesteps=T)
-    image = map_graph(g)
-    params = core_params_for(image, timesteps=T, counter_bits=16)
-    writes = config_writes(image, params, T)
-    lo, hi = g.input.value_range
-    x = rng.integers(lo, hi + 1, size=(2, g.input.size))
-    x[1, rng.random(g.input.size) < 0.5] = 0                  # a sparser sample
+    image, params, writes, x = _network_and_samples(rng, g, T)
     model = CoreModel(params).run(image, x, T)
     board = SimBoard(params, baud=BAUD, clk_hz=FAST_CLK_HZ, network=writes)
     client = BoardClient(board, baud=BAUD, timeout=TIMEOUT, quiet=2e-4)
