@@ -715,6 +715,9 @@ def cmd_run_board(args) -> int:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise SnncError(f"{args.build} is not a build directory of snnc build (build.json: "
                         f"{exc})") from None
+    if not bundle_path.is_dir():
+        raise SnncError(f"{args.build}/build.json names the bundle {bundle_path}, which is not "
+                        f"there any more: rebuild with snnc build")
     bundle = load_bundle(bundle_path)
     x, y = load_npz(args.data)
     x = check_samples(x, bundle.graph.input.shape, what=str(args.data))[:args.samples]

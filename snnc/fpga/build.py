@@ -290,7 +290,7 @@ def build_bitstream(bundle, board_name: str, out_dir, *, clock_mhz: float | None
         raise SnncError(f"the build produced no bitstream; see {run.log}")
     shutil.copy(bitstream, out / bitstream.name)
     doc = {"board": b.name, "device": platform.device, "package": platform.package,
-           "family": b.family, "board_note": b.note, "bundle": str(bundle.path),
+           "family": b.family, "board_note": b.note, "bundle": str(Path(bundle.path).resolve()),
            "bitstream": str(out / bitstream.name), "oscillator_mhz": osc_mhz,
            "clock": clock.to_json(), "timing_met": rep["fmax"]["met"],
            "baud": baud, "seed": int(seed), "nextpnr_opts": opts,

@@ -151,5 +151,9 @@ def test_run_board_reports_a_wrong_image(tmp_path, monkeypatch, capsys, seed):
 def test_run_board_errors(tmp_path, capsys):
     assert main(["run-board", str(tmp_path), "--port", "x", "--data", "d.npz"]) == 2
     assert "not a build directory" in capsys.readouterr().err
+    (tmp_path / "build.json").write_text(json.dumps({"bundle": str(tmp_path / "gone"),
+                                                     "baud": 115200}))
+    assert main(["run-board", str(tmp_path), "--port", "x", "--data", "d.npz"]) == 2
+    assert "names the bundle" in capsys.readouterr().err
     assert main(["run-board", str(tmp_path), "--port", "x", "--data", "d.npz",
                  "--timeout", "0"]) == 2
