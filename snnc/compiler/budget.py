@@ -183,7 +183,8 @@ def memory_shapes(params: CoreParams) -> dict[str, tuple[int, int]]:
             "wgt_mem": (p.weight_depth, 8), "bias_mem": (p.max_neurons, p.v_bits),
             "v_mem": (p.max_neurons, p.v_bits),
             "spk_mem": (p.max_pop_size, p.source_addr_bits + p.strength_bits),
-            "cnt_mem": (p.pool_depth, p.pool_count_bits)}
+            "cnt_mem": (p.pool_depth, p.pool_count_bits),
+            "spc_mem": (p.max_pops, p.counter_bits)}
 
 
 def _digits_sum(n: int) -> int:

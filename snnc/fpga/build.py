@@ -41,6 +41,7 @@ from ..compiler.errors import SnncError
 from ..hw.params import CoreParams
 from .boards import Board, board as get_board
 from .clock import ClockPlan, clock_arg, mhz_text, plan_clock
+from .netlist import collision_free_commands
 
 __all__ = ["BoardTop", "build_bitstream", "check_device", "tool_env", "tool_versions",
            "format_report", "oscillator_mhz", "clock_plan", "timing_problem", "bundle_writes",
@@ -67,9 +68,10 @@ class BoardTop(Elaboratable):
     :class:`~snnc.fpga.top.HostTop` (for inspection).
     """
 
-    def __init__(self, params: CoreParams, *, baud: int = 115200, spram=(),
+    def __init__(self, params: CoreParams, *, baud: int = 115200, spram=(), ram_records=False,
                  max_tokens: int | None = None, clock: ClockPlan | None = None, network=None):
         self.params, self.baud, self.spram = params, baud, frozenset(spram)
+        self.ram_records = bool(ram_records)
         self.max_tokens, self.clock = max_tokens, clock
         self.network = network              # configuration writes built into the core
 
@@ -88,6 +90,7 @@ class BoardTop(Elaboratable):
             clk_hz = self.clock.hz
         m.submodules.host = self.host = host = HostTop(
             self.params, clk_hz=clk_hz, baud=self.baud, spram=self.spram,
+            ram_records=self.ram_records,
             max_tokens=self.max_tokens, network=self.network)
         uart = platform.request("uart", 0, dir="-")
         m.submodules.uart_rx = rx = io.Buffer("i", uart.rx)
@@ -277,9 +280,11 @@ def build_bitstream(bundle, board_name: str, out_dir, *, clock_mhz: float | None
     opts = (f"--seed {int(seed)} --freq {mhz_text(clock.achieved)} --timing-allow-fail "
             f"--report {name}.report.json")
     network = bundle_writes(bundle, params)     # built into the bitstream (but SPRAM)
-    plan = platform.prepare(BoardTop(params, baud=baud, spram=mplan.spram, max_tokens=n_inputs,
+    plan = platform.prepare(BoardTop(params, baud=baud, spram=mplan.spram,
+                                     ram_records=mplan.ram_records, max_tokens=n_inputs,
                                      clock=clock, network=network), name=name, nextpnr_opts=opts,
-                            synth_opts=SYNTH_OPTS.get(b.family, ""))
+                            synth_opts=SYNTH_OPTS.get(b.family, ""),
+                            script_after_read="\n".join(collision_free_commands(f"{name}.host.core")))
     if root.exists():
         shutil.rmtree(root)
     plan.extract(root)
@@ -344,6 +349,9 @@ def format_report(doc: dict) -> str:
     if mp and mp["spram"]:
         lines.append(f"  on SPRAM: {', '.join(mp['spram'])} ({mp['spram_used']} of "
                      f"{mp['spram_available']} blocks; loaded over the UART at start-up)")
+    if mp and mp.get("records_in_block_ram"):
+        lines.append(f"  population records in block RAM ({mp['per_memory']['records']} "
+                     f"{mp['block']}), not registers: fewer logic cells, the same cycles")
     f = doc["fmax"]
     verdict = "met" if f["met"] else "NOT met"
     fmax = "none reported" if f["achieved_mhz"] is None else f"{f['achieved_mhz']:.1f} MHz"

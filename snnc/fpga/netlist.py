@@ -1,7 +1,8 @@
 """Gate-level iCE40 netlists of the generated core, for post-synthesis simulation.
 
 :func:`synthesize_ice40` runs yosys (the YoWASP build from PyPI) with :data:`SYNTH_SCRIPT`:
-the default ``synth_ice40`` flow (no ``-dsp``, no ``-spram``, no ``-abc9``), then
+the default ``synth_ice40`` flow (no ``-dsp``, no ``-spram``, no ``-abc9``), with the
+memories of :data:`COLLISION_FREE` marked as ``snnc build`` marks them, then
 ``write_verilog -noattr``. The netlist instantiates the iCE40 primitives (``SB_LUT4``,
 ``SB_CARRY``, ``SB_DFF*``, ``SB_RAM40_4K``), whose simulation models are yosys's own
 :func:`cell_library`. Netlists are cached beside the RTL builds
@@ -19,11 +20,31 @@ import shutil
 import subprocess
 from pathlib import Path
 
-__all__ = ["SYNTH_SCRIPT", "SynthesisFailed", "yosys_version", "cell_library", "synthesize_ice40"]
+__all__ = ["SYNTH_SCRIPT", "COLLISION_FREE", "collision_free_commands", "SynthesisFailed", "yosys_version", "cell_library", "synthesize_ice40"]
+
+#: Core memories whose read data is never used in a cycle that writes the same word: ``wgt``,
+#: ``bias`` and the records are written only while idle, the spike buffer only during a sweep
+#: and read only after it, the spike counters at another address than the port reads
+#: (docs/architecture.md section 9, "Read-during-write"). Yosys is told so
+#: (``COLLISION_X_MASK``), and maps them onto block RAM without the bypass registers and
+#: multiplexers that would model read-before-write on a same-address collision; ``snnc build``
+#: and the netlists here do the same.
+COLLISION_FREE = ("wgt_mem", "bias_mem", "spk_mem", "rec_mem", "spc_mem")
+
+
+def collision_free_commands(module: str, cell: str = "$memrd_v2", param: str = "COLLISION_X_MASK"):
+    """Yosys commands marking :data:`COLLISION_FREE`'s read ports in ``module`` don't-care on a
+    same-address write: on ``$memrd_v2`` cells right after reading RTLIL (``snnc build``), or
+    on the collected ``$mem_v2`` cells (``RD_COLLISION_X_MASK``) for Verilog input."""
+    return tuple(f"setparam -set {param} 1'b1 {module}/t:{cell} {module}/r:MEMID=\\{mem} %i"
+                 for mem in COLLISION_FREE)
+
 
 # Run in a directory holding the input as core.v; the netlist is written to netlist.v.
 SYNTH_SCRIPT = ("read_verilog core.v",
-                "synth_ice40 -top snnc_core",
+                "synth_ice40 -top snnc_core -run :map_ram",
+                *collision_free_commands("snnc_core", "$mem_v2", "RD_COLLISION_X_MASK"),
+                "synth_ice40 -top snnc_core -run map_ram:",
                 "write_verilog -noattr netlist.v")
 
 

@@ -47,6 +47,8 @@ class HostTop(wiring.Component):
         Default ``params.max_sources``.
     spram : set of str, optional
         Core memories to put on iCE40 SPRAM (see :class:`snnc.hw.core.Core`).
+    ram_records : bool
+        The core's population records in block RAM (see :class:`snnc.hw.core.Core`).
     network : list of (cfg_sel, cfg_addr, cfg_data), optional
         A network built into the core (``Core(params, network=...)``): it runs without any
         CONFIG frame, except for the memories on SPRAM, which the host must still load.
@@ -56,8 +58,9 @@ class HostTop(wiring.Component):
     tx: Out(1, init=1)
 
     def __init__(self, params: CoreParams, *, clk_hz: int, baud: int = 115200,
-                 max_tokens: int | None = None, spram=(), network=None):
+                 max_tokens: int | None = None, spram=(), ram_records=False, network=None):
         self.spram = frozenset(spram)
+        self.ram_records = bool(ram_records)
         self.network = network
         try:
             self._configure(params, clk_hz, baud, max_tokens)
@@ -89,7 +92,8 @@ class HostTop(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         p, lay = self.params, self.layout
-        m.submodules.core = core = Core(p, spram=self.spram, network=self.network)
+        m.submodules.core = core = Core(p, spram=self.spram, ram_records=self.ram_records,
+                                        network=self.network)
         # Two-entry queues on both event streams: the core's global stall (its ``en``) then
         # depends on queue levels held in registers, not on the host's state machines.
         ilay, olay = input_layout(p), output_layout(p)
@@ -161,6 +165,11 @@ class HostTop(wiring.Component):
 
         # Token replay (its own state machine), reading the same buffer.
         replay_go, replaying = Signal(), Signal()
+        # The core's start pulse, high in RUN_START, from a register: the core's start-up
+        # loads do not wait on this state machine's decoding.
+        start_q = Signal()
+        m.d.sync += start_q.eq(0)
+        m.d.comb += core.start.eq(start_q)
         trp = Signal(16)
         tb = Signal(2)
         tok = Signal(32)
@@ -286,9 +295,10 @@ class HostTop(wiring.Component):
                              cfg_data.eq(T)]
                 m.next = "RUN_GAP"
             with m.State("RUN_GAP"):                 # the timesteps write reaches the core
+                m.d.sync += start_q.eq(1)
                 m.next = "RUN_START"
             with m.State("RUN_START"):
-                m.d.comb += [core.start.eq(1), replay_go.eq(1)]
+                m.d.comb += replay_go.eq(1)
                 m.next = "RUN"
             with m.State("RUN"):
                 with m.If(~snd_busy):

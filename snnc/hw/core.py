@@ -17,9 +17,10 @@ from amaranth.lib.wiring import In, Out
 
 from .neuron import NeuronUnit
 from .spram import SPRAMMemory
-from .params import MEMBER_BITS, TIMING, CfgSel, ConvField, CoreParams, ParamField, SourceMode
+from .params import (MEMBER_BITS, TIMING, CfgSel, ConvField, CoreParams, Counter, ParamField,
+                     SourceMode)
 
-__all__ = ["Core", "input_layout", "output_layout"]
+__all__ = ["Core", "input_layout", "output_layout", "record_bits"]
 
 
 def input_layout(p: CoreParams) -> data.StructLayout:
@@ -41,6 +42,11 @@ def _param_layout(p: CoreParams) -> data.StructLayout:
         "WSHIFT": 2, "THETA": unsigned(vb), "SMAX": p.strength_bits, "VMIN": signed(vb),
         "VMAX": signed(vb), "SPIKING": 1, "SMAX_THETA": unsigned(vb), "SMODE": 2, "GATE": 1,
     })
+
+
+def record_bits(p: CoreParams) -> int:
+    """Bits of one population record (the word of ``Core(..., ram_records=True)``)."""
+    return _param_layout(p).size
 
 
 def _conv_layout(p: CoreParams) -> data.StructLayout:
@@ -76,6 +82,10 @@ class Core(wiring.Component):
     params : CoreParams
     spram : set of str, optional
         Memories of :attr:`SPRAM_CAPABLE` to put on iCE40 SPRAM (:mod:`snnc.hw.spram`).
+    ram_records : bool
+        Hold the population records in one block-RAM word each instead of registers: the
+        same timing and results, about 1,500 fewer iCE40 logic cells for 8 populations, and
+        ``ceil(record bits / 16)`` more EBR (:func:`record_bits`).
     network : list of (cfg_sel, cfg_addr, cfg_data), optional
         Configuration writes (:func:`snnc.hw.mapping.config_writes`) whose result the core
         holds from the start: the initial contents of ``ptr``, ``tgt``, ``wgt`` and ``bias``
@@ -102,7 +112,7 @@ class Core(wiring.Component):
     #: The memories that may live on iCE40 SPRAM: loaded only while idle, read only while running.
     SPRAM_CAPABLE = ("ptr", "tgt", "wgt", "bias")
 
-    def __init__(self, params: CoreParams, *, spram=(), network=None):
+    def __init__(self, params: CoreParams, *, spram=(), ram_records=False, network=None):
         if not isinstance(params, CoreParams):
             raise TypeError(f"expected CoreParams, not {params!r}")
         spram = frozenset(spram)
@@ -111,6 +121,7 @@ class Core(wiring.Component):
             raise ValueError(f"only {', '.join(self.SPRAM_CAPABLE)} can live on SPRAM, not "
                              f"{', '.join(sorted(spram - set(self.SPRAM_CAPABLE)))}")
         self.spram = spram
+        self.ram_records = bool(ram_records)
         self.params = p = params
         self.initial = None
         if network is not None:
@@ -170,10 +181,25 @@ class Core(wiring.Component):
         cnt_w = cnt_mem.write_port()
         cnt_r = cnt_mem.read_port(transparent_for=(cnt_w,))
 
-        # Parameter and global registers.
+        en = Signal()       # the pipeline advances (no output stall, no wait for input)
+        idle = Signal()     # the control state machine is in IDLE
+
+        # Population records and global registers.
         playout = _param_layout(p)
-        pregs = Array(Signal(playout, name=f"pop{k}", **init(ini and ini.pops[k]))
-                      for k in range(p.max_pops))
+        if self.ram_records:
+            # One block-RAM word per population (bit-granular writes: a configuration write
+            # sets one field). Non-transparent, so no bypass logic: a write is read from the
+            # next cycle on, as a register would be (see "Population records" in
+            # docs/architecture.md for the prefetch that keeps the timing of registers).
+            m.submodules.rec_mem = rec_mem = memory.Memory(
+                shape=playout.size, depth=p.max_pops,
+                init=[] if ini is None else [playout.const(r).as_value().value for r in ini.pops])
+            rec_w = rec_mem.write_port(granularity=1)
+            rec_r = rec_mem.read_port()
+            rec_wdata, rec_rdata = playout(rec_w.data), playout(rec_r.data)
+        else:
+            pregs = Array(Signal(playout, name=f"pop{k}", **init(ini and ini.pops[k]))
+                          for k in range(p.max_pops))
         gw = _global_widths(p)
         n_pops = Signal(gw["n_pops"], **init(ini and ini.global_regs["n_pops"]))
         timesteps = Signal(gw["timesteps"], **init(ini and ini.global_regs["timesteps"]))
@@ -192,22 +218,48 @@ class Core(wiring.Component):
         clear_more = Signal()
         last_t = Signal()
 
-        def set_pop(k):
-            return [cur_pop.eq(k), cur.eq(pregs[k]), cur_size_m1.eq(pregs[k].SIZE - 1),
-                    cur_is_last.eq(k == n_pops - 1)]
-        clayout = _conv_layout(p)
-        cregs = Array(Signal(clayout, name=f"conv{j}", **init(ini and ini.convs[j]))
-                      for j in range(p.max_convs))
-
-        # Counters.
+        # Counters. The spike counters are one memory word per population: ``pop_spikes``
+        # counts the current population's spikes, starts from its word (0 in the first
+        # timestep) and is written back at the end of its sweep, when no more can come.
         cnt_active = Signal(p.counter_bits)
         cnt_total = Signal(p.counter_bits)
         cnt_synops = Signal(p.counter_bits)
         cnt_t = Signal(p.counter_bits)
-        cnt_spikes = Array(Signal(p.counter_bits, name=f"spikes{k}") for k in range(p.max_pops))
+        m.submodules.spc_mem = spc_mem = memory.Memory(shape=p.counter_bits, depth=p.max_pops,
+                                                       init=[])
+        spc_w, spc_r = spc_mem.write_port(), spc_mem.read_port()
+        pop_spikes = Signal(p.counter_bits)
+        first_t = Signal()
+
+        # ``set_pop(k)`` for k = 0 or cur_pop + 1. The population-indexed read ports (spike
+        # counters, and the records when they are in block RAM) hold the next population's word
+        # in advance: their address is ``pop_next`` (the population after ``cur_pop``, 0 after
+        # the last), and 1 in EMIT_EOT (the one set_pop(0) that the next cycle can follow with
+        # set_pop(1)); while idle the records' is 0 and the counters' the readback address.
+        # They advance with ``en`` like every other read port, so a stall holds the word.
+        pop_next = Signal(p.pop_bits)
+        pf_addr = Signal(p.pop_bits)
+        m.d.comb += [pf_addr.eq(pop_next), spc_r.en.eq(en | idle),
+                     spc_r.addr.eq(Mux(idle, self.rb_addr - Counter.SPIKES, pf_addr))]
+        if self.ram_records:
+            rec_load0 = Signal()          # load cur from record 0 in the first CLEAR cycle
+            m.d.comb += [rec_r.en.eq(en | idle), rec_r.addr.eq(Mux(idle, 0, pf_addr))]
+            m.d.sync += cur_size_m1.eq(cur.SIZE - 1)   # first used in SWEEP, after DRAIN
+
+        def set_pop(k):
+            stmts = [cur_pop.eq(k), pop_next.eq(Mux(k + 1 == n_pops, 0, k + 1)),
+                     cur_is_last.eq(k == n_pops - 1),
+                     # population 0 (the input) never spikes
+                     pop_spikes.eq(0 if isinstance(k, int) and k == 0 else
+                                   Mux(first_t, 0, spc_r.data))]
+            if self.ram_records:
+                return stmts + [cur.eq(rec_rdata)]
+            return stmts + [cur.eq(pregs[k]), cur_size_m1.eq(pregs[k].SIZE - 1)]
+        clayout = _conv_layout(p)
+        cregs = Array(Signal(clayout, name=f"conv{j}", **init(ini and ini.convs[j]))
+                      for j in range(p.max_convs))
 
         # Global stall: output backpressure, or waiting for an input event.
-        en = Signal()
         stall_out = Signal()
         wait_in = Signal()
         m.d.comb += [stall_out.eq(self.out.valid & ~self.out.ready), en.eq(~stall_out & ~wait_in)]
@@ -221,7 +273,18 @@ class Core(wiring.Component):
                      tgt_w.addr.eq(addr), tgt_w.data.eq(wdata), tgt_w.en.eq(we & (sel == CfgSel.TGT)),
                      wgt_w.addr.eq(addr), wgt_w.data.eq(wdata), wgt_w.en.eq(we & (sel == CfgSel.WGT)),
                      bias_w.addr.eq(addr), bias_w.data.eq(wdata), bias_w.en.eq(we & (sel == CfgSel.BIAS))]
-        _register_file_writes(m, we & (sel == CfgSel.PARAM), addr, wdata, pregs, playout, ParamField)
+        if self.ram_records:
+            pwrite = we & (sel == CfgSel.PARAM)
+            m.d.comb += rec_w.addr.eq(addr[4:])
+            for f in ParamField:
+                w = playout[f.name].width
+                m.d.comb += getattr(rec_wdata, f.name).eq(wdata[:w])
+            m.d.comb += rec_w.en.eq(Cat(
+                (pwrite & (addr[:4] == int(f))).replicate(playout[f.name].width)
+                for f in sorted(ParamField, key=lambda f: playout[f.name].offset)))
+        else:
+            _register_file_writes(m, we & (sel == CfgSel.PARAM), addr, wdata, pregs, playout,
+                                  ParamField)
         with m.If(we & (sel == CfgSel.GLOBAL)):
             with m.Switch(addr[:2]):
                 with m.Case(0):
@@ -353,7 +416,6 @@ class Core(wiring.Component):
         # V memory ports are shared by phase: sweep issue, synapse walk, or readback / clear.
         clear_i = Signal(p.clear_bits + 1)
         clearing = Signal()
-        idle = Signal()
         with m.If(sweep_issue):
             m.d.comb += v_r.addr.eq(cur.NBASE + sweep_i)
         with m.Elif(idle):
@@ -385,14 +447,16 @@ class Core(wiring.Component):
         with m.If(en & spike):
             m.d.comb += [out_load.eq(1), out_payload.pop.eq(cur_pop), out_payload.index.eq(nu.o_tag),
                          out_payload.strength.eq(nu.o_s)]
-            m.d.sync += [spk_wp.eq(spk_wp + 1), cnt_spikes[cur_pop].eq(cnt_spikes[cur_pop] + 1)]
+            m.d.sync += [spk_wp.eq(spk_wp + 1), pop_spikes.eq(pop_spikes + 1)]
 
         # Readback.
-        counters = Array([cnt_active, cnt_total, cnt_synops, cnt_t] + list(cnt_spikes))
+        counters = Array([cnt_active, cnt_total, cnt_synops, cnt_t])
         rb_sel_q = Signal()
+        rb_spk_q = Signal()
         rb_cnt = Signal(p.counter_bits)
-        m.d.sync += [rb_sel_q.eq(self.rb_sel), rb_cnt.eq(counters[self.rb_addr[:6]])]
-        m.d.comb += self.rb_data.eq(Mux(rb_sel_q, rb_cnt, v_r.data))
+        m.d.sync += [rb_sel_q.eq(self.rb_sel), rb_spk_q.eq(self.rb_addr >= Counter.SPIKES),
+                     rb_cnt.eq(counters[self.rb_addr[:2]])]
+        m.d.comb += self.rb_data.eq(Mux(rb_sel_q, Mux(rb_spk_q, spc_r.data, rb_cnt), v_r.data))
 
         # Control state machine.
         from_spikes = Signal()
@@ -423,9 +487,16 @@ class Core(wiring.Component):
                                  cnt_active.eq(0), cnt_total.eq(0), cnt_synops.eq(0),
                                  cnt_t.eq(0), spk_wp.eq(0), spk_rp.eq(0),
                                  running.eq(1)] + set_pop(0)
-                    m.d.sync += [c.eq(0) for c in cnt_spikes]
+                    m.d.sync += first_t.eq(1)
+                    if self.ram_records:
+                        m.d.sync += rec_load0.eq(1)
                     m.next = "CLEAR"
             with m.State("CLEAR"):
+                if self.ram_records:
+                    # Record 0 as it stands after every write before ``start`` (the port read
+                    # it in the start cycle; a register would have been read then too).
+                    with m.If(rec_load0):
+                        m.d.sync += [cur.eq(rec_rdata), rec_load0.eq(0)]
                 m.d.comb += clearing.eq(clear_more)
                 with m.If(clear_more):
                     m.d.comb += [cnt_w.addr.eq(clear_i), cnt_w.data.eq(0), cnt_w.en.eq(1)]
@@ -476,6 +547,9 @@ class Core(wiring.Component):
                 with m.If(en):
                     m.d.sync += drain_left.eq(drain_left - 1)
                     with m.If(drain_left == 0):
+                        # The sweep is over: its spike count goes back to the counter memory.
+                        m.d.comb += [spc_w.addr.eq(cur_pop), spc_w.data.eq(pop_spikes + spike),
+                                     spc_w.en.eq(1)]
                         with m.If(cur.SPIKING):
                             m.next = "SP_FETCH"
                         with m.Else():
@@ -497,9 +571,11 @@ class Core(wiring.Component):
                                  evt_src.eq(spk_r.data[:p.source_addr_bits])]
                     m.next = "PTR"
             with m.State("EMIT_EOT"):
+                m.d.comb += pf_addr.eq(Mux(n_pops == 1, 0, 1))
                 with m.If(en):
                     m.d.comb += [out_load.eq(1), out_payload.eot.eq(1), out_payload.pop.eq(cur_pop)]
-                    m.d.sync += [cnt_t.eq(cnt_t + 1), last_t.eq(cnt_t + 2 >= timesteps)] + set_pop(0)
+                    m.d.sync += [cnt_t.eq(cnt_t + 1), last_t.eq(cnt_t + 2 >= timesteps),
+                                 first_t.eq(0)] + set_pop(0)
                     with m.If(last_t):
                         m.d.sync += running.eq(0)
                         m.next = "IDLE"

@@ -28,7 +28,8 @@ def to_signed(v, bits):
     return v - (1 << bits) if v >> (bits - 1) else v
 
 
-def rtl_run(params, image, xs, T, *, seed, idle=0.3, stall=0.3, built_in=False):
+def rtl_run(params, image, xs, T, *, seed, idle=0.3, stall=0.3, built_in=False,
+            ram_records=False):
     """Run samples ``xs`` through the core; return per sample (events, V, counters).
 
     Three concurrent testbenches: the host (configuration, start, readback), an input producer
@@ -37,7 +38,7 @@ def rtl_run(params, image, xs, T, *, seed, idle=0.3, stall=0.3, built_in=False):
     host makes no configuration write.
     """
     writes = config_writes(image, params, T)
-    dut = Core(params, network=writes if built_in else None)
+    dut = Core(params, network=writes if built_in else None, ram_records=ram_records)
     rng = random.Random(seed)
     results = []
     state = {"sample": -1, "produced": -1, "consumed": -1}
@@ -213,4 +214,21 @@ def test_built_in_networks_run_without_configuration(seed, case):
     params = core_params_for(image, timesteps=g.timesteps)
     xs = random_inputs(rng, g, 2)
     results = rtl_run(params, image, xs, g.timesteps, seed=seed + case, built_in=True)
+    check_against_model(g, xs, results, params=params)
+
+
+@pytest.mark.parametrize("case", range(4))
+def test_records_in_block_ram_keep_results_and_cycles(seed, case):
+    """Core(..., ram_records=True): the population records in one block-RAM word each, read
+    ahead of every population change, give the same events, membranes, counters and cycles as
+    registers (the last configuration write lands right before ``start``, and outputs stall)."""
+    from snnc.hw.mapping import core_params_for
+    rng = np.random.default_rng([seed, case, 17])
+    g = (random_conv_graph(rng, max_hw=5, timesteps=int(rng.integers(1, 3))) if case % 2 else
+         random_graph(rng, residual=case == 2, timesteps=int(rng.integers(1, 4))))
+    image = map_graph(g)
+    params = core_params_for(image, timesteps=g.timesteps)
+    xs = random_inputs(rng, g, 2)
+    results = rtl_run(params, image, xs, g.timesteps, seed=seed + case, ram_records=True,
+                      built_in=case == 3)
     check_against_model(g, xs, results, params=params)

@@ -38,6 +38,8 @@ def test_only_the_loaded_memories_can_live_on_spram():
 
 @pytest.mark.parametrize("kind", ["mlp", "conv"])
 def test_core_on_spram_netlist_is_bit_exact(icarus, seed, kind):
+    """The conv case is built as ``snnc build`` builds the demo CNN for the UP5K: the loaded
+    memories on SPRAM and the population records in block RAM (``ram_records``)."""
     rng = np.random.default_rng(seed)
     if kind == "mlp":
         g = random_graph(rng, max_in=8, max_size=8, max_hidden=1, timesteps=2)
@@ -45,9 +47,14 @@ def test_core_on_spram_netlist_is_bit_exact(icarus, seed, kind):
         g = random_conv_graph(rng, max_hw=4, timesteps=2)
     T = g.timesteps
     p = core_params_for(map_graph(g), timesteps=T)
-    v = verilog.convert(Core(p, spram=Core.SPRAM_CAPABLE), name="snnc_core")
+    v = verilog.convert(Core(p, spram=Core.SPRAM_CAPABLE, ram_records=kind == "conv"),
+                        name="snnc_core")
     assert v.count("SB_SPRAM256KA") >= 4
-    assert "SB_SPRAM256KA" in synthesize_ice40(v)           # kept as the primitive
+    net = synthesize_ice40(v)
+    assert "SB_SPRAM256KA" in net                           # kept as the primitive
+    assert ("rec_mem" in v) == (kind == "conv")
+    if kind == "conv":
+        assert "SB_RAM40_4K" in net                         # the records, on block RAM
     xs = random_inputs(rng, g, 3)
     [(model, mism, got)] = run_networks([(g, xs, T)], p, v, simulator=icarus, seed=seed,
                                         stall=0.2, netlist=True)
