@@ -326,8 +326,10 @@ class Core(wiring.Component):
         s3 = stage("s3", t=nab, prod=signed(8 + p.input_bits), ny=signed(cb + 2),
                    nx=signed(cb + 2), qy=cb + 1, qx=cb + 1, cid=p.conv_bits, member=MEMBER_BITS,
                    **common)
-        s4 = stage("s4", t=nab, prod=signed(8 + p.input_bits), member=MEMBER_BITS, **common)
-        s5 = stage("s5", t=nab, prod=signed(8 + p.input_bits), member=MEMBER_BITS, **common)
+        s4 = stage("s4", t=nab, prod=signed(8 + p.input_bits), member=MEMBER_BITS,
+                   acc=p.pool_count_bits, **common)
+        s5 = stage("s5", t=nab, prod=signed(8 + p.input_bits), member=MEMBER_BITS,
+                   acc=p.pool_count_bits, **common)
 
         def carry(dst, src):
             return [dst[k].eq(src[k]) for k in common]
@@ -363,6 +365,10 @@ class Core(wiring.Component):
                 s3["prod"].eq(s2["w"] * s2["strength"]),
                 s3["qy"].eq((s2["ny"][:cb + 1] * cv2.RECIP_Y) >> p.recip_shift),
                 s3["qx"].eq((s2["nx"][:cb + 1] * cv2.RECIP_X) >> p.recip_shift)]
+        # S2 also reads a max-pool member's count ``cnt[g]``: a source has one pool entry and
+        # the next event's entry reaches S2 at the earliest in the cycle this one's S5 writes
+        # (3 cycles per event at least), which the port's transparency covers.
+        m.d.comb += cnt_r.addr.eq(s2["g"])
         # S3
         cv3 = cregs[s3["cid"]]
         conv_ok = ((s3["ny"] >= 0) & (s3["nx"] >= 0) & (s3["qy"] * cv3.STRIDE_Y == s3["ny"]) &
@@ -376,19 +382,18 @@ class Core(wiring.Component):
         with m.If(en):
             m.d.sync += carry(s4, s3) + [
                 s4["valid"].eq(s3["valid"] & ((s3["mode"] != SourceMode.CONV) | conv_ok)),
-                s4["t"].eq(s3_target), s4["prod"].eq(s3["prod"]), s4["member"].eq(s3["member"])]
-        # S4: read V[target] (and a max-pool member's count).
-        m.d.comb += cnt_r.addr.eq(s4["g"])
+                s4["t"].eq(s3_target), s4["prod"].eq(s3["prod"]), s4["member"].eq(s3["member"]),
+                s4["acc"].eq(cnt_r.data + s3["strength"][:sb_])]
+        # S4: read V[target].
         with m.If(en):
-            m.d.sync += carry(s5, s4) + [s5[k].eq(s4[k]) for k in ("t", "prod", "member")]
+            m.d.sync += carry(s5, s4) + [s5[k].eq(s4[k]) for k in ("t", "prod", "member", "acc")]
         # S5: membrane update, or max-pool gate update.
         pool4 = s5["mode"] == SourceMode.POOL
-        acc_new = Signal(p.pool_count_bits)
+        acc_new = s5["acc"]
         g_idx = v_r.data[sb_:sb_ + MEMBER_BITS]
         g_acc = v_r.data[sb_ + MEMBER_BITS:sb_ + MEMBER_BITS + p.pool_count_bits]
         take = Signal()
-        m.d.comb += [acc_new.eq(cnt_r.data + s5["strength"][:sb_]),
-                     take.eq((acc_new > g_acc) | ((acc_new == g_acc) & (s5["member"] <= g_idx))),
+        m.d.comb += [take.eq((acc_new > g_acc) | ((acc_new == g_acc) & (s5["member"] <= g_idx))),
                      cnt_w.addr.eq(s5["g"]), cnt_w.data.eq(acc_new),
                      cnt_w.en.eq(en & s5["valid"] & pool4)]
         s5_write = Signal()
