@@ -321,11 +321,16 @@ class Core(wiring.Component):
 
         common = dict(valid=1, strength=signed(p.input_bits), mode=2, g=p.source_addr_bits)
         s1 = stage("s1", lane=2, shift=2, y=cb, x=cb, **common)
+        # The convolution's geometry travels with the entry: RECIP from S1, strides and output
+        # size from S2, so no stage multiplies or compares through the max_convs-way choice.
+        clay = _conv_layout(p)
         s2 = stage("s2", t=nab, w=signed(8), ny=signed(cb + 2),
-                   nx=signed(cb + 2), cid=p.conv_bits, member=MEMBER_BITS, **common)
+                   nx=signed(cb + 2), cid=p.conv_bits, member=MEMBER_BITS,
+                   ry=clay["RECIP_Y"].shape, rx=clay["RECIP_X"].shape, **common)
         s3 = stage("s3", t=nab, prod=signed(8 + p.input_bits), ny=signed(cb + 2),
-                   nx=signed(cb + 2), qy=cb + 1, qx=cb + 1, cid=p.conv_bits, member=MEMBER_BITS,
-                   **common)
+                   nx=signed(cb + 2), qy=cb + 1, qx=cb + 1, member=MEMBER_BITS,
+                   sy=clay["STRIDE_Y"].shape, sx=clay["STRIDE_X"].shape,
+                   oh=clay["OUT_H"].shape, ow=clay["OUT_W"].shape, **common)
         s4 = stage("s4", t=nab, prod=signed(8 + p.input_bits), member=MEMBER_BITS,
                    acc=p.pool_count_bits, **common)
         s5 = stage("s5", t=nab, prod=signed(8 + p.input_bits), member=MEMBER_BITS,
@@ -356,27 +361,29 @@ class Core(wiring.Component):
             m.d.sync += carry(s2, s1) + [
                 s2["t"].eq(e_t), s2["w"].eq(weight), s2["cid"].eq(e_cid),
                 s2["member"].eq(Cat(e_kx, e_ky)),
-                s2["ny"].eq(s1["y"] + cv1.PAD_Y - e_ky), s2["nx"].eq(s1["x"] + cv1.PAD_X - e_kx)]
+                s2["ny"].eq(s1["y"] + cv1.PAD_Y - e_ky), s2["nx"].eq(s1["x"] + cv1.PAD_X - e_kx),
+                s2["ry"].eq(cv1.RECIP_Y), s2["rx"].eq(cv1.RECIP_X)]
         # S2
         cv2 = cregs[s2["cid"]]
         with m.If(en):
             m.d.sync += carry(s3, s2) + [
-                s3[k].eq(s2[k]) for k in ("t", "ny", "nx", "cid", "member")] + [
+                s3[k].eq(s2[k]) for k in ("t", "ny", "nx", "member")] + [
+                s3["sy"].eq(cv2.STRIDE_Y), s3["sx"].eq(cv2.STRIDE_X),
+                s3["oh"].eq(cv2.OUT_H), s3["ow"].eq(cv2.OUT_W),
                 s3["prod"].eq(s2["w"] * s2["strength"]),
-                s3["qy"].eq((s2["ny"][:cb + 1] * cv2.RECIP_Y) >> p.recip_shift),
-                s3["qx"].eq((s2["nx"][:cb + 1] * cv2.RECIP_X) >> p.recip_shift)]
+                s3["qy"].eq((s2["ny"][:cb + 1] * s2["ry"]) >> p.recip_shift),
+                s3["qx"].eq((s2["nx"][:cb + 1] * s2["rx"]) >> p.recip_shift)]
         # S2 also reads a max-pool member's count ``cnt[g]``: a source has one pool entry and
         # the next event's entry reaches S2 at the earliest in the cycle this one's S5 writes
         # (3 cycles per event at least), which the port's transparency covers.
         m.d.comb += cnt_r.addr.eq(s2["g"])
         # S3
-        cv3 = cregs[s3["cid"]]
-        conv_ok = ((s3["ny"] >= 0) & (s3["nx"] >= 0) & (s3["qy"] * cv3.STRIDE_Y == s3["ny"]) &
-                   (s3["qx"] * cv3.STRIDE_X == s3["nx"]) & (s3["qy"] < cv3.OUT_H) &
-                   (s3["qx"] < cv3.OUT_W))
+        conv_ok = ((s3["ny"] >= 0) & (s3["nx"] >= 0) & (s3["qy"] * s3["sy"] == s3["ny"]) &
+                   (s3["qx"] * s3["sx"] == s3["nx"]) & (s3["qy"] < s3["oh"]) &
+                   (s3["qx"] < s3["ow"]))
         s3_target = Signal(nab)
         with m.If(s3["mode"] == SourceMode.CONV):
-            m.d.comb += s3_target.eq(s3["t"] + s3["qy"] * cv3.OUT_W + s3["qx"])
+            m.d.comb += s3_target.eq(s3["t"] + s3["qy"] * s3["ow"] + s3["qx"])
         with m.Else():
             m.d.comb += s3_target.eq(s3["t"])
         with m.If(en):
