@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.snnc-installed
 PYTEST_ARGS ?=
 
-.PHONY: setup sim-tools demo test test-fast bench clean
+.PHONY: setup sim-tools demo test test-fast bench bench-reference clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ test-fast: setup
 
 bench: setup
 	$(PY) benchmarks/cycle_sim_vs_verilator.py
+
+# The reference model beside SpikingJelly, installed without its (CUDA torch) dependencies.
+bench-reference: setup
+	$(PY) -m pip install --quiet --no-deps spikingjelly==2.0.0 loguru requests
+	$(PY) benchmarks/reference_speed.py
 
 clean:
 	rm -rf build .pytest_cache

@@ -7,6 +7,7 @@ membranes and counters bit for bit.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -120,14 +121,87 @@ def maxpool_gate(acc: np.ndarray, s: np.ndarray, in_shape, k: int) -> np.ndarray
     return np.take_along_axis(windows(s), win[..., None], axis=-1).reshape(B, -1)
 
 
-def _matmul_exact(src: np.ndarray, weights_t: np.ndarray, bound: int) -> np.ndarray:
+def _exact_dtype(bound: int):
+    """The narrowest arithmetic that holds every integer of magnitude <= ``bound`` exactly:
+    float32 below 2**24, float64 below 2**53, else int64 (``None``)."""
+    if bound < 1 << 24:
+        return np.float32
     if bound < _EXACT_F64:
-        return np.rint(src.astype(np.float64) @ weights_t.astype(np.float64)).astype(np.int64)
-    return src @ weights_t
+        return np.float64
+    return None
 
 
-def run(graph: Graph, x, timesteps: int | None = None) -> RunResult:
-    """Run ``graph`` on integer inputs ``x`` (shape (B, ...) ) for ``timesteps`` steps."""
+def _source_magnitude(graph: Graph, src: int) -> int:
+    if src == 0:
+        lo, hi = graph.input.value_range
+        return max(abs(int(lo)), abs(int(hi)))
+    pop = graph.pop(src)
+    return 0 if not pop.spiking and not pop.maxpool else int(pop.s_max)
+
+
+def _layer_plan(graph: Graph, k: int, force_int64: bool = False):
+    """Population ``k``'s arithmetic: the dtype that keeps ``U = V + input + bias`` and every
+    partial sum exact (from the weights' absolute row sums, the sources' ranges, the state's
+    clamps and the bias), and its incoming projections with their weights in that dtype."""
+    pop = graph.pop(k)
+    bound = max(abs(int(pop.v_min)), abs(int(pop.v_max))) + int(np.abs(pop.bias).max(initial=0))
+    projs = []
+    for proj in graph.incoming(k):
+        mag = _source_magnitude(graph, proj.src)
+        if isinstance(proj, Conv):
+            bound += int(np.abs(proj.weights).reshape(proj.weights.shape[0], -1).sum(axis=1)
+                         .max(initial=0)) * mag
+        else:
+            bound += int(np.abs(proj.weights).sum(axis=1).max(initial=0)) * mag
+        projs.append(proj)
+    dtype = None if force_int64 else _exact_dtype(bound)
+    plan = []
+    for proj in projs:
+        if isinstance(proj, Conv):
+            reach = Conv(proj.src, proj.dst, (proj.weights != 0).astype(np.int64), 8,
+                         proj.stride, proj.padding)
+            plan.append((proj, None, None, reach))
+        else:
+            wt = np.ascontiguousarray(proj.weights.T).astype(dtype or np.int64)
+            fan = np.count_nonzero(proj.weights, axis=0).astype(np.int64)
+            plan.append((proj, wt, fan, None))
+    return dtype, plan
+
+
+_PLANS: "OrderedDict[tuple, tuple]" = OrderedDict()
+
+
+def _plans_for(graph: Graph, force_int64: bool) -> dict:
+    """Every non-pool population's :func:`_layer_plan`, remembered for the last 16 graphs (a
+    graph is immutable, its arrays read-only; the cache holds the graph, so its id stays its)."""
+    key = (id(graph), force_int64)
+    hit = _PLANS.get(key)
+    if hit is not None and hit[0] is graph:
+        _PLANS.move_to_end(key)
+        return hit[1]
+    plans = {k: _layer_plan(graph, k, force_int64) for k in range(1, graph.n_pops)
+             if not graph.pop(k).maxpool}
+    _PLANS[key] = (graph, plans)
+    while len(_PLANS) > 16:
+        _PLANS.popitem(last=False)
+    return plans
+
+
+def run(graph: Graph, x, timesteps: int | None = None, *, arithmetic: str = "narrow") -> RunResult:
+    """Run ``graph`` on integer inputs ``x`` (shape (B, ...) ) for ``timesteps`` steps.
+
+    The network is feed-forward, so the run goes population by population, each for all
+    timesteps: the synaptic input of every timestep in one product (``T*B`` rows), then the
+    neuron update timestep by timestep. Each population computes in the narrowest exact
+    arithmetic (:func:`_layer_plan`): float32 when every value its update can reach stays below
+    2**24 in magnitude, float64 below 2**53, int64 otherwise. The input is the same at every
+    timestep, so its contribution is computed once. Synaptic operations are counted from each
+    source's nonzero count summed over the timesteps (they are linear in it).
+    ``arithmetic="int64"`` computes every population in int64 instead: the same results, for
+    checking the narrow arithmetic (tests/sim/test_reference.py).
+    """
+    if arithmetic not in ("narrow", "int64"):
+        raise ValueError(f"arithmetic must be 'narrow' or 'int64', not {arithmetic!r}")
     x = check_inputs(graph, x)
     T = graph.timesteps if timesteps is None else int(timesteps)
     if T < 1:
@@ -135,54 +209,97 @@ def run(graph: Graph, x, timesteps: int | None = None) -> RunResult:
     B = x.shape[0]
     pops = graph.populations
     K = graph.n_pops
-    V = [np.zeros((B, p.size), dtype=np.int64) for p in pops]
-    spikes = [np.zeros((T, B, p.size), dtype=np.int64) for p in pops]
-    synops = np.zeros(B, dtype=np.int64)
-    # Per projection: how to apply it, and how many synapses each nonzero event reaches.
-    plan = []
-    for proj in graph.projections:
-        if isinstance(proj, MaxPool):
-            continue
-        lo, hi = (graph.input.value_range if proj.src == 0 else (0, graph.pop(proj.src).s_max))
+    V = [None] * len(pops)
+    spikes = [None] * len(pops)
+    seq = {}                             # population -> its spikes at every timestep (T, B, n)
+    active = {0: (x != 0).astype(np.int64) * T}     # per source: nonzero events over the run
+    strength = {}
+    pool_acc = {}
+    plans = {}
+    all_plans = _plans_for(graph, arithmetic == "int64")
+
+    def contribution(proj, wt, dtype, src):
+        """One projection's input for rows ``src`` (R, n_src), in ``dtype`` (None: int64)."""
         if isinstance(proj, Conv):
-            plan.append((proj, None, None, 0))
+            c = conv_exact(src, proj, graph.shape(proj.src))
+            return c if dtype is None else c.astype(dtype)
+        return src.astype(dtype or np.int64, copy=False) @ wt
+
+    for k in range(1, K):
+        pop = pops[k - 1]
+        n = pop.size
+        if pop.maxpool:
+            (proj,) = graph.incoming(k)
+            src = seq[proj.src].astype(np.int64, copy=False)
+            acc = np.zeros((B, graph.size(proj.src)), dtype=np.int64)
+            out = np.zeros((T, B, n), dtype=np.int64)
+            for t in range(T):
+                acc += src[t]
+                out[t] = maxpool_gate(acc, src[t], graph.shape(proj.src), proj.kernel)
+            pool_acc[k] = acc
         else:
-            wt = np.ascontiguousarray(proj.weights.T)
-            fan = np.count_nonzero(proj.weights, axis=0).astype(np.int64)
-            bound = int(np.abs(proj.weights).sum(axis=1).max(initial=0)) * max(abs(lo), abs(hi))
-            plan.append((proj, wt, fan, bound))
-    pool_acc = {k: np.zeros((B, graph.size(p.src)), dtype=np.int64)
-                for k in range(1, K) for p in graph.incoming(k) if isinstance(p, MaxPool)}
-    x_nonzero = (x != 0).astype(np.int64)
-    for t in range(T):
-        out = {0: x}
-        for k in range(1, K):
-            pop = pops[k - 1]
-            if pop.maxpool:
-                (proj,) = graph.incoming(k)
-                pool_acc[k] += out[proj.src]
-                s = maxpool_gate(pool_acc[k], out[proj.src], graph.shape(proj.src), proj.kernel)
-                spikes[k - 1][t] = s
-                out[k] = s
-                continue
-            acc = V[k - 1]
-            for proj, wt, fan, bound in plan:
-                if proj.dst != k:
-                    continue
-                src = out[proj.src]
-                if isinstance(proj, Conv):
-                    acc = acc + conv_exact(src, proj, graph.shape(proj.src))
-                    reach = Conv(proj.src, proj.dst, (proj.weights != 0).astype(np.int64), 8,
-                                 proj.stride, proj.padding)
-                    synops += conv_exact((src != 0).astype(np.int64), reach,
-                                         graph.shape(proj.src)).sum(axis=1)
+            plans[k] = dtype, plan = all_plans[k]
+            work = dtype or np.int64
+            # The drive (synaptic input plus bias) of every timestep; (B, n) when it is the same
+            # at every timestep (the population hears only the input).
+            const = pop.bias.astype(work) + np.zeros((B, n), dtype=work)
+            drive = None
+            for proj, wt, _, _ in plan:
+                if proj.src == 0:       # the same input every timestep: computed once
+                    const += contribution(proj, wt, dtype, x)
                 else:
-                    acc = acc + _matmul_exact(src, wt, bound + 1)
-                    synops += (src != 0).astype(np.int64) @ fan
-            s, V[k - 1] = neuron_step(acc + pop.bias, pop.theta, pop.s_max, pop.v_min, pop.v_max,
-                                      pop.spiking)
-            spikes[k - 1][t] = s
-            out[k] = s
+                    c = contribution(proj, wt, dtype, seq[proj.src].reshape(T * B, -1))
+                    c = c.reshape(T, B, n)
+                    drive = c if drive is None else np.add(drive, c, out=drive)
+            if drive is not None:
+                drive += const
+            v = np.zeros((B, n), dtype=work)
+            out = np.zeros((T, B, n), dtype=work)
+            u, q = np.empty_like(v), np.empty_like(v)
+            for t in range(T):
+                np.add(v, const if drive is None else drive[t], out=u)
+                if dtype is None:
+                    out[t], v = neuron_step(u, pop.theta, pop.s_max, pop.v_min, pop.v_max,
+                                            pop.spiking)
+                elif pop.spiking:
+                    # neuron_step in float32/float64, in place: the quotient of two integers is
+                    # correctly rounded, so below 2**24 / 2**53 its floor is the integer quotient
+                    np.divide(u, pop.theta, out=q)
+                    np.floor(q, out=q)
+                    np.clip(q, 0, pop.s_max, out=out[t])
+                    np.multiply(out[t], pop.theta, out=q)
+                    np.subtract(u, q, out=v)
+                    np.clip(v, pop.v_min, pop.v_max, out=v)
+                else:
+                    np.clip(u, pop.v_min, pop.v_max, out=v)
+            V[k - 1] = v.astype(np.int64, copy=False)
+        seq[k] = out
+        # Spikes are integers in [0, 255] (strength_bits <= 8): through uint8, a fast cast.
+        spikes[k - 1] = (out if out.dtype == np.int64 else
+                         out.astype(np.uint8)).astype(np.int64)
+        # Events per source over the run and spike strength per sample: float sums are exact
+        # while they stay below 2**24 (float32) or 2**53 (float64); spikes are never negative.
+        if pop.maxpool or pop.spiking:
+            if out.dtype == np.int64:
+                active[k] = (out > 0).sum(axis=0)
+                strength[k] = out.sum(axis=(0, 2))
+            else:
+                events = out if pop.s_max == 1 else np.minimum(out, 1)
+                active[k] = np.add.reduce(events, axis=0).astype(np.int64)
+                wide = T * n * pop.s_max >= 1 << 24
+                strength[k] = out.sum(axis=(0, 2), dtype=np.float64 if wide else None
+                                      ).astype(np.int64)
+        else:
+            active[k] = np.zeros((B, n), dtype=np.int64)
+            strength[k] = np.zeros(B, dtype=np.int64)
+    synops = np.zeros(B, dtype=np.int64)
+    for k, (dtype, plan) in plans.items():
+        for proj, _, fan, reach in plan:
+            if reach is not None:
+                synops += conv_exact(active[proj.src], reach, graph.shape(proj.src)).sum(axis=1)
+            else:
+                synops += active[proj.src] @ fan
+    x_nonzero = active[0] // T
     for k, acc in pool_acc.items():
         (proj,) = graph.incoming(k)
         c, h, w = graph.shape(proj.src)
@@ -191,8 +308,8 @@ def run(graph: Graph, x, timesteps: int | None = None) -> RunResult:
         win = acc.reshape(B, c, h, w)[:, :, :ho * kk, :wo * kk].reshape(B, c, ho, kk, wo, kk)
         win = win.transpose(0, 1, 2, 4, 3, 5).reshape(B, -1, kk * kk)
         V[k - 1] = win.max(axis=-1) * 64 + np.argmax(win, axis=-1)
-    spike_counts = np.stack([(s != 0).sum(axis=(0, 2)) for s in spikes], axis=1).astype(np.int64)
-    spike_strength = np.stack([s.sum(axis=(0, 2)) for s in spikes], axis=1).astype(np.int64)
+    spike_counts = np.stack([active[k].sum(axis=1) for k in range(1, K)], axis=1)
+    spike_strength = np.stack([strength[k] for k in range(1, K)], axis=1)
     if graph.readout is Readout.MEMBRANE:
         prediction = argmax_lowest(V[-1])
     else:

@@ -119,3 +119,48 @@ def test_spikes_never_exceed_s_max_and_clamps_hold(seed):
         for pop, s, v in zip(g.populations, r.spikes, r.v_final):
             assert s.min() >= 0 and s.max() <= pop.s_max
             assert pop.v_min <= v.min() and v.max() <= pop.v_max
+
+
+def _same(a, b):
+    for f in ("prediction", "synops", "input_events", "spike_counts", "spike_strength"):
+        assert np.array_equal(getattr(a, f), getattr(b, f)), f
+        assert getattr(a, f).dtype == np.int64, f
+    for u, v in zip(a.spikes + a.v_final, b.spikes + b.v_final):
+        assert np.array_equal(u, v) and u.dtype == np.int64
+
+
+def test_narrow_arithmetic_equals_int64_on_random_networks(seed):
+    """float32/float64 where the bounds allow it, the input's contribution once, synaptic
+    operations counted at the end: the same results as plain int64, field by field."""
+    from snnc.testing import random_conv_graph
+    rng = np.random.default_rng(seed)
+    for i in range(30):
+        g = (random_conv_graph(rng, max_hw=6, timesteps=int(rng.integers(1, 4))) if i % 3 == 1
+             else random_graph(rng, residual=i % 3 == 2, timesteps=int(rng.integers(1, 5))))
+        x = random_inputs(rng, g, 4)
+        _same(run(g, x), run(g, x, arithmetic="int64"))
+
+
+@pytest.mark.parametrize("magnitude, dtype", [(1 << 23, np.float32), ((1 << 24) + 1, np.float64),
+                                              ((1 << 53) + 1, None)])
+def test_each_population_takes_the_narrowest_exact_arithmetic(magnitude, dtype):
+    """A hidden population whose input reaches ``magnitude`` in one timestep and whose state
+    clamps at half of it: float32 only while every value stays below 2**24 (2**24 + 1 has no
+    float32), float64 below 2**53, int64 beyond; the results equal int64's either way."""
+    from snnc.sim.reference import _layer_plan
+    w = magnitude // 255 + 1
+    lim = magnitude // 2
+    g = Graph(input=InputPopulation("in", (2,), False),
+              populations=(Population("h", 2, np.array([0, 1]), 3, 15, -lim, lim),
+                           Population("o", 1, np.array([0]), 1, 1, -(1 << 62), 1 << 62, False)),
+              projections=(Dense(0, 1, np.array([[w, 0], [w, -1]]), 8),
+                           Dense(1, 2, np.array([[1, -1]]), 8)),
+              timesteps=3)
+    x = np.array([[255, 1], [254, 255], [1, 0]])
+    assert _layer_plan(g, 1)[0] is dtype
+    _same(run(g, x), run(g, x, arithmetic="int64"))
+
+
+def test_arithmetic_must_be_named():
+    with pytest.raises(ValueError, match="arithmetic must be 'narrow' or 'int64'"):
+        run(hand_graph(), np.array([[1, 2, 3]]), arithmetic="float16")
