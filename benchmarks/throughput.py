@@ -22,8 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from snnc.compiler.bundle import load_bundle
+from snnc.compiler.bundle import BundleError, load_bundle
 from snnc.compiler.data import load_npz, quantize_inputs
+from snnc.compiler.errors import SnncError
 from snnc.hw.mapping import map_graph
 from snnc.hw.params import TIMING, CoreParams, SourceMode
 from snnc.sim.core import CoreModel
@@ -38,7 +39,6 @@ def split(image, params, x, run, T):
     K = image.n_pops
     fan = lambda k: image.ptr_count[pops[k]["SBASE"]:pops[k]["SBASE"] + image.pop_sizes[k]]
     on_in = x != 0
-    walked = {"sop": 0, "pool": 0}
     total_walk = int((on_in * fan(0)).sum()) * T
     pool_walk = 0
     overhead = int(on_in.sum()) * T * TIMING.input_event + TIMING.input_eot * T * len(x)
@@ -53,11 +53,9 @@ def split(image, params, x, run, T):
             if pk["SMODE"] == SourceMode.POOL:
                 pool_walk += w
             overhead += TIMING.spike_done * T * len(x) + TIMING.spike_event * int(on.sum())
-    walked["sop"] = int(run.synops.sum())
-    walked["pool"] = pool_walk
-    walked["wasted"] = total_walk - walked["sop"] - pool_walk
-    parts = {"SOP entries": walked["sop"], "wasted conv taps": walked["wasted"],
-             "max-pool gate entries": walked["pool"], "per-event overhead": overhead,
+    sops = int(run.synops.sum())
+    parts = {"SOP entries": sops, "wasted conv taps": total_walk - sops - pool_walk,
+             "max-pool gate entries": pool_walk, "per-event overhead": overhead,
              "sweeps, drains, end of timestep": sweep}
     total = int(run.cycles.sum())
     if sum(parts.values()) != total:
@@ -79,8 +77,11 @@ def main():
         if not Path(bdir).is_dir() or not Path(data).is_file():
             sys.exit(f"{bdir} or {data} is missing: run `make demo` and "
                      "`.venv/bin/snnc demo --model cnn` first, or name a bundle and its data")
-        bundle = load_bundle(bdir)
-        x = quantize_inputs(load_npz(data)[0], bundle.meta)
+        try:
+            bundle = load_bundle(bdir)
+            x = quantize_inputs(load_npz(data)[0], bundle.meta)
+        except (BundleError, SnncError) as exc:
+            sys.exit(f"throughput.py: {exc}")
         x = x.reshape(len(x), -1)
         T = bundle.graph.timesteps
         params = CoreParams(**bundle.core["params"])

@@ -215,8 +215,7 @@ def run(graph: Graph, x, timesteps: int | None = None, *, arithmetic: str = "nar
     active = {0: (x != 0).astype(np.int64) * T}     # per source: nonzero events over the run
     strength = {}
     pool_acc = {}
-    plans = {}
-    all_plans = _plans_for(graph, arithmetic == "int64")
+    plans = _plans_for(graph, arithmetic == "int64")
 
     def contribution(proj, wt, dtype, src):
         """One projection's input for rows ``src`` (R, n_src), in ``dtype`` (None: int64)."""
@@ -238,7 +237,7 @@ def run(graph: Graph, x, timesteps: int | None = None, *, arithmetic: str = "nar
                 out[t] = maxpool_gate(acc, src[t], graph.shape(proj.src), proj.kernel)
             pool_acc[k] = acc
         else:
-            plans[k] = dtype, plan = all_plans[k]
+            dtype, plan = plans[k]
             work = dtype or np.int64
             # The drive (synaptic input plus bias) of every timestep; (B, n) when it is the same
             # at every timestep (the population hears only the input).
@@ -274,9 +273,9 @@ def run(graph: Graph, x, timesteps: int | None = None, *, arithmetic: str = "nar
                     np.clip(u, pop.v_min, pop.v_max, out=v)
             V[k - 1] = v.astype(np.int64, copy=False)
         seq[k] = out
-        # Spikes are integers in [0, 255] (strength_bits <= 8): through uint8, a fast cast.
-        spikes[k - 1] = (out if out.dtype == np.int64 else
-                         out.astype(np.uint8)).astype(np.int64)
+        # Spikes are integers in [0, s_max]; below 256 a cast through uint8 is the fast one.
+        spikes[k - 1] = (out.astype(np.uint8) if out.dtype != np.int64 and pop.s_max < 256
+                         else out).astype(np.int64, copy=False)
         # Events per source over the run and spike strength per sample: float sums are exact
         # while they stay below 2**24 (float32) or 2**53 (float64); spikes are never negative.
         if pop.maxpool or pop.spiking:
