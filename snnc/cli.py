@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import numpy as np
 from . import __version__
 from .compiler.bundle import (BundleError, check_bundle_target, check_output_file, load_bundle,
                               write_bundle, write_text_atomic)
+from .compiler.convert import check_timesteps
 from .compiler.data import check_samples, load_npz, quantize_inputs
 from .compiler.errors import SnncError
 from .compiler.pipeline import DEFAULT_MAX_STRENGTH, DEFAULT_TIMESTEPS, compile_model
@@ -25,6 +27,9 @@ from .ir import Conv, Graph, MaxPool, VerifyError
 from .models.digits_cnn import CNN_MAX_STRENGTH, CNN_TIMESTEPS
 
 __all__ = ["main", "build_parser"]
+
+#: verify runs at most this many samples in one run (random inputs are drawn up front).
+MAX_VERIFY_SAMPLES = 100_000
 
 _EPILOG = f"""\
 examples:
@@ -84,7 +89,7 @@ def _strength(text: str):
 
 def _shape(text: str) -> tuple[int, ...]:
     try:
-        dims = tuple(int(v) for v in text.replace("x", ",").split(",") if v.strip())
+        dims = tuple(int(v) for v in re.split(r"[,x]", text.strip()))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected sizes like 1,8,8 or 64, not {text!r}") from None
     if not dims or any(d < 1 for d in dims):
@@ -193,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "minutes), so use few samples; a Verilator build of the netlist takes "
                         "minutes of C++ compilation")
     p.add_argument("--samples", "-n", type=int, default=10, metavar="N",
-                   help="number of inputs (default: %(default)s)")
+                   help="number of inputs, at most 100,000 (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0,
                    help="seed for random inputs and for the stall pattern, >= 0 "
                         "(default: %(default)s)")
@@ -424,13 +429,13 @@ def simulate(graph: Graph, x_int: np.ndarray, *, timesteps: int | None = None,
     """
     from tqdm import tqdm
 
-    from .sim.reference import run
+    from .sim.reference import batch_limit, run
 
     T = graph.timesteps if timesteps is None else timesteps
-    if T < 1:
-        raise SnncError(f"--timesteps must be an integer >= 1, not {T}")
+    check_timesteps(T)
     if batch_size < 1:
         raise SnncError(f"--batch-size must be >= 1, not {batch_size}")
+    batch_size = min(batch_size, batch_limit(graph, T))
     keys = ("prediction", "synops", "input_events", "spike_counts", "spike_strength")
     parts = {k: [] for k in keys}
     n = len(x_int)
@@ -480,8 +485,8 @@ def _warn_longer_run(graph: Graph, T: int) -> None:
 
 
 def _check_timesteps(T) -> None:
-    if T is not None and T < 1:
-        raise SnncError(f"--timesteps must be an integer >= 1, not {T}")
+    if T is not None:
+        check_timesteps(T)
 
 
 def _check_clock(mhz: float) -> None:
@@ -579,8 +584,9 @@ def cmd_verify(args) -> int:
 
     from .hw.images import ImageError
 
-    if args.samples < 1:
-        raise SnncError(f"--samples must be >= 1, not {args.samples}")
+    if not 1 <= args.samples <= MAX_VERIFY_SAMPLES:
+        raise SnncError(f"--samples must be in 1..{MAX_VERIFY_SAMPLES:,}, not {args.samples}; "
+                        f"split a longer run into several runs with different --seed values")
     if not 0.0 <= args.stall <= 0.9:
         raise SnncError(f"--stall must be in 0..0.9, not {args.stall}")
     if args.seed < 0:

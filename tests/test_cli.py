@@ -79,7 +79,7 @@ def test_simulate_timesteps_override(model_files, capsys):
 @pytest.mark.parametrize("extra, message", [
     (["--bits", "3"], "snnc: error: --bits must be 8, 4 or 2, not 3"),
     (["--bits", "4", "--max-strength", "16"], "snnc: error: --max-strength must be an integer in 1..15"),
-    (["--bits", "4", "--timesteps", "0"], "snnc: error: --timesteps must be an integer >= 1"),
+    (["--bits", "4", "--timesteps", "0"], "snnc: error: --timesteps must be an integer in 1..4096"),
     (["--bits", "4", "--percentile", "0"], "snnc: error: --percentile must be in (0, 100]"),
 ])
 def test_bad_flags(model_files, capsys, extra, message):
@@ -111,14 +111,16 @@ def test_user_errors_exit_2_without_traceback(model_files, capsys):
     np.savez(d / "wrong.npz", x=np.ones((3, 7)))
     assert "the model expects [6]" in error_of(
         capsys, ["simulate", str(d / "out"), "--data", str(d / "wrong.npz")])
-    assert "--timesteps must be an integer >= 1" in error_of(
-        capsys, ["simulate", str(d / "out"), "--data", str(d / "calib.npz"), "-T", "0"])
+    for T in ("0", "4097", "99999999999"):   # a huge T once ran out of memory in numpy
+        assert f"--timesteps must be an integer in 1..4096, not {T}" in error_of(
+            capsys, ["simulate", str(d / "out"), "--data", str(d / "calib.npz"), "-T", T])
 
 
 def test_usage_errors_and_help(capsys):
     assert main([]) == 2
-    assert main(["compile", "m.pt2", "-o", "x", "--bits", "4", "--input-shape", "a,b"]) == 2
-    assert "expected sizes like 1,8,8" in capsys.readouterr().err
+    for shape in ("a,b", "1,x", "1,,8", "8x"):   # no part may be dropped silently
+        assert main(["compile", "m.pt2", "-o", "x", "--bits", "4", "--input-shape", shape]) == 2
+        assert f"expected sizes like 1,8,8 or 64, not '{shape}'" in capsys.readouterr().err
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
     assert "examples:" in out and "snnc compile model.pt2" in out and "--trust-model" in out
@@ -185,7 +187,7 @@ def test_verify_rejects_bad_flags(model_files, capsys):
     assert main(["compile", str(d / "net.pt2"), "--bits", "8", "--calib", str(d / "calib.npz"),
                  "-o", str(d / "out")]) == 0
     capsys.readouterr()
-    assert "--samples must be >= 1" in error_of(capsys, ["verify", str(d / "out"), "--samples", "0"])
+    assert "--samples must be in 1..100,000" in error_of(capsys, ["verify", str(d / "out"), "--samples", "0"])
     assert "--stall must be in 0..0.9" in error_of(capsys, ["verify", str(d / "out"), "--stall", "1"])
     assert "not a bundle directory" in error_of(capsys, ["verify", str(d / "nope")])
 
@@ -321,8 +323,10 @@ def test_verify_flags_are_checked_first(model_files, capsys):
     """Defect 6 (--seed -5) and the other verify flags, before the bundle is even read."""
     d = model_files
     for flags, message in ((["--seed", "-5"], "--seed must be >= 0, not -5"),
-                           (["-T", "0"], "--timesteps must be an integer >= 1"),
-                           (["--samples", "0"], "--samples must be >= 1")):
+                           (["-T", "0"], "--timesteps must be an integer in 1..4096"),
+                           (["-T", "99999999999"], "--timesteps must be an integer in 1..4096"),
+                           (["--samples", "0"], "--samples must be in 1..100,000, not 0"),
+                           (["--samples", "99999999999"], "--samples must be in 1..100,000")):
         assert message in error_of(capsys, ["verify", str(d / "not-yet"), *flags])
 
 
@@ -440,3 +444,24 @@ def test_demo_refuses_an_empty_out(tmp_path, capsys, monkeypatch):
     assert main(["demo", "--out", ""]) == 2
     assert "directory name is empty" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_simulate_splits_long_runs_into_smaller_batches_with_the_same_results(monkeypatch):
+    """Long runs take fewer samples per reference call (batch_limit); the results are those of
+    one call."""
+    from snnc.cli import simulate
+    from snnc.sim import reference
+    from snnc.testing import random_graph, random_inputs
+    rng = np.random.default_rng(5)
+    g = random_graph(rng)
+    x = random_inputs(rng, g, 12)
+    whole = simulate(g, x, timesteps=6, progress=False)
+    monkeypatch.setattr(reference, "BATCH_BYTES", 48 * 6 * (g.input.size + sum(
+        p.size for p in g.populations)) * 5)          # 5 samples per call
+    assert reference.batch_limit(g, 6) == 5
+    calls = []
+    real_run = reference.run
+    monkeypatch.setattr(reference, "run", lambda *a, **k: calls.append(len(a[1])) or real_run(*a, **k))
+    split = simulate(g, x, timesteps=6, progress=False)
+    assert calls == [5, 5, 2]
+    assert all(np.array_equal(whole[k], split[k]) for k in whole)

@@ -63,14 +63,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..ir import (Conv, Dense, Graph, InputPopulation, MaxPool, Population, Readout,
-                  input_current_bounds,
-                  verify)
+from ..ir import (MAX_TIMESTEPS, Conv, Dense, Graph, InputPopulation, MaxPool, Population,
+                  Readout, input_current_bounds, verify)
 from .errors import SnncError
 from .floatnet import INPUT, FloatNet, Layer, Pool
 from .quantize import Calibration, quantize_terms, quantize_weights, round_half_away
 
-__all__ = ["STRENGTH_WIDTH", "StrengthSpec", "parse_max_strength", "check_options", "convert",
+__all__ = ["STRENGTH_WIDTH", "StrengthSpec", "parse_max_strength", "check_timesteps", "check_options", "convert",
            "check_core_rules", "apply_clamps", "clamp_bound"]
 
 #: Spike strengths travel in a 4-bit field of the core's event word.
@@ -140,6 +139,13 @@ def parse_max_strength(value, default: int = STRENGTH_LIMIT) -> StrengthSpec:
     return StrengthSpec(default if found_default is None else found_default, tuple(layers.items()))
 
 
+def check_timesteps(timesteps) -> None:
+    """Refuse a ``--timesteps`` value outside ``1..MAX_TIMESTEPS`` (:class:`SnncError`)."""
+    if (isinstance(timesteps, bool) or not isinstance(timesteps, (int, np.integer))
+            or not 1 <= timesteps <= MAX_TIMESTEPS):
+        raise SnncError(f"--timesteps must be an integer in 1..{MAX_TIMESTEPS}, not {timesteps}")
+
+
 def check_options(*, bits: int, timesteps: int, max_strength,
                   percentile: float | None = None) -> StrengthSpec:
     """Validate user options; raise :class:`SnncError` naming the flag and the allowed values.
@@ -148,8 +154,7 @@ def check_options(*, bits: int, timesteps: int, max_strength,
     """
     if isinstance(bits, bool) or bits not in (8, 4, 2):
         raise SnncError(f"--bits must be 8, 4 or 2, not {bits}")
-    if isinstance(timesteps, bool) or not isinstance(timesteps, (int, np.integer)) or timesteps < 1:
-        raise SnncError(f"--timesteps must be an integer >= 1, not {timesteps}")
+    check_timesteps(timesteps)
     spec = parse_max_strength(max_strength)
     if percentile is not None and not 0 < percentile <= 100:
         raise SnncError(f"--percentile must be in (0, 100], not {percentile}")

@@ -17,13 +17,18 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 __all__ = [
-    "WEIGHT_BITS", "INPUT_BITS", "STRENGTH_LIMIT", "MAX_KERNEL",
+    "WEIGHT_BITS", "INPUT_BITS", "STRENGTH_LIMIT", "MAX_KERNEL", "MAX_TIMESTEPS",
     "InputPopulation", "Population", "Dense", "Conv", "MaxPool", "Readout", "Graph",
     "weight_limit", "frozen_array", "conv_output_shape",
 ]
 
 #: Largest convolution / pooling kernel side.
 MAX_KERNEL = 7
+
+#: Most timesteps of a run. The core's counters would take far more; the reference model keeps
+#: every population's spikes for all timesteps (memory grows with T), and conversion accuracy
+#: saturates within a few hundred timesteps.
+MAX_TIMESTEPS = 4096
 
 #: Weight widths the compiler and the core support.
 WEIGHT_BITS = (8, 4, 2)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .graph import (MAX_KERNEL, STRENGTH_LIMIT, WEIGHT_BITS, Conv, Dense, Graph, MaxPool, Readout,
-                    conv_output_shape, weight_limit)
+from .graph import (MAX_KERNEL, MAX_TIMESTEPS, STRENGTH_LIMIT, WEIGHT_BITS, Conv, Dense, Graph,
+                    MaxPool, Readout, conv_output_shape, weight_limit)
 
 __all__ = ["VerifyError", "verify", "source_range", "input_current_bounds", "state_range",
            "signed_bits", "required_state_bits", "receptive_sum"]
@@ -130,8 +130,8 @@ def verify(graph: Graph) -> Graph:
     _check(isinstance(graph, Graph), f"expected a Graph, got {type(graph).__name__}")
     _check(graph.input.size >= 1, "the input population is empty")
     _check(len(graph.populations) >= 1, "the graph has no neuron population")
-    _check(isinstance(graph.timesteps, int) and graph.timesteps >= 1,
-           f"timesteps must be a positive integer, not {graph.timesteps!r}")
+    _check(isinstance(graph.timesteps, int) and 1 <= graph.timesteps <= MAX_TIMESTEPS,
+           f"timesteps must be an integer in 1..{MAX_TIMESTEPS}, not {graph.timesteps!r}")
     _check(isinstance(graph.readout, Readout), f"unknown readout {graph.readout!r}")
     names = [graph.input.name] + [p.name for p in graph.populations]
     _check(len(set(names)) == len(names), f"population names are not unique: {names}")

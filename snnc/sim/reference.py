@@ -14,8 +14,8 @@ import numpy as np
 
 from ..ir import Conv, Graph, MaxPool, Readout
 
-__all__ = ["RunResult", "neuron_step", "run", "check_inputs", "argmax_lowest", "maxpool_gate",
-           "conv_exact"]
+__all__ = ["RunResult", "neuron_step", "run", "batch_limit", "BATCH_BYTES", "check_inputs",
+           "argmax_lowest", "maxpool_gate", "conv_exact"]
 
 # float64 matrix products are exact while every partial sum stays below 2**53.
 _EXACT_F64 = 1 << 53
@@ -185,6 +185,21 @@ def _plans_for(graph: Graph, force_int64: bool) -> dict:
     while len(_PLANS) > 16:
         _PLANS.popitem(last=False)
     return plans
+
+
+#: Memory one :func:`run` call may take for its per-timestep arrays; see :func:`batch_limit`.
+BATCH_BYTES = 1 << 30
+
+
+def batch_limit(graph: Graph, timesteps: int) -> int:
+    """Most samples per :func:`run` call that keep its arrays near :data:`BATCH_BYTES`.
+
+    :func:`run` keeps every population's spikes for every timestep, so its memory grows with
+    ``timesteps * samples * neurons``: 23-36 bytes per such element on the demo MLP and CNN at
+    T = 1024-2048 (peak RSS less the 230 MB of imports); 48 leaves a margin.
+    """
+    neurons = graph.input.size + sum(p.size for p in graph.populations)
+    return max(1, BATCH_BYTES // (48 * int(timesteps) * neurons))
 
 
 def run(graph: Graph, x, timesteps: int | None = None, *, arithmetic: str = "narrow") -> RunResult:

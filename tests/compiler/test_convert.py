@@ -117,7 +117,8 @@ def test_clamp_policy_on_random_graphs(seed):
 @pytest.mark.parametrize("kwargs, match", [
     ({"bits": 3}, "--bits must be 8, 4 or 2, not 3"),
     ({"bits": 16}, "--bits must be 8, 4 or 2, not 16"),
-    ({"timesteps": 0}, "--timesteps must be an integer >= 1, not 0"),
+    ({"timesteps": 0}, "--timesteps must be an integer in 1..4096, not 0"),
+    ({"timesteps": 4097}, "--timesteps must be an integer in 1..4096, not 4097"),
     ({"max_strength": 0}, "--max-strength must be an integer in 1..15 .*4 bits.*not 0"),
     ({"max_strength": 16}, "--max-strength must be an integer in 1..15"),
     ({"percentile": 0.0}, r"--percentile must be in \(0, 100\], not 0.0"),

@@ -74,7 +74,7 @@ def test_signed_inputs(nets, tmp_path):
 
 @pytest.mark.parametrize("kwargs, match", [
     ({"bits": 5}, "--bits must be 8, 4 or 2, not 5"),
-    ({"timesteps": 0}, "--timesteps must be an integer >= 1"),
+    ({"timesteps": 0}, "--timesteps must be an integer in 1..4096"),
     ({"max_strength": 16}, "--max-strength must be an integer in 1..15"),
     ({"percentile": 0}, r"--percentile must be in \(0, 100\]"),
     ({"calib": None}, "--calib FILE.npz is required"),

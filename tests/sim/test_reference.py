@@ -164,3 +164,15 @@ def test_each_population_takes_the_narrowest_exact_arithmetic(magnitude, dtype):
 def test_arithmetic_must_be_named():
     with pytest.raises(ValueError, match="arithmetic must be 'narrow' or 'int64'"):
         run(hand_graph(), np.array([[1, 2, 3]]), arithmetic="float16")
+
+
+def test_batch_limit_shrinks_with_timesteps_and_never_reaches_zero():
+    from snnc.ir import MAX_TIMESTEPS
+    from snnc.sim.reference import BATCH_BYTES, batch_limit
+    g = random_graph(np.random.default_rng(3))
+    neurons = g.input.size + sum(p.size for p in g.populations)
+    assert batch_limit(g, 1) == BATCH_BYTES // (48 * neurons)
+    limits = [batch_limit(g, T) for T in (1, 4, 64, 1024, MAX_TIMESTEPS)]
+    assert limits == sorted(limits, reverse=True) and limits[-1] >= 1
+    assert all(48 * T * neurons * b <= BATCH_BYTES or b == 1
+               for T, b in zip((1, 4, 64, 1024, MAX_TIMESTEPS), limits))
