@@ -11,21 +11,27 @@ anything is printed:
 - per-event overhead (input events, spikes, the end of each population's spike walk);
 - neuron sweeps with their drains, and the end-of-timestep tokens.
 
+Each network runs with its convolution taps listed both ways (snnc.hw.convlists): by channel
+(every source of a channel walks the channel's whole list, border and stride-phase taps
+included) and by class (the default: a source walks only taps that land). With no arguments it
+adds a strided CNN, trained here on the digits (seed 0, one thread).
+
 Today's core has one synapse lane (issue 9 asks for 2, 4 and 8).
 
-    .venv/bin/python benchmarks/throughput.py [BUNDLE_DIR DATA.npz ...]
+    .venv/bin/python benchmarks/throughput.py [BUNDLE_DIR DATA.npz ...] [--no-strided]
 """
 
 import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
+import torch
+from torch import nn
 
 from snnc.compiler.bundle import BundleError, load_bundle
 from snnc.compiler.data import load_npz, quantize_inputs
 from snnc.compiler.errors import SnncError
-from snnc.hw.mapping import map_graph
+from snnc.hw.mapping import core_params_for, map_graph
 from snnc.hw.params import TIMING, CoreParams, SourceMode
 from snnc.sim.core import CoreModel
 
@@ -64,15 +70,54 @@ def split(image, params, x, run, T):
     return parts, total
 
 
+class StridedCNN(nn.Module):
+    """A small CNN whose convolutions are strided: 8x8 -> 4x4 -> 2x2, then linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 8, 3, stride=2, padding=1)
+        self.conv2 = nn.Conv2d(8, 16, 3, stride=2, padding=1)
+        self.fc = nn.Linear(64, 10)
+
+    def forward(self, x):
+        x = torch.relu(self.conv2(torch.relu(self.conv1(x))))
+        return self.fc(torch.flatten(x, 1))
+
+
+def strided_case():
+    """The strided CNN trained on the digits (seed 0, one thread), compiled at 4 bits, T=2."""
+    from snnc.compiler.pipeline import compile_module
+    from snnc.models.digits import fit, one_thread
+    from snnc.models.digits_cnn import cnn_split
+    x_tr, y_tr, x_te, _ = cnn_split()
+    with one_thread():
+        model = fit(StridedCNN, x_tr, y_tr, seed=0, epochs=30, batch_size=32, lr=3e-3)
+    ((g, meta),) = compile_module(model, [{"bits": 4, "timesteps": 2, "max_strength": 15}],
+                                  calib=(x_tr, y_tr), input_shape=(1, 8, 8))
+    return g, quantize_inputs(x_te, meta).reshape(len(x_te), -1)
+
+
+def measure(graph, x, layout):
+    T = graph.timesteps
+    image = map_graph(graph, layout)
+    params = core_params_for(image, timesteps=T)
+    run = CoreModel(params).run(image, x, T)
+    parts, total = split(image, params, x, run, T)
+    return image, parts, total
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("pairs", nargs="*", help="BUNDLE_DIR DATA.npz, repeated")
+    ap.add_argument("--no-strided", action="store_true",
+                    help="skip the strided CNN (trained here, about 10 s)")
     args = ap.parse_args()
     if len(args.pairs) % 2:
         ap.error("give BUNDLE_DIR DATA.npz pairs")
     cases = ([(p, p, d) for p, d in zip(args.pairs[::2], args.pairs[1::2])] if args.pairs
              else DEMOS)
+    nets = []
     for name, bdir, data in cases:
         if not Path(bdir).is_dir() or not Path(data).is_file():
             sys.exit(f"{bdir} or {data} is missing: run `make demo` and "
@@ -82,18 +127,28 @@ def main():
             x = quantize_inputs(load_npz(data)[0], bundle.meta)
         except (BundleError, SnncError) as exc:
             sys.exit(f"throughput.py: {exc}")
-        x = x.reshape(len(x), -1)
-        T = bundle.graph.timesteps
-        params = CoreParams(**bundle.core["params"])
-        image = map_graph(bundle.graph)
-        run = CoreModel(params).run(image, x, T)
-        parts, total = split(image, params, x, run, T)
-        sops = parts["SOP entries"]
-        print(f"{name} ({bdir}, {len(x)} samples, T={T}, 1 lane): {sops / len(x):,.0f} SOPs and "
-              f"{total / len(x):,.0f} cycles per inference, {sops / total:.2f} SOP/cycle "
-              f"({total / sops:.2f} cycles per SOP)")
-        for part, cyc in parts.items():
-            print(f"  {part:34s} {100 * cyc / total:5.1f}%")
+        nets.append((f"{name} ({bdir})", bundle.graph, x.reshape(len(x), -1)))
+    if not args.pairs and not args.no_strided:
+        g, x = strided_case()
+        nets.append(("strided CNN (3x3 stride 2, twice; trained here)", g, x))
+    rows = []
+    for name, g, x in nets:
+        print(f"{name}: {len(x)} samples, T={g.timesteps}, 1 lane")
+        for layout in ("channel", "class"):
+            image, parts, total = measure(g, x, layout)
+            sops = parts["SOP entries"]
+            print(f"  conv lists by {layout:7s}: {sops / len(x):,.0f} SOPs and "
+                  f"{total / len(x):,.0f} cycles per inference, {sops / total:.2f} SOP/cycle "
+                  f"({total / sops:.2f} cycles per SOP); {image.n_entries:,} synapse entries")
+            for part, cyc in parts.items():
+                print(f"    {part:34s} {100 * cyc / total:5.1f}%")
+            rows.append((name.split(" (")[0], layout, sops / len(x), total / len(x),
+                         sops / total, 100 * parts["wasted conv taps"] / total, image.n_entries))
+    print("\n| network | conv lists | SOPs | cycles | SOP/cycle | wasted taps | synapse entries |")
+    print("|---|---|---|---|---|---|---|")
+    for name, layout, sops, cyc, rate, wasted, entries in rows:
+        print(f"| {name} | {layout} | {sops:,.0f} | {cyc:,.0f} | {rate:.2f} | {wasted:.1f}% | "
+              f"{entries:,} |")
 
 
 if __name__ == "__main__":

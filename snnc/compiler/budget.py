@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..hw.convlists import DEFAULT_CONV_LISTS, conv_lists, landing_taps
 from ..hw.params import CORE_LIMITS, CoreParams
 from ..ir import Conv, Graph, MaxPool, required_state_bits, weight_limit
 from .errors import SnncError
@@ -97,9 +98,10 @@ def _layers(pairs) -> tuple:
     return tuple(sorted(totals.items(), key=lambda kv: -kv[1]))
 
 
-def graph_footprint(graph: Graph) -> Footprint:
-    """The exact counts :func:`snnc.hw.mapping.map_graph` would lay out, from ``graph``'s shapes
-    and nonzero counts only (no per-synapse arrays).
+def graph_footprint(graph: Graph, conv_layout: str = DEFAULT_CONV_LISTS) -> Footprint:
+    """The exact counts :func:`snnc.hw.mapping.map_graph` would lay out with ``conv_layout``,
+    from ``graph``'s shapes and nonzero counts (no per-synapse arrays; a convolution's lists
+    are per channel and class, not per source).
 
     Precondition: ``graph`` is verified. Postcondition: every count equals the corresponding
     :class:`~snnc.hw.mapping.CoreImage` field.
@@ -111,9 +113,17 @@ def graph_footprint(graph: Graph) -> Footprint:
     for k in range(K):
         if not spiking[k]:
             continue
+        out = graph.outgoing(k)
+        if out and all(isinstance(p, Conv) for p in out):
+            lists = conv_lists(graph, k, conv_layout)
+            per_proj = np.bincount(lists.proj, minlength=len(out))
+            per_layer += [(graph.pop(p.dst).name, int(n)) for p, n in zip(out, per_proj)]
+            entries += lists.n_entries
+            words += -(-lists.n_entries // (8 // out[0].bits))
+            continue
         weighted = 0
         lanes = 1
-        for proj in graph.outgoing(k):
+        for proj in out:
             name = graph.pop(proj.dst).name
             if isinstance(proj, MaxPool):
                 c, h, w = graph.shape(k)
@@ -161,11 +171,17 @@ def float_footprint(net, bits: int, timesteps: int = 1) -> Footprint:
         for term in node.terms:
             array_bytes += 8 * term.weight.size
         if len(node.terms) == 1 and not node.terms[0].identity:
-            a = np.abs(np.asarray(node.terms[0].weight, dtype=np.float64))
+            term = node.terms[0]
+            a = np.abs(np.asarray(term.weight, dtype=np.float64))
             wmax = float(a.max(initial=0.0))
             if wmax > 0.0:
                 # A hair above the threshold so that rounding in w / scale cannot matter.
-                n = int(np.count_nonzero(a >= wmax / (2 * q) * (1 + 1e-9)))
+                big = a >= wmax / (2 * q) * (1 + 1e-9)
+                if term.conv:      # taps that land for no source are in no list
+                    src = net.shape(term.src)
+                    big &= landing_taps(term.weight.shape[2:], src[1:], node.shape[1:],
+                                        term.stride, term.padding)
+                n = int(np.count_nonzero(big))
                 per_layer.append((node.name, n))
     entries = sum(n for _, n in per_layer)
     return Footprint(

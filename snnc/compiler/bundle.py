@@ -38,6 +38,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from ..hw.convlists import DEFAULT_CONV_LISTS, check_layout
 from ..ir import Graph, VerifyError, verify
 from ..ir.serialize import graph_from_dict, graph_to_dict
 
@@ -62,6 +63,18 @@ class Bundle:
     meta: dict = field(default_factory=dict)
     core: dict = field(default_factory=dict)
     manifest_sha256: str = ""
+
+    @property
+    def conv_lists(self) -> str:
+        """How the bundle's images list convolution taps (:mod:`snnc.hw.convlists`); bundles
+        written before the layout was recorded list them per channel."""
+        return self.core.get("conv_lists", "channel")
+
+    def image(self):
+        """The bundle's network laid out as its memory images are
+        (:func:`snnc.hw.mapping.map_graph` with the bundle's ``conv_lists``)."""
+        from ..hw.mapping import map_graph
+        return map_graph(self.graph, self.conv_lists)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -262,11 +275,13 @@ def _install(tmp: Path, out: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)      # now the old bundle
 
 
-def write_bundle(out_dir, graph: Graph, meta: dict | None = None, *, hardware: bool = True) -> Bundle:
+def write_bundle(out_dir, graph: Graph, meta: dict | None = None, *, hardware: bool = True,
+                 conv_lists: str = DEFAULT_CONV_LISTS) -> Bundle:
     """Write ``graph`` (verified first) and ``meta`` to the bundle directory ``out_dir``.
 
     With ``hardware=True`` the bundle also gets the generated core (``core.v``) and its memory
-    images; the core is sized for this network (see :func:`snnc.hw.mapping.core_params_for`).
+    images; the core is sized for this network (see :func:`snnc.hw.mapping.core_params_for`),
+    with convolution taps listed by ``conv_lists`` (:mod:`snnc.hw.convlists`).
     The target is checked first (:func:`check_bundle_target`); the bundle is written beside it
     and renamed into place, so ``out_dir`` is never left half-written. Before anything is
     written, a network too large for a generated core, for this machine's memory or for the free
@@ -274,10 +289,11 @@ def write_bundle(out_dir, graph: Graph, meta: dict | None = None, *, hardware: b
     (:mod:`snnc.compiler.budget`).
     """
     verify(graph)
+    check_layout(conv_lists)
     out = check_bundle_target(out_dir)
     if hardware:
         from .budget import check_footprint, core_limits, graph_footprint, machine
-        check_footprint(graph_footprint(graph), limits=core_limits(), **machine(out))
+        check_footprint(graph_footprint(graph, conv_lists), limits=core_limits(), **machine(out))
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
@@ -288,7 +304,7 @@ def write_bundle(out_dir, graph: Graph, meta: dict | None = None, *, hardware: b
         core: dict = {}
         if hardware:
             from ..hw.mapping import write_hardware
-            core = write_hardware(tmp, graph)
+            core = write_hardware(tmp, graph, conv_lists)
         np.savez_compressed(tmp / "arrays.npz", **arrays)
         files = {name: {"bytes": (tmp / name).stat().st_size, "sha256": file_digest(tmp / name)}
                  for name in _listing(tmp)}

@@ -249,6 +249,23 @@ def _report(root: Path, name: str, target_mhz: float) -> dict:
             "critical_path": worst}
 
 
+def layout_hint(bundle) -> str:
+    """For a bundle whose convolution taps are listed by class: how much less synapse memory
+    the per-channel lists take (an addition to a message about a design that does not fit)."""
+    from ..compiler.budget import graph_footprint
+    from ..ir import Conv
+    if bundle.conv_lists != "class" or not any(isinstance(p, Conv)
+                                               for p in bundle.graph.projections):
+        return ""
+    now = graph_footprint(bundle.graph, "class").n_entries
+    less = graph_footprint(bundle.graph, "channel").n_entries
+    if less >= now:
+        return ""
+    return (f". The bundle lists its convolution taps by class ({now:,} synapse entries); "
+            f"compiled with --conv-lists channel it stores {less:,} (fewer memories, more "
+            f"cycles: border and stride-phase taps are walked)")
+
+
 def build_bitstream(bundle, board_name: str, out_dir, *, clock_mhz: float | None = None,
                     seed: int = 1, baud: int = 115200, latency_cycles=None,
                     progress: bool = True) -> dict:
@@ -271,7 +288,10 @@ def build_bitstream(bundle, board_name: str, out_dir, *, clock_mhz: float | None
     clock = clock_plan(board_name, clock_mhz)
     target = float(clock.achieved)
     n_inputs = bundle.graph.input.size          # the receive buffer holds one sample's tokens
-    mplan = check_device(params, b, platform.device, n_inputs)
+    try:
+        mplan = check_device(params, b, platform.device, n_inputs)
+    except SnncError as exc:
+        raise SnncError(f"{exc}{layout_hint(bundle)}") from None
     out = Path(out_dir)
     root = out / "gateware"
     name = "snnc_top"
@@ -288,7 +308,10 @@ def build_bitstream(bundle, board_name: str, out_dir, *, clock_mhz: float | None
     if root.exists():
         shutil.rmtree(root)
     plan.extract(root)
-    run = _run_script(root, name, tool_env(), progress)
+    try:
+        run = _run_script(root, name, tool_env(), progress)
+    except SnncError as exc:
+        raise SnncError(f"{exc}{layout_hint(bundle)}") from None
     rep = _report(root, name, target)
     bitstream = next((p for p in (root / f"{name}.bin", root / f"{name}.bit") if p.exists()), None)
     if bitstream is None:

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..hw.images import LOADED_MEMORIES, config_writes_from_images
-from ..hw.mapping import map_graph
 from ..hw.params import CfgSel, CoreParams, Counter
 from ..sim.core import CoreModel
 
@@ -112,7 +111,7 @@ def run_on_board(client, bundle, x_int, *, timesteps: int | None = None, build: 
     x = np.asarray(x_int, dtype=np.int64).reshape(len(x_int), -1)
     writes = config_writes_from_images(bundle.path, bundle.core, params, T)
     plan = load_plan(writes, build or {}, bundle.manifest_sha256, reload=reload)
-    model = CoreModel(params).run(map_graph(bundle.graph), x, T)
+    model = CoreModel(params).run(bundle.image(), x, T)
     got = client.run_samples(writes, x, T, load=plan.writes)
     samples = []
     for b, g in enumerate(got):

@@ -22,6 +22,7 @@ import numpy as np
 
 from ..ir import Graph, required_state_bits, verify
 from ..ir import Conv, MaxPool
+from .convlists import DEFAULT_CONV_LISTS, conv_lists
 from .params import (MEMBER_BITS, CfgSel, ConvField, CoreParams, ParamField, SourceMode,
                      bits_for)
 
@@ -143,8 +144,11 @@ def _dense_entries(graph, k, nbase):
     return src_i[order], tgt_g[order], w[order]
 
 
-def map_graph(graph: Graph) -> CoreImage:
-    """Lay ``graph`` out in the core's memories (independent of any core's capacity)."""
+def map_graph(graph: Graph, conv_layout: str = DEFAULT_CONV_LISTS) -> CoreImage:
+    """Lay ``graph`` out in the core's memories (independent of any core's capacity).
+
+    ``conv_layout`` is how convolution taps are listed (:mod:`snnc.hw.convlists`).
+    """
     verify(graph)
     K = graph.n_pops
     nbase, n = [0] * K, 0
@@ -191,26 +195,18 @@ def map_graph(graph: Graph) -> CoreImage:
             start = np.concatenate([[0], np.cumsum(cnt)[:-1]]).astype(np.int64)
             ky = kx = conv = np.zeros(len(tgt), np.int64)
         elif mode is SourceMode.CONV:
-            C = graph.shape(k)[0]
-            chan_t, chan_ky, chan_kx, chan_conv, chan_w, chan_cnt = [], [], [], [], [], []
-            for ci in range(C):
-                n_c = 0
-                for proj in out:
-                    _, ho, wo = graph.shape(proj.dst)
-                    co, tky, tkx = np.nonzero(proj.weights[:, ci])
-                    chan_t.append(nbase[proj.dst] + co * ho * wo)
-                    chan_ky.append(tky)
-                    chan_kx.append(tkx)
-                    chan_conv.append(np.full(len(co), conv_ids[(proj.src, proj.dst)]))
-                    chan_w.append(proj.weights[co, ci, tky, tkx])
-                    n_c += len(co)
-                chan_cnt.append(n_c)
-            cat = lambda a: np.concatenate(a).astype(np.int64) if a else np.zeros(0, np.int64)
-            tgt, ky, kx, conv, w = map(cat, (chan_t, chan_ky, chan_kx, chan_conv, chan_w))
-            chan_cnt = np.array(chan_cnt, dtype=np.int64)
-            chan_start = np.concatenate([[0], np.cumsum(chan_cnt)[:-1]]).astype(np.int64)
-            ch = np.arange(size) // (graph.shape(k)[1] * graph.shape(k)[2])
-            start, cnt = chan_start[ch], chan_cnt[ch]
+            lists = conv_lists(graph, k, conv_layout)
+            dst_base = np.array([nbase[p.dst] for p in out], dtype=np.int64)
+            plane = np.array([graph.shape(p.dst)[1] * graph.shape(p.dst)[2] for p in out],
+                             dtype=np.int64)
+            ids = np.array([conv_ids[(p.src, p.dst)] for p in out], dtype=np.int64)
+            tgt = dst_base[lists.proj] + lists.co * plane[lists.proj]
+            ky, kx, conv = lists.ky, lists.kx, ids[lists.proj]
+            w = np.zeros(lists.n_entries, dtype=np.int64)
+            for pi, p in enumerate(out):
+                sel = lists.proj == pi
+                w[sel] = p.weights[lists.co[sel], lists.ci[sel], ky[sel], kx[sel]]
+            start, cnt = lists.start, lists.count
         else:
             (proj,) = out
             kk = proj.kernel
@@ -370,13 +366,13 @@ def _hex(path: Path, values, bits: int) -> None:
             f.write(text.tobytes())
 
 
-def write_hardware(out_dir, graph: Graph) -> dict:
+def write_hardware(out_dir, graph: Graph, conv_layout: str = DEFAULT_CONV_LISTS) -> dict:
     """Write ``core.v`` (a core sized for ``graph``) and the memory images; return the config."""
     from amaranth.back import verilog
     from .core import Core
 
     out = Path(out_dir)
-    image = map_graph(graph)
+    image = map_graph(graph, conv_layout)
     params = core_params_for(image, timesteps=graph.timesteps)
     mem = out / "mem"
     mem.mkdir(parents=True, exist_ok=True)
@@ -391,7 +387,7 @@ def write_hardware(out_dir, graph: Graph) -> dict:
     core = Core(params)
     (out / "core.v").write_text(verilog.convert(core, name="snnc_core"))
     cfg = {name: getattr(params, name) for name in params.__dataclass_fields__}
-    return {"params": cfg, "top": "snnc_core", "verilog": "core.v",
+    return {"params": cfg, "top": "snnc_core", "verilog": "core.v", "conv_lists": conv_layout,
             "memories": {"ptr": "mem/ptr.hex", "tgt": "mem/tgt.hex", "wgt": "mem/wgt.hex",
                          "bias": "mem/bias.hex", "params": "mem/params.json"},
             "usage": {"neurons": image.n_neurons, "sources": image.n_sources,

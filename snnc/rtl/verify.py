@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..hw.convlists import DEFAULT_CONV_LISTS
 from ..hw.mapping import CoreImage, config_writes, map_graph
 from ..hw.params import CoreParams, Counter
 from ..ir import Graph
@@ -29,9 +30,10 @@ def widths(params: CoreParams) -> dict:
 
 
 def network_job(graph: Graph, params: CoreParams, xs: np.ndarray, timesteps: int,
-                model: CoreRun, writes=None) -> dict:
-    """The cocotb job for one network; ``writes`` (default: mapped from ``graph``) load the core."""
-    image = map_graph(graph)
+                model: CoreRun, writes=None, *, conv_lists: str = DEFAULT_CONV_LISTS) -> dict:
+    """The cocotb job for one network; ``writes`` (default: mapped from ``graph`` with
+    ``conv_lists``) load the core."""
+    image = map_graph(graph, conv_lists)
     if writes is None:
         writes = config_writes(image, params, timesteps)
     return {"writes": [list(w) for w in writes], "samples": xs.tolist(),
@@ -127,9 +129,10 @@ class RtlReport:
 
 def run_networks(items, params: CoreParams, verilog: str, *, simulator="verilator", seed=0,
                  idle=0.0, stall=0.0, waves=False, keep_dir=None, reset_after=None,
-                 netlist=False):
+                 netlist=False, conv_lists: str = DEFAULT_CONV_LISTS):
     """Run ``items`` = [(graph, xs, timesteps)] in one cocotb session on one build; an item may
-    carry a fourth element, the configuration writes to load (default: mapped from the graph).
+    carry a fourth element, the configuration writes to load (default: mapped from the graph
+    with ``conv_lists``, which is also the layout the cycle model counts the walk of).
     With ``netlist``, the build is the core's iCE40 gate-level netlist (:func:`runner.build`).
 
     Returns a list (per network) of (model run, list of per-sample mismatch lists, raw results).
@@ -144,11 +147,11 @@ def run_networks(items, params: CoreParams, verilog: str, *, simulator="verilato
     for graph, xs, T, *writes in items:
         xs = np.asarray(xs, dtype=np.int64)
         ref = ref_run(graph, xs, T)
-        model = CoreModel(params).run(map_graph(graph), xs, T)
+        model = CoreModel(params).run(map_graph(graph, conv_lists), xs, T)
         if not np.array_equal(model.v_final, np.concatenate(ref.v_final, axis=1)):
             raise AssertionError("cycle model and reference disagree on membranes")
         models.append(model)
-        nets.append(network_job(graph, params, xs, T, model, *writes))
+        nets.append(network_job(graph, params, xs, T, model, *writes, conv_lists=conv_lists))
     if reset_after:
         for net in nets:
             net["reset_after"] = int(reset_after)
@@ -191,7 +194,8 @@ def verify_on_rtl(bundle, x_int, *, timesteps=None, progress=True, simulator="ve
     bar = tqdm(total=len(x), desc=f"{what} ({simulator})", unit="sample", disable=not progress)
     try:
         _run_chunks(report, graph, params, verilog, x, T, writes, bar, simulator=simulator,
-                    seed=seed, idle=idle, stall=stall, chunk=chunk, netlist=netlist)
+                    seed=seed, idle=idle, stall=stall, chunk=chunk, netlist=netlist,
+                    conv_lists=bundle.conv_lists)
     finally:
         bar.close()
     report.sim_seconds = time.perf_counter() - t0
@@ -202,18 +206,19 @@ def verify_on_rtl(bundle, x_int, *, timesteps=None, progress=True, simulator="ve
         keep = Path(waves_dir) / f"sample{b}"
         [(_, _, _)] = run_networks([(graph, x[b:b + 1], T, writes)], params, verilog,
                                    simulator=simulator, seed=seed, idle=idle, stall=stall,
-                                   waves=True, keep_dir=keep, netlist=netlist)
+                                   waves=True, keep_dir=keep, netlist=netlist,
+                                   conv_lists=bundle.conv_lists)
         report.waves = sorted(str(f) for f in keep.iterdir() if f.suffix in (".vcd", ".fst"))
     return report
 
 
 def _run_chunks(report, graph, params, verilog, x, T, writes, bar, *, simulator, seed, idle,
-                stall, chunk, netlist):
+                stall, chunk, netlist, conv_lists):
     for lo in range(0, len(x), chunk):
         xs = x[lo:lo + chunk]
         [(model, mism, got)] = run_networks([(graph, xs, T, writes)], params, verilog,
                                             simulator=simulator, seed=seed, idle=idle, stall=stall,
-                                            netlist=netlist)
+                                            netlist=netlist, conv_lists=conv_lists)
         for b, m in enumerate(mism):
             report.per_sample.append({"sample": lo + b, "exact": not m, "mismatches": m,
                                       "cycles": int(model.cycles[b]),

@@ -42,10 +42,11 @@ def graphs():
         yield random_conv_graph(np.random.default_rng(seed))
 
 
+@pytest.mark.parametrize("layout", ["class", "channel"])
 @pytest.mark.parametrize("k", range(5))
-def test_footprint_equals_the_mapping(k):
+def test_footprint_equals_the_mapping(k, layout):
     g = list(graphs())[k]
-    fp, image = budget.graph_footprint(g), map_graph(g)
+    fp, image = budget.graph_footprint(g, layout), map_graph(g, layout)
     assert {f: getattr(fp, f) for f in COUNTS} == {f: getattr(image, f) for f in COUNTS}
     assert fp.params == core_params_for(image, timesteps=g.timesteps)
     assert sum(n for _, n in fp.layer_entries) == image.n_entries
@@ -76,6 +77,26 @@ def test_float_footprint_is_a_lower_bound():
         low, exact = budget.float_footprint(net, bits), budget.graph_footprint(g)
         assert 0 < low.n_entries <= exact.n_entries and low.n_words <= exact.n_words
         assert low.n_neurons <= exact.n_neurons and not low.exact
+
+
+def test_float_footprint_bounds_conv_lists_by_class_too():
+    """A 3x3 kernel with padding 1 on a 1-pixel-high map, stride 3: its top and bottom rows land
+    for no source and are in no class list; the bound leaves them out."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(2, 4, 3, stride=(3, 1), padding=1), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(4 * 1 * 5, 3)).eval()
+    net = extract_layers(model, (2, 1, 5))
+    x = np.random.default_rng(0).random((50, 2, 1, 5))
+    for bits in (8, 4, 2):
+        g, _ = compile_model_from(model, x, bits)
+        for layout in ("class", "channel"):
+            low, exact = budget.float_footprint(net, bits), budget.graph_footprint(g, layout)
+            assert 0 < low.n_entries <= exact.n_entries, (bits, layout)
+        image = map_graph(g, "class")
+        first = image.pops[1]["TBASE"]            # the input population's entries come first
+        assert set(image.tgt_ky[:first].tolist()) == {1}
+        # counting every large weight, as before, would exceed the class layout's entries
+        assert np.count_nonzero(g.projections[0].weights) > image.pops[1]["TBASE"]
 
 
 def compile_model_from(model, x, bits):

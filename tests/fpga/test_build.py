@@ -247,3 +247,27 @@ def test_demo_mlp_bitstream_for_icebreaker(tmp_path, capsys):
     assert nib["spram_loaded_by_host"] == [] and nib["bundle_manifest_sha256"] == json.loads(
         (tmp_path / "bundle" / "manifest.json").read_text())["manifest_sha256"]
     print(format_report(doc))
+
+
+def test_a_design_that_does_not_fit_names_the_smaller_conv_layout(tmp_path):
+    """A bundle whose conv taps are listed by class is told how many entries the per-channel
+    lists take, when its memories do not fit; a per-channel or dense bundle gets no such hint."""
+    from snnc.compiler.budget import graph_footprint
+    from snnc.testing import random_conv_graph
+    from snnc.ir import Conv
+    rng = np.random.default_rng(3)
+    g = next(g for g in (random_conv_graph(rng) for _ in range(50))
+             if graph_footprint(g, "channel").n_entries < graph_footprint(g, "class").n_entries)
+    assert any(isinstance(p, Conv) for p in g.projections)
+    by_class = write_bundle(tmp_path / "class", g)
+    hint = build.layout_hint(by_class)
+    assert (f"by class ({graph_footprint(g, 'class').n_entries:,} synapse entries); compiled "
+            f"with --conv-lists channel it stores {graph_footprint(g, 'channel').n_entries:,}"
+            in hint)
+    assert build.layout_hint(write_bundle(tmp_path / "channel", g, conv_lists="channel")) == ""
+    assert build.layout_hint(write_bundle(tmp_path / "dense", random_graph(rng))) == ""
+    # the hint follows the memory plan's refusal
+    big = by_class.core["params"] | {"max_synapses": 1 << 20}
+    by_class.core["params"] = big
+    with pytest.raises(SnncError, match=r"memories need .*--conv-lists channel it stores"):
+        build.build_bitstream(by_class, "icebreaker", tmp_path / "fpga")

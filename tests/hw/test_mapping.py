@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from snnc.hw.convlists import landing_taps
 from snnc.hw.mapping import MappingError, core_params_for, map_graph, recip
 from snnc.hw.params import CoreParams, SourceMode
 from snnc.ir import Conv, Dense, Graph, InputPopulation, MaxPool, Population
@@ -41,8 +42,8 @@ def conv_net(c_in=2, hw=6, c_out=3, k=3, density=1.0, seed=0):
 
 def test_conv_is_not_unrolled():
     g = conv_net(c_in=2, hw=6, c_out=3, k=3, density=0.5)
-    image = map_graph(g)
     conv = g.projections[0]
+    image = map_graph(g, "channel")
     in_region = image.pops[0]
     assert in_region["SMODE"] == SourceMode.CONV
     # The input population's entries are its channel lists: exactly the nonzero taps, not
@@ -53,6 +54,13 @@ def test_conv_is_not_unrolled():
     starts = image.ptr_start[:72].reshape(2, 36)
     assert (starts == starts[:, :1]).all()
     assert image.ptr_y[:72].reshape(2, 6, 6)[0, :, 0].tolist() == list(range(6))
+    # By class: one list per channel and column class (left border, interior, right border),
+    # each row class a slice of it: (2 + 3 + 2) / 3 of the taps at most, still not unrolled.
+    image = map_graph(g, "class")
+    entries_in = image.pops[1]["TBASE"] - image.pops[0]["TBASE"]
+    assert conv.nnz < entries_in <= conv.nnz * 7 // 3
+    starts = image.ptr_start[:72].reshape(2, 6, 6)
+    assert len(np.unique(starts[0])) <= 9
 
 
 def test_memory_report_counts_conv_entries(tmp_path):
@@ -80,12 +88,19 @@ def test_random_conv_graphs_map_and_fit(seed):
     rng = np.random.default_rng(seed)
     for _ in range(30):
         g = random_conv_graph(rng)
-        image = map_graph(g)
-        params = core_params_for(image, timesteps=g.timesteps)
-        assert params.fits(image.needs(g.timesteps)) == []
-        nnz = sum(p.nnz for p in g.projections if not isinstance(p, MaxPool))
+        weighted = [p for p in g.projections if not isinstance(p, MaxPool)]
         pools = sum(1 for p in g.projections if isinstance(p, MaxPool))
-        assert image.n_entries >= nnz or pools
+        for layout in ("channel", "class"):
+            image = map_graph(g, layout)
+            params = core_params_for(image, timesteps=g.timesteps)
+            assert params.fits(image.needs(g.timesteps)) == []
+            # every stored weight is there: by channel all of them, by class every one whose
+            # tap lands for some source (at least once)
+            need = sum(p.nnz if layout == "channel" or not isinstance(p, Conv) else
+                       np.count_nonzero(p.weights * landing_taps(
+                           p.weights.shape[2:], g.shape(p.src)[1:], g.shape(p.dst)[1:],
+                           p.stride, p.padding)) for p in weighted)
+            assert image.n_entries >= need or pools
 
 
 def test_mapping_rejects_dense_and_conv_from_one_population():
