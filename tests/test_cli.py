@@ -15,6 +15,7 @@ from snnc.demo import demo_reference
 from snnc.compiler.bundle import load_bundle
 from snnc.compiler.data import quantize_inputs
 from snnc.compiler.pipeline import DEFAULT_MAX_STRENGTH, DEFAULT_TIMESTEPS
+from snnc.hw.params import CoreParams
 from snnc.sim.reference import run
 
 
@@ -174,7 +175,7 @@ def test_simulate_cycle_accurate(model_files, capsys):
     doc = json.loads((d / "c.json").read_text())["cycle_accurate"]
     bundle = load_bundle(d / "out")
     x = quantize_inputs(np.load(d / "calib.npz")["x"], bundle.meta)
-    model = CoreModel(CoreParams(**bundle.core["params"])).run(map_graph(bundle.graph), x, 3)
+    model = CoreModel(CoreParams(**bundle.core["params"])).run(bundle.image(), x, 3)
     assert doc["cycles_min"] == model.cycles.min() and doc["cycles_max"] == model.cycles.max()
     assert doc["samples"] == 40 and doc["clock_mhz"] == 25.0
     assert error_of(capsys, ["simulate", str(d / "out"), "--data", str(d / "calib.npz"),
@@ -465,3 +466,32 @@ def test_simulate_splits_long_runs_into_smaller_batches_with_the_same_results(mo
     split = simulate(g, x, timesteps=6, progress=False)
     assert calls == [5, 5, 2]
     assert all(np.array_equal(whole[k], split[k]) for k in whole)
+
+
+def test_conv_lists_option_is_recorded_and_followed_by_the_cycle_model(cnn_files, capsys):
+    """--conv-lists class (default) and channel: the manifest records the layout, the images
+    follow it, and simulate --cycle-accurate counts the walk of that layout."""
+    from snnc.hw.mapping import map_graph
+    from snnc.sim.core import CoreModel
+    d = cnn_files
+    cycles = {}
+    for layout in ("class", "channel", None):
+        out = d / f"out-{layout}"
+        extra = [] if layout is None else ["--conv-lists", layout]
+        assert main(["compile", str(d / "cnn.pt2"), "--bits", "8", "--calib",
+                     str(d / "calib.npz"), "-T", "2", "-o", str(out), *extra]) == 0
+        bundle = load_bundle(out)
+        assert bundle.conv_lists == bundle.core["conv_lists"] == (layout or "class")
+        image = map_graph(bundle.graph, bundle.conv_lists)
+        assert bundle.core["usage"]["synapse_entries"] == image.n_entries
+        capsys.readouterr()
+        assert main(["simulate", str(out), "--data", str(d / "calib.npz"), "--cycle-accurate",
+                     "--json", str(d / "c.json")]) == 0
+        doc = json.loads((d / "c.json").read_text())
+        x = quantize_inputs(np.load(d / "calib.npz")["x"], bundle.meta).reshape(24, -1)
+        model = CoreModel(CoreParams(**bundle.core["params"])).run(image, x, 2)
+        assert doc["cycle_accurate"]["cycles_mean"] == float(model.cycles.mean())
+        cycles[layout] = doc["cycle_accurate"]["cycles_mean"]
+    assert cycles["class"] == cycles[None] < cycles["channel"]
+    assert "'class', 'channel'" in error_of(capsys, ["compile", str(d / "cnn.pt2"), "--bits", "8",
+                                                    "--conv-lists", "row", "-o", str(d / "x")])

@@ -228,3 +228,26 @@ def test_sigint_during_compile_leaves_old_or_new_bundle(compiled, tmp_path, seed
         assert listing(tmp_path) == ["b"] + [f"b/{p}" for p in listing(out)], delay
         seen.append((round(delay, 3), state, proc.returncode))
     print(f"bundle write takes {write:.2f} s; (delay, outcome, exit status): {seen}")
+
+
+def test_a_bundle_from_before_the_layout_was_recorded_lists_conv_taps_per_channel(tmp_path):
+    """Bundles written before core.conv_lists existed hold per-channel lists: Bundle.image()
+    maps them that way, so the cycle model counts the walk their images make."""
+    import json
+    from snnc.hw.mapping import map_graph
+    from snnc.hw.params import CoreParams
+    from snnc.testing import random_conv_graph, reseal_bundle
+    g = random_conv_graph(np.random.default_rng(4))
+    assert map_graph(g, "class").n_entries != map_graph(g, "channel").n_entries
+    b = write_bundle(tmp_path / "b", g, conv_lists="channel")
+    m = json.loads((b.path / "manifest.json").read_text())
+    del m["core"]["conv_lists"]
+    (b.path / "manifest.json").write_text(json.dumps(m))
+    reseal_bundle(b.path)
+    old = load_bundle(b.path)
+    assert old.conv_lists == "channel"
+    image = old.image()
+    assert np.array_equal(image.tgt_words(CoreParams(**old.core["params"])),
+                          map_graph(g, "channel").tgt_words(CoreParams(**old.core["params"])))
+    with pytest.raises(ValueError, match="conv_lists must be one of class, channel"):
+        write_bundle(tmp_path / "c", g, conv_lists="rows")
