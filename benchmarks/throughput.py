@@ -8,7 +8,7 @@ anything is printed:
 - walking stored entries that are synaptic operations (SOPs);
 - walking conv taps that land outside the output or on the wrong stride phase;
 - walking max-pool gate entries;
-- per-event overhead (input events, spikes, the end of each population's spike walk);
+- per-event overhead (the fetch latency where a walk is shorter, and each phase's first fetch);
 - neuron sweeps with their drains, and the end-of-timestep tokens.
 
 Each network runs with its convolution taps listed both ways (snnc.hw.convlists): by channel
@@ -25,6 +25,7 @@ import argparse
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -45,9 +46,12 @@ def split(image, params, x, run, T):
     K = image.n_pops
     fan = lambda k: image.ptr_count[pops[k]["SBASE"]:pops[k]["SBASE"] + image.pop_sizes[k]]
     on_in = x != 0
-    total_walk = int((on_in * fan(0)).sum()) * T
+    f_in = np.broadcast_to(fan(0), x.shape)
+    total_walk = int((on_in * f_in).sum()) * T
     pool_walk = 0
-    overhead = int(on_in.sum()) * T * TIMING.input_event + TIMING.input_eot * T * len(x)
+    # an event costs max(fanout, minimum): the cycles above its fan-out are overhead
+    overhead = (int((on_in * (np.maximum(f_in, TIMING.input_event) - f_in)).sum()) * T
+                + TIMING.input_phase * T * len(x))
     sweep = TIMING.emit_eot * T * len(x)
     for k in range(1, K):
         pk = pops[k]
@@ -58,7 +62,8 @@ def split(image, params, x, run, T):
             total_walk += w
             if pk["SMODE"] == SourceMode.POOL:
                 pool_walk += w
-            overhead += TIMING.spike_done * T * len(x) + TIMING.spike_event * int(on.sum())
+            overhead += (TIMING.spike_phase * T * len(x)
+                         + int((on * (np.maximum(fan(k), TIMING.spike_event) - fan(k))).sum()))
     sops = int(run.synops.sum())
     parts = {"SOP entries": sops, "wasted conv taps": total_walk - sops - pool_walk,
              "max-pool gate entries": pool_walk, "per-event overhead": overhead,

@@ -470,19 +470,87 @@ class Core(wiring.Component):
                      rb_cnt.eq(counters[self.rb_addr[:2]])]
         m.d.comb += self.rb_data.eq(Mux(rb_sel_q, Mux(rb_spk_q, spc_r.data, rb_cnt), v_r.data))
 
+        # Event front end (IN and SP states). The walker issues one synapse entry per cycle
+        # (``walk_left`` entries left of the current event's list). The fetcher brings the next
+        # event's descriptor: it starts one fetch per event the walker takes (and one when the
+        # phase begins), so it is never more than one event ahead:
+        #   input:  F1 takes a token and reads ptr[SBASE + index]; F2 has the descriptor.
+        #   spikes: F0 reads the spike buffer; F1 reads ptr[source]; F2 has the descriptor.
+        # A descriptor waits in ``nxt`` until the walker is on its last entry (or idle), which
+        # then takes it, from ``nxt`` or straight from the ptr port. The phase's end (the eot
+        # token, or the spike buffer found empty) flows through the same stages and ends the
+        # phase when it would be taken. So event i costs max(fanout_i, 1) cycles (input) or
+        # max(fanout_i, 2) (spikes), and a phase 2 (input) or 3 (spikes) more: see TIMING and
+        # docs/architecture.md section 6.
+        in_mode = Signal()
+        sp_mode = Signal()
+        phase_first = Signal()                 # the phase's first cycle: its first fetch
+        a_, c_ = p.syn_addr_bits, p.count_bits
+        f0_valid, f0_end = Signal(), Signal()  # spikes: the spike buffer word arrives
+        f2_valid, f2_end = Signal(), Signal()  # the ptr word arrives
+        f2_strength = Signal(signed(p.input_bits))
+        f2_src = Signal(p.source_addr_bits)
+        nxt_valid, nxt_end = Signal(), Signal()
+        nxt_ptr = Signal(ptr_r.data.shape())
+        nxt_strength = Signal(signed(p.input_bits))
+        nxt_src = Signal(p.source_addr_bits)
+        d_ptr = Mux(nxt_valid, nxt_ptr, ptr_r.data)
+        d_end = Mux(nxt_valid, nxt_end, f2_end)
+        have = nxt_valid | f2_valid
+        # ``walk_left <= 1``, kept in a register (``en`` depends on it through ``wait_in``)
+        finishing = Signal(init=1)
+        take = Signal()                        # the walker takes the next event (before en)
+        phase_end = Signal()                   # the phase's end reaches the walker
+        fetch = Signal()                       # F1 (input) or F0 (spikes) starts this cycle
+        m.d.comb += [take.eq((in_mode | sp_mode) & finishing & have & ~d_end),
+                     phase_end.eq((in_mode | sp_mode) & finishing & have & d_end),
+                     fetch.eq((in_mode | sp_mode) & (phase_first | take)),
+                     s0_valid.eq((in_mode | sp_mode) & (walk_left != 0))]
+        with m.If(in_mode & fetch):
+            m.d.comb += [wait_in.eq(~self.inp.valid), self.inp.ready.eq(~stall_out),
+                         ptr_r.addr.eq(cur.SBASE + self.inp.payload.index)]
+        with m.If(sp_mode & f0_valid):
+            m.d.comb += ptr_r.addr.eq(spk_r.data[:p.source_addr_bits])
+        with m.If(sp_mode & fetch):
+            m.d.comb += spk_r.addr.eq(spk_rp)
+        with m.If(en):
+            m.d.sync += [phase_first.eq(0), f0_valid.eq(sp_mode & fetch),
+                         f2_valid.eq((in_mode & fetch) | (sp_mode & f0_valid))]
+            with m.If(in_mode & fetch):
+                m.d.sync += [f2_end.eq(self.inp.payload.eot),
+                             f2_strength.eq(self.inp.payload.value),
+                             f2_src.eq(cur.SBASE + self.inp.payload.index)]
+            with m.If(sp_mode & fetch):
+                m.d.sync += f0_end.eq(spk_rp == spk_wp)
+                with m.If(spk_rp != spk_wp):
+                    m.d.sync += spk_rp.eq(spk_rp + 1)
+            with m.If(sp_mode & f0_valid):
+                m.d.sync += [f2_end.eq(f0_end),
+                             f2_strength.eq(spk_r.data[p.source_addr_bits:]),
+                             f2_src.eq(spk_r.data[:p.source_addr_bits])]
+            with m.If(take):
+                m.d.sync += [walk_pos.eq(d_ptr[:a_]), walk_left.eq(d_ptr[a_:a_ + c_]),
+                             finishing.eq(d_ptr[a_:a_ + c_] <= 1),
+                             walk_y.eq(d_ptr[a_ + c_:a_ + c_ + cb]),
+                             walk_x.eq(d_ptr[a_ + c_ + cb:a_ + c_ + 2 * cb]),
+                             evt_strength.eq(Mux(nxt_valid, nxt_strength, f2_strength)),
+                             evt_src.eq(Mux(nxt_valid, nxt_src, f2_src)),
+                             nxt_valid.eq(0)]
+            with m.Elif(walk_left != 0):
+                m.d.sync += [walk_pos.eq(walk_pos + 1), walk_left.eq(walk_left - 1),
+                             finishing.eq(walk_left <= 2)]
+            with m.If(f2_valid & ~nxt_valid & ~(finishing & (take | phase_end))):
+                m.d.sync += [nxt_valid.eq(1), nxt_end.eq(f2_end), nxt_ptr.eq(ptr_r.data),
+                             nxt_strength.eq(f2_strength), nxt_src.eq(f2_src)]
+            with m.If(phase_end):
+                m.d.sync += [nxt_valid.eq(0), walk_left.eq(0), finishing.eq(1)]
+
         # Control state machine.
-        from_spikes = Signal()
         drain_left = Signal(range(max(TIMING.drain, p.sweep_latency) + 1))
         running = Signal()
         m.d.comb += self.busy.eq(running | self.out.valid)
         with m.If(running):
             m.d.sync += cnt_total.eq(cnt_total + 1)
-
-        def back_to_fetch():
-            with m.If(from_spikes):
-                m.next = "SP_FETCH"
-            with m.Else():
-                m.next = "IN_FETCH"
 
         def next_population():
             with m.If(cur_is_last):
@@ -514,35 +582,14 @@ class Core(wiring.Component):
                     m.d.comb += [cnt_w.addr.eq(clear_i), cnt_w.data.eq(0), cnt_w.en.eq(1)]
                 m.d.sync += [clear_i.eq(clear_i + 1), clear_more.eq(clear_i + 1 < n_clear)]
                 with m.If(~clear_more):
-                    m.next = "IN_FETCH"
-            with m.State("IN_FETCH"):
-                m.d.comb += [wait_in.eq(~self.inp.valid), self.inp.ready.eq(~stall_out)]
-                m.d.comb += ptr_r.addr.eq(cur.SBASE + self.inp.payload.index)
-                with m.If(en):
-                    m.d.sync += [evt_strength.eq(self.inp.payload.value), from_spikes.eq(0),
-                                 evt_src.eq(cur.SBASE + self.inp.payload.index)]
-                    with m.If(self.inp.payload.eot):
-                        m.d.sync += set_pop(1) + [drain_left.eq(TIMING.drain - 1)]
-                        m.next = "DRAIN"
-                    with m.Else():
-                        m.next = "PTR"
-            with m.State("PTR"):
-                a, c = p.syn_addr_bits, p.count_bits
-                start, count = ptr_r.data[:a], ptr_r.data[a:a + c]
-                with m.If(en):
-                    m.d.sync += [walk_pos.eq(start), walk_left.eq(count),
-                                 walk_y.eq(ptr_r.data[a + c:a + c + cb]),
-                                 walk_x.eq(ptr_r.data[a + c + cb:a + c + 2 * cb])]
-                    with m.If(count == 0):
-                        back_to_fetch()
-                    with m.Else():
-                        m.next = "WALK"
-            with m.State("WALK"):
-                m.d.comb += s0_valid.eq(1)
-                with m.If(en):
-                    m.d.sync += [walk_pos.eq(walk_pos + 1), walk_left.eq(walk_left - 1)]
-                    with m.If(walk_left == 1):
-                        back_to_fetch()
+                    m.d.sync += phase_first.eq(1)
+                    m.next = "IN"
+            with m.State("IN"):
+                # Input events: the front end fetches, the walker walks (see above).
+                m.d.comb += in_mode.eq(1)
+                with m.If(en & phase_end):
+                    m.d.sync += set_pop(1) + [drain_left.eq(TIMING.drain - 1)]
+                    m.next = "DRAIN"
             with m.State("DRAIN"):
                 with m.If(en):
                     m.d.sync += [drain_left.eq(drain_left - 1), sweep_i.eq(0)]
@@ -563,25 +610,16 @@ class Core(wiring.Component):
                         m.d.comb += [spc_w.addr.eq(cur_pop), spc_w.data.eq(pop_spikes + spike),
                                      spc_w.en.eq(1)]
                         with m.If(cur.SPIKING):
-                            m.next = "SP_FETCH"
+                            m.d.sync += phase_first.eq(1)
+                            m.next = "SP"
                         with m.Else():
                             next_population()
-            with m.State("SP_FETCH"):
-                m.d.comb += spk_r.addr.eq(spk_rp)
-                with m.If(en):
-                    m.d.sync += from_spikes.eq(1)
-                    with m.If(spk_rp == spk_wp):
-                        m.d.sync += [spk_rp.eq(0), spk_wp.eq(0)]
-                        next_population()
-                    with m.Else():
-                        m.d.sync += spk_rp.eq(spk_rp + 1)
-                        m.next = "SP_DATA"
-            with m.State("SP_DATA"):
-                m.d.comb += ptr_r.addr.eq(spk_r.data[:p.source_addr_bits])
-                with m.If(en):
-                    m.d.sync += [evt_strength.eq(spk_r.data[p.source_addr_bits:]),
-                                 evt_src.eq(spk_r.data[:p.source_addr_bits])]
-                    m.next = "PTR"
+            with m.State("SP"):
+                # The spikes of the population just swept: fetched from the spike buffer.
+                m.d.comb += sp_mode.eq(1)
+                with m.If(en & phase_end):
+                    m.d.sync += [spk_rp.eq(0), spk_wp.eq(0)]
+                    next_population()
             with m.State("EMIT_EOT"):
                 m.d.comb += pf_addr.eq(Mux(n_pops == 1, 0, 1))
                 with m.If(en):
@@ -592,7 +630,8 @@ class Core(wiring.Component):
                         m.d.sync += running.eq(0)
                         m.next = "IDLE"
                     with m.Else():
-                        m.next = "IN_FETCH"
+                        m.d.sync += phase_first.eq(1)
+                        m.next = "IN"
 
         with m.If(en & ~fsm.ongoing("IDLE") & ~fsm.ongoing("CLEAR")):
             m.d.sync += cnt_active.eq(cnt_active + 1)

@@ -125,12 +125,17 @@ class Counter(enum.IntEnum):
 
 @dataclass(frozen=True)
 class _Timing:
-    """Fixed cycle costs of the core's state machine (see docs/architecture.md, "Timing")."""
-    input_event: int = 2      #: IN_FETCH + PTR, plus one WALK cycle per synapse entry
-    input_eot: int = 1        #: accepting the end-of-timestep token
-    drain: int = 3            #: DRAIN before each population's sweep (the synapse pipeline)
-    spike_event: int = 3      #: SP_FETCH + SP_DATA + PTR, plus one WALK cycle per entry
-    spike_done: int = 1       #: the SP_FETCH that finds the spike buffer empty
+    """Fixed cycle costs of the core's state machine (see docs/architecture.md, "Timing").
+
+    The event front end fetches the next event while the current one is walked, so an event
+    costs ``max(fanout, input_event)`` (input) or ``max(fanout, spike_event)`` (spikes): the
+    fetch latency only shows when the walk is shorter.
+    """
+    input_event: int = 1      #: an input event takes at least this many walk cycles
+    input_phase: int = 2      #: the input phase's first fetch (F1, F2), or of the eot alone
+    drain: int = 4            #: DRAIN before each population's sweep (the synapse pipeline)
+    spike_event: int = 2      #: a spike event takes at least this many walk cycles
+    spike_phase: int = 3      #: the spike phase's first fetch (F0, F1, F2), or of its end alone
     emit_eot: int = 1         #: EMIT_EOT at the end of a timestep
 
 

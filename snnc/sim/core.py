@@ -7,10 +7,9 @@ a loop per clock), with the fixed costs in :data:`snnc.hw.params.TIMING`:
 
 per timestep ``t``::
 
-    sum over nonzero inputs i      (input_event + fanout[i])
-  + input_eot
-  + sum over populations p >= 1    (drain + size[p] + sweep_latency)
-  + sum over spiking p >= 1        (spike_done + sum over spikes j of p (spike_event + fanout[j]))
+    input_phase + sum over nonzero inputs i      max(fanout[i], input_event)
+  + sum over populations p >= 1                 (drain + size[p] + sweep_latency)
+  + sum over spiking p >= 1   (spike_phase + sum over spikes j of p max(fanout[j], spike_event))
   + emit_eot
 
 That count is the core's ``ACTIVE`` counter: cycles neither waiting for input nor stalled by the
@@ -172,7 +171,7 @@ class CoreModel:
         phase = {"input": np.zeros((B, T), np.int64)}
         phase.update({("pop", k): np.zeros((B, T), np.int64) for k in range(1, K)})
         x_on = x != 0
-        in_cycles = (x_on * (TIMING.input_event + fan[0])).sum(axis=1) + TIMING.input_eot
+        in_cycles = (x_on * np.maximum(fan[0], TIMING.input_event)).sum(axis=1) + TIMING.input_phase
         in_synops = (x_on * reach[0]).sum(axis=1)
         for t in range(T):
             V += x @ mats[0]
@@ -200,7 +199,7 @@ class CoreModel:
                         V += s @ mats[k]
                         synops += (on * reach[k]).sum(axis=1)
                     counts[:, k] += on.sum(axis=1)
-                    c = c + TIMING.spike_done + (on * (TIMING.spike_event + fan[k])).sum(axis=1)
+                    c = c + TIMING.spike_phase + (on * np.maximum(fan[k], TIMING.spike_event)).sum(axis=1)
                 phase[("pop", k)][:, t] = c
             cyc_t[:, t] = phase["input"][:, t] + sum(phase[("pop", k)][:, t] for k in range(1, K)) \
                 + TIMING.emit_eot

@@ -158,10 +158,11 @@ def test_hand_network_golden():
     assert results[0][0] == [(0, 1, 0, 1), (0, 1, 1, 2), (1, 1, 0, 2), (1, 1, 1, 2),
                              (2, 1, 0, 2), (2, 1, 1, 2)]
     assert results[0][1] == [0, 6, -1, 16]
-    # Per timestep: 2 inputs with fan-out 1, one with fan-out 2 -> 3*2+4 = 10, +1 EOT,
-    # sweeps 2*(3+2+7) (drain 3, size 2, sweep latency 1 + (1 + 4 + 1)), spike fan-out
-    # 1 + 2*(3+2), EOT 1 -> 10+1+24+11+1 = 47.
-    assert results[0][2]["active"] == 3 * 47
+    # Per timestep: the input phase 2 + max(1, 1) + max(1, 1) + max(2, 1) = 6 (the next event
+    # is fetched while one is walked); sweeps 2*(4+2+7) (drain 4, size 2, sweep latency
+    # 1 + (1 + 4 + 1)); the spike phase: two spikes of fan-out 2, 3 + 2*max(2, 2) = 7;
+    # EOT 1 -> 6+26+7+1 = 40 (before the event front end: 47).
+    assert results[0][2]["active"] == 3 * 40
     check_against_model(g, xs, results)
 
 

@@ -41,12 +41,14 @@ def test_cycle_formula_by_hand():
     g = hand_graph()
     p = CoreParams(max_neurons=8, max_sources=8, max_synapses=16, strength_bits=2)
     m = CoreModel(p).run(map_graph(g), np.array([[1, 2, 3]]), 3)
-    # inputs: fan-outs (1, 1, 2) -> 3*2 + 4 = 10; eot 1; sweeps 2 * (3 + 2 + 5) = 20
-    # (drain 3, size 2, sweep latency: read 1 + neuron unit (input, 2 strength bits, output));
-    # hidden spikes per step: t0 two, t1 two, t2 two, fan-out 2 each -> 1 + 2*(3+2) = 11; eot 1.
-    assert m.cycles_per_timestep.tolist() == [[43, 43, 43]]
-    assert m.cycles.tolist() == [129]
-    assert TIMING.input_event == 2 and p.sweep_latency == 5
+    # inputs: fan-outs (1, 1, 2) -> 2 + 1 + 1 + 2 = 6 (each event max(fan-out, 1), the phase 2);
+    # sweeps 2 * (4 + 2 + 5) = 22 (drain 4, size 2, sweep latency: read 1 + neuron unit
+    # (input, 2 strength bits, output)); hidden spikes per step: two, fan-out 2 each ->
+    # 3 + 2 * max(2, 2) = 7; eot 1.
+    assert m.cycles_per_timestep.tolist() == [[36, 36, 36]]
+    assert m.cycles.tolist() == [108]
+    assert (TIMING.input_event, TIMING.input_phase, TIMING.spike_event, TIMING.spike_phase,
+            TIMING.drain, p.sweep_latency) == (1, 2, 2, 3, 4, 5)
 
 
 def test_model_rejects_network_that_does_not_fit():
@@ -61,6 +63,6 @@ def test_occupancy_by_hand():
     p = CoreParams(max_neurons=8, max_sources=8, max_synapses=16, strength_bits=2)
     m = CoreModel(p).run(map_graph(hand_graph()), np.array([[1, 2, 3]]), 3)
     occ = m.occupancy(0)
-    # 24 synops (4 per step from inputs, 4 from hidden spikes) over 129 cycles; 4 neurons x 3 steps.
-    assert occ == {"active_cycles": 129, "synapse_pipeline": 24 / 129, "neuron_unit": 12 / 129,
+    # 24 synops (4 per step from inputs, 4 from hidden spikes) over 108 cycles; 4 neurons x 3 steps.
+    assert occ == {"active_cycles": 108, "synapse_pipeline": 24 / 108, "neuron_unit": 12 / 108,
                    "spike_buffer_high_water": [2, 0]}
