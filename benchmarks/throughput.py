@@ -16,6 +16,12 @@ Each network runs with its convolution taps listed both ways (snnc.hw.convlists)
 included) and by class (the default: a source walks only taps that land). With no arguments it
 adds a strided CNN, trained here on the digits (seed 0, one thread).
 
+Each also runs with the input walked every timestep and once (the default: the core walks it
+in the first timestep into an input-current memory and adds that in every sweep). "SOPs done"
+are the synaptic operations the core performs (the input's once when it is walked once);
+"reference SOPs/cycle" divides the reference model's count (the contract's, the input at every
+timestep) by the same cycles.
+
 Today's core has one synapse lane (issue 9 asks for 2, 4 and 8).
 
     .venv/bin/python benchmarks/throughput.py [BUNDLE_DIR DATA.npz ...] [--no-strided]
@@ -33,8 +39,10 @@ from snnc.compiler.bundle import BundleError, load_bundle
 from snnc.compiler.data import load_npz, quantize_inputs
 from snnc.compiler.errors import SnncError
 from snnc.hw.mapping import core_params_for, map_graph
-from snnc.hw.params import TIMING, CoreParams, SourceMode
+from snnc.hw.params import TIMING, SourceMode
+from snnc.ir import Conv
 from snnc.sim.core import CoreModel
+from snnc.sim.reference import run as run_reference
 
 DEMOS = [("demo MLP", "build/demo/bundle", "build/demo/test.npz"),
          ("demo CNN", "build/demo-cnn/bundle", "build/demo-cnn/test.npz")]
@@ -47,11 +55,15 @@ def split(image, params, x, run, T):
     fan = lambda k: image.ptr_count[pops[k]["SBASE"]:pops[k]["SBASE"] + image.pop_sizes[k]]
     on_in = x != 0
     f_in = np.broadcast_to(fan(0), x.shape)
-    total_walk = int((on_in * f_in).sum()) * T
+    walks = 1 if params.input_once else T         # timesteps in which the input is walked
+    total_walk = int((on_in * f_in).sum()) * walks
     pool_walk = 0
     # an event costs max(fanout, minimum): the cycles above its fan-out are overhead
-    overhead = (int((on_in * (np.maximum(f_in, TIMING.input_event) - f_in)).sum()) * T
-                + TIMING.input_phase * T * len(x))
+    overhead = (int((on_in * (np.maximum(f_in, TIMING.input_event) - f_in)).sum()) * walks
+                + TIMING.input_phase * walks * len(x))
+    # input walked once: the later timesteps only consume the tokens
+    tokens = (T - walks) * (int(on_in.sum()) * TIMING.input_token
+                            + TIMING.input_skip_eot * len(x))
     sweep = TIMING.emit_eot * T * len(x)
     for k in range(1, K):
         pk = pops[k]
@@ -67,6 +79,7 @@ def split(image, params, x, run, T):
     sops = int(run.synops.sum())
     parts = {"SOP entries": sops, "wasted conv taps": total_walk - sops - pool_walk,
              "max-pool gate entries": pool_walk, "per-event overhead": overhead,
+             "input tokens after the first timestep": tokens,
              "sweeps, drains, end of timestep": sweep}
     total = int(run.cycles.sum())
     if sum(parts.values()) != total:
@@ -102,10 +115,10 @@ def strided_case():
     return g, quantize_inputs(x_te, meta).reshape(len(x_te), -1)
 
 
-def measure(graph, x, layout):
+def measure(graph, x, layout, input_once):
     T = graph.timesteps
     image = map_graph(graph, layout)
-    params = core_params_for(image, timesteps=T)
+    params = core_params_for(image, timesteps=T, input_once=input_once)
     run = CoreModel(params).run(image, x, T)
     parts, total = split(image, params, x, run, T)
     return image, parts, total
@@ -137,23 +150,33 @@ def main():
         g, x = strided_case()
         nets.append(("strided CNN (3x3 stride 2, twice; trained here)", g, x))
     rows = []
+    configs = [("channel", False, "per channel, input every timestep"),
+               ("class", False, "by class, input every timestep"),
+               ("class", True, "by class, input once (default)")]
     for name, g, x in nets:
         print(f"{name}: {len(x)} samples, T={g.timesteps}, 1 lane")
-        for layout in ("channel", "class"):
-            image, parts, total = measure(g, x, layout)
+        has_conv = any(isinstance(p, Conv) for p in g.projections)
+        for layout, once, label in configs:
+            if not has_conv and layout == "channel":
+                continue                       # the same lists for a network without conv
+            image, parts, total = measure(g, x, layout, once)
             sops = parts["SOP entries"]
-            print(f"  conv lists by {layout:7s}: {sops / len(x):,.0f} SOPs and "
+            print(f"  conv lists {label}: {sops / len(x):,.0f} SOPs and "
                   f"{total / len(x):,.0f} cycles per inference, {sops / total:.2f} SOP/cycle "
                   f"({total / sops:.2f} cycles per SOP); {image.n_entries:,} synapse entries")
             for part, cyc in parts.items():
-                print(f"    {part:34s} {100 * cyc / total:5.1f}%")
-            rows.append((name.split(" (")[0], layout, sops / len(x), total / len(x),
-                         sops / total, 100 * parts["wasted conv taps"] / total, image.n_entries))
-    print("\n| network | conv lists | SOPs | cycles | SOP/cycle | wasted taps | synapse entries |")
-    print("|---|---|---|---|---|---|---|")
-    for name, layout, sops, cyc, rate, wasted, entries in rows:
-        print(f"| {name} | {layout} | {sops:,.0f} | {cyc:,.0f} | {rate:.2f} | {wasted:.1f}% | "
-              f"{entries:,} |")
+                print(f"    {part:38s} {100 * cyc / total:5.1f}%")
+            contract = int(run_reference(g, x).synops.sum())
+            rows.append((name.split(" (")[0], layout if has_conv else "-",
+                         "once" if once else "every timestep", sops / len(x), total / len(x),
+                         sops / total, contract / total,
+                         100 * parts["wasted conv taps"] / total, image.n_entries))
+    print("\n| network | conv lists | input walked | SOPs done | cycles | SOP/cycle | "
+          "reference SOPs/cycle | wasted taps | synapse entries |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, layout, walk, sops, cyc, rate, eff, wasted, entries in rows:
+        print(f"| {name} | {layout} | {walk} | {sops:,.0f} | {cyc:,.0f} | {rate:.2f} | "
+              f"{eff:.2f} | {wasted:.1f}% | {entries:,} |")
 
 
 if __name__ == "__main__":

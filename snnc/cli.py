@@ -161,6 +161,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "'channel' keeps one list per input channel (least memory; taps "
                         "that fall outside the output cost a cycle each). Results are "
                         "identical")
+    p.add_argument("--input-walk", choices=("once", "every-timestep"), default="once",
+                   help="'once' (default): the core walks the input's synapses in the first "
+                        "timestep only, into a per-neuron input-current memory that every "
+                        "sweep adds like a bias (inputs are the same every timestep: direct "
+                        "encoding); 'every-timestep' walks them each timestep (no extra "
+                        "memory; for inputs that change over time). Results are identical")
     p.add_argument("-o", "--out", type=_out_dir, required=True, metavar="DIR",
                    help="bundle directory to write: a new or empty directory, or an earlier "
                         "bundle, which is replaced as a whole once the new one is complete")
@@ -410,7 +416,8 @@ def cmd_compile(args) -> int:
                                 trust_model=args.trust_model, input_shape=args.input_shape,
                                 readout=args.readout, hardware=True)
     try:
-        bundle = write_bundle(args.out, graph, meta, hardware=True, conv_lists=args.conv_lists)
+        bundle = write_bundle(args.out, graph, meta, hardware=True, conv_lists=args.conv_lists,
+                              input_once=args.input_walk == "once")
     except MappingError as exc:
         raise SnncError(f"the network does not map onto the core: {exc}") from None
     print(f"snnc: compiled {args.model} ({meta['format']}) -> {args.out}")
@@ -557,10 +564,12 @@ def _cycle_accurate(bundle, x_int, T, clock_mhz) -> dict:
     params = _core_params(bundle)
     image = bundle.image()
     runs = [CoreModel(params).run(image, x_int[i:i + 256], T) for i in range(0, len(x_int), 256)]
+    ref_synops = 0
     for i, r in zip(range(0, len(x_int), 256), runs):
         ref = run(bundle.graph, x_int[i:i + 256], T)
         if not np.array_equal(r.v_final, np.concatenate(ref.v_final, axis=1)):
             raise SnncError("internal error: the cycle model disagrees with the reference")
+        ref_synops += int(ref.synops.sum())
     merged = runs[0]
     if len(runs) > 1:
         import dataclasses
@@ -572,7 +581,8 @@ def _cycle_accurate(bundle, x_int, T, clock_mhz) -> dict:
             spikes=[np.concatenate([r.spikes[k] for r in runs], axis=1) for k in range(len(merged.spikes))],
             cycles_per_phase={key: np.concatenate([r.cycles_per_phase[key] for r in runs])
                               for key in merged.cycles_per_phase})
-    rep = cycle_report(bundle.graph, merged, clock_mhz=clock_mhz)
+    rep = cycle_report(bundle.graph, merged, clock_mhz=clock_mhz,
+                       reference_synops=ref_synops / max(1, len(x_int)))
     print("  cycle-accurate model (results identical to the reference):")
     for line in format_cycle_report(rep).splitlines():
         print(f"    {line}")

@@ -495,3 +495,29 @@ def test_conv_lists_option_is_recorded_and_followed_by_the_cycle_model(cnn_files
     assert cycles["class"] == cycles[None] < cycles["channel"]
     assert "'class', 'channel'" in error_of(capsys, ["compile", str(d / "cnn.pt2"), "--bits", "8",
                                                     "--conv-lists", "row", "-o", str(d / "x")])
+
+
+def test_input_walk_option_and_the_core_synops_report(model_files, capsys):
+    """--input-walk once (default) gives the core an input-current memory for the neurons the
+    input feeds; the cycle-accurate report gives the SOPs the core does beside the reference's
+    count, and fewer cycles; every-timestep has no such memory and the two counts agree."""
+    d = model_files
+    docs = {}
+    for walk in ("once", "every-timestep"):
+        out = d / f"out-{walk}"
+        assert main(["compile", str(d / "net.pt2"), "--bits", "8", "--calib", str(d / "calib.npz"),
+                     "--input-walk", walk, "-o", str(out)]) == 0
+        bundle = load_bundle(out)
+        first = bundle.graph.populations[0].size
+        assert bundle.core["params"]["input_current_depth"] == (first if walk == "once" else 0)
+        capsys.readouterr()
+        assert main(["simulate", str(out), "--data", str(d / "calib.npz"), "--cycle-accurate",
+                     "--json", str(d / "c.json")]) == 0
+        text = capsys.readouterr().out
+        docs[walk] = json.loads((d / "c.json").read_text())["cycle_accurate"]
+        assert "synaptic operations the core does: " in text
+        assert ("the core walks the input once" in text) == (walk == "once")
+    once, every = docs["once"], docs["every-timestep"]
+    assert every["synops_core_mean"] == every["synops_reference_mean"] == once["synops_reference_mean"]
+    assert once["synops_core_mean"] < once["synops_reference_mean"]
+    assert once["cycles_mean"] < every["cycles_mean"]

@@ -83,12 +83,14 @@ class Footprint:
     layer_entries: tuple
     array_bytes: int
     exact: bool = True
+    input_fed: int = 0
+    input_once: bool = False
 
     @property
     def params(self) -> CoreParams:
         """The smallest core that holds the network (as :func:`~snnc.hw.mapping.write_hardware`)."""
         from ..hw.mapping import core_params_for
-        return core_params_for(self, timesteps=self.timesteps)
+        return core_params_for(self, timesteps=self.timesteps, input_once=self.input_once)
 
 
 def _layers(pairs) -> tuple:
@@ -98,8 +100,10 @@ def _layers(pairs) -> tuple:
     return tuple(sorted(totals.items(), key=lambda kv: -kv[1]))
 
 
-def graph_footprint(graph: Graph, conv_layout: str = DEFAULT_CONV_LISTS) -> Footprint:
-    """The exact counts :func:`snnc.hw.mapping.map_graph` would lay out with ``conv_layout``,
+def graph_footprint(graph: Graph, conv_layout: str = DEFAULT_CONV_LISTS, *,
+                    input_once: bool = False) -> Footprint:
+    """The exact counts :func:`snnc.hw.mapping.map_graph` would lay out with ``conv_layout``
+    (and the core of :func:`~snnc.hw.mapping.write_hardware` with ``input_once``),
     from ``graph``'s shapes and nonzero counts (no per-synapse arrays; a convolution's lists
     are per channel and class, not per source).
 
@@ -150,7 +154,17 @@ def graph_footprint(graph: Graph, conv_layout: str = DEFAULT_CONV_LISTS) -> Foot
         max_strength=max(p.s_max for p in graph.populations),
         pool_strength=max(pools, default=0), state_bits=required_state_bits(graph),
         has_pool=bool(pools), timesteps=graph.timesteps, layer_entries=_layers(per_layer),
-        array_bytes=sum(a.nbytes for a in arrays))
+        array_bytes=sum(a.nbytes for a in arrays), input_fed=_input_fed(graph),
+        input_once=input_once)
+
+
+def _input_fed(graph: Graph) -> int:
+    """:attr:`snnc.hw.mapping.CoreImage.input_fed` from the graph's shapes."""
+    out = graph.outgoing(0)
+    if any(isinstance(p, MaxPool) for p in out):
+        return -1
+    nbase = np.cumsum([0] + [graph.size(k) for k in range(1, graph.n_pops)])
+    return max((int(nbase[p.dst - 1]) + graph.size(p.dst) for p in out), default=0)
 
 
 def float_footprint(net, bits: int, timesteps: int = 1) -> Footprint:
@@ -200,7 +214,8 @@ def memory_shapes(params: CoreParams) -> dict[str, tuple[int, int]]:
             "v_mem": (p.max_neurons, p.v_bits),
             "spk_mem": (p.max_pop_size, p.source_addr_bits + p.strength_bits),
             "cnt_mem": (p.pool_depth, p.pool_count_bits),
-            "spc_mem": (p.max_pops, p.counter_bits)}
+            "spc_mem": (p.max_pops, p.counter_bits)} | (
+                {"icur_mem": (p.input_current_depth, p.v_bits)} if p.input_once else {})
 
 
 def _digits_sum(n: int) -> int:

@@ -276,12 +276,14 @@ def _install(tmp: Path, out: Path) -> None:
 
 
 def write_bundle(out_dir, graph: Graph, meta: dict | None = None, *, hardware: bool = True,
-                 conv_lists: str = DEFAULT_CONV_LISTS) -> Bundle:
+                 conv_lists: str = DEFAULT_CONV_LISTS, input_once: bool = True) -> Bundle:
     """Write ``graph`` (verified first) and ``meta`` to the bundle directory ``out_dir``.
 
     With ``hardware=True`` the bundle also gets the generated core (``core.v``) and its memory
     images; the core is sized for this network (see :func:`snnc.hw.mapping.core_params_for`),
-    with convolution taps listed by ``conv_lists`` (:mod:`snnc.hw.convlists`).
+    with convolution taps listed by ``conv_lists`` (:mod:`snnc.hw.convlists`) and, with
+    ``input_once``, an input-current memory so that the input is walked once per inference
+    (:class:`snnc.hw.params.CoreParams`, ``input_current_depth``).
     The target is checked first (:func:`check_bundle_target`); the bundle is written beside it
     and renamed into place, so ``out_dir`` is never left half-written. Before anything is
     written, a network too large for a generated core, for this machine's memory or for the free
@@ -293,7 +295,8 @@ def write_bundle(out_dir, graph: Graph, meta: dict | None = None, *, hardware: b
     out = check_bundle_target(out_dir)
     if hardware:
         from .budget import check_footprint, core_limits, graph_footprint, machine
-        check_footprint(graph_footprint(graph, conv_lists), limits=core_limits(), **machine(out))
+        check_footprint(graph_footprint(graph, conv_lists, input_once=input_once),
+                        limits=core_limits(), **machine(out))
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
@@ -304,7 +307,7 @@ def write_bundle(out_dir, graph: Graph, meta: dict | None = None, *, hardware: b
         core: dict = {}
         if hardware:
             from ..hw.mapping import write_hardware
-            core = write_hardware(tmp, graph, conv_lists)
+            core = write_hardware(tmp, graph, conv_lists, input_once=input_once)
         np.savez_compressed(tmp / "arrays.npz", **arrays)
         files = {name: {"bytes": (tmp / name).stat().st_size, "sha256": file_digest(tmp / name)}
                  for name in _listing(tmp)}

@@ -250,20 +250,27 @@ def _report(root: Path, name: str, target_mhz: float) -> dict:
 
 
 def layout_hint(bundle) -> str:
-    """For a bundle whose convolution taps are listed by class: how much less synapse memory
-    the per-channel lists take (an addition to a message about a design that does not fit)."""
+    """What a smaller compile of the bundle saves (an addition to a message about a design
+    that does not fit): per-channel convolution lists instead of lists by class, and the input
+    walked every timestep instead of an input-current memory."""
     from ..compiler.budget import graph_footprint
     from ..ir import Conv
-    if bundle.conv_lists != "class" or not any(isinstance(p, Conv)
-                                               for p in bundle.graph.projections):
-        return ""
-    now = graph_footprint(bundle.graph, "class").n_entries
-    less = graph_footprint(bundle.graph, "channel").n_entries
-    if less >= now:
-        return ""
-    return (f". The bundle lists its convolution taps by class ({now:,} synapse entries); "
-            f"compiled with --conv-lists channel it stores {less:,} (fewer memories, more "
-            f"cycles: border and stride-phase taps are walked)")
+    hints = []
+    if bundle.conv_lists == "class" and any(isinstance(p, Conv)
+                                            for p in bundle.graph.projections):
+        now = graph_footprint(bundle.graph, "class").n_entries
+        less = graph_footprint(bundle.graph, "channel").n_entries
+        if less < now:
+            hints.append(f"the bundle lists its convolution taps by class ({now:,} synapse "
+                         f"entries); compiled with --conv-lists channel it stores {less:,} (more "
+                         f"cycles: border and stride-phase taps are walked)")
+    depth = int(bundle.core.get("params", {}).get("input_current_depth", 0))
+    if depth:
+        bits = int(bundle.core["params"]["v_bits"])
+        hints.append(f"the core walks the input once, into an input-current memory of "
+                     f"{depth:,} x {bits} bits; compiled with --input-walk every-timestep it "
+                     f"has none (more cycles: the input is walked every timestep)")
+    return "".join(f". {h[0].upper()}{h[1:]}" for h in hints)
 
 
 def build_bitstream(bundle, board_name: str, out_dir, *, clock_mhz: float | None = None,

@@ -176,6 +176,14 @@ class Core(wiring.Component):
         ptr_r, tgt_r, wgt_r, bias_r = (mem.read_port() for mem in (ptr_mem, tgt_mem, wgt_mem, bias_mem))
         v_r = v_mem.read_port(transparent_for=(v_w,))
         spk_r = spk_mem.read_port()
+        # Input current per neuron (``input_current_depth`` > 0: the input is walked once per
+        # inference, into this memory, and every sweep adds it).
+        io = p.input_once
+        if io:
+            m.submodules.icur_mem = icur_mem = memory.Memory(
+                shape=signed(vb), depth=p.input_current_depth, init=[])
+            icur_w = icur_mem.write_port()
+            icur_r = icur_mem.read_port(transparent_for=(icur_w,))
         # Accumulated strength of each max-pool member (indexed by global source).
         m.submodules.cnt_mem = cnt_mem = memory.Memory(shape=p.pool_count_bits, depth=p.pool_depth, init=[])
         cnt_w = cnt_mem.write_port()
@@ -263,7 +271,7 @@ class Core(wiring.Component):
         stall_out = Signal()
         wait_in = Signal()
         m.d.comb += [stall_out.eq(self.out.valid & ~self.out.ready), en.eq(~stall_out & ~wait_in)]
-        for port in (ptr_r, tgt_r, wgt_r, bias_r, v_r, spk_r, cnt_r):
+        for port in (ptr_r, tgt_r, wgt_r, bias_r, v_r, spk_r, cnt_r) + ((icur_r,) if io else ()):
             m.d.comb += port.en.eq(en)
 
         # Configuration writes (idle only; the host guarantees it).
@@ -319,7 +327,10 @@ class Core(wiring.Component):
         def stage(name, **fields):
             return {k: Signal(v, name=f"{name}_{k}") for k, v in fields.items()}
 
-        common = dict(valid=1, strength=signed(p.input_bits), mode=2, g=p.source_addr_bits)
+        # ``ic``: the entry adds into the input current (the input's walk in the first timestep
+        # of a core that walks the input once), not into V.
+        common = dict(valid=1, strength=signed(p.input_bits), mode=2, g=p.source_addr_bits, ic=1)
+        to_icur = Signal()
         s1 = stage("s1", lane=2, shift=2, y=cb, x=cb, **common)
         # The convolution's geometry travels with the entry: RECIP from S1, strides and output
         # size from S2, so no stage multiplies or compares through the max_convs-way choice.
@@ -342,7 +353,7 @@ class Core(wiring.Component):
         with m.If(en):
             m.d.sync += [s1["valid"].eq(s0_valid), s1["lane"].eq(walk_pos & ((1 << cur.WSHIFT) - 1)),
                          s1["shift"].eq(cur.WSHIFT), s1["strength"].eq(evt_strength),
-                         s1["mode"].eq(cur.SMODE), s1["g"].eq(evt_src),
+                         s1["mode"].eq(cur.SMODE), s1["g"].eq(evt_src), s1["ic"].eq(to_icur),
                          s1["y"].eq(walk_y), s1["x"].eq(walk_x)]
         # S1
         weight = Signal(signed(8))
@@ -405,9 +416,10 @@ class Core(wiring.Component):
                      cnt_w.en.eq(en & s5["valid"] & pool4)]
         s5_write = Signal()
         s5_data = Signal(signed(vb))
+        s5_old = Mux(s5["ic"], icur_r.data, v_r.data) if io else v_r.data
         m.d.comb += [s5_write.eq(s5["valid"] & (~pool4 | take)),
                      s5_data.eq(Mux(pool4, Cat(s5["strength"][:sb_], s5["member"], acc_new),
-                                    v_r.data + s5["prod"]))]
+                                    s5_old + s5["prod"]))]
         with m.If(en & s5["valid"] & ~pool4):
             m.d.sync += cnt_synops.eq(cnt_synops + 1)
 
@@ -418,7 +430,14 @@ class Core(wiring.Component):
         w1_i = Signal(p.local_bits)
         with m.If(en):
             m.d.sync += [w1_valid.eq(sweep_issue), w1_i.eq(sweep_i)]
-        m.d.comb += [nu.i_valid.eq(w1_valid), nu.i_u.eq(v_r.data + bias_r.data), nu.i_tag.eq(w1_i),
+        u_in = v_r.data + bias_r.data
+        if io:
+            # The input current of the neurons the input feeds (0 for the others).
+            w1_icur = Signal()
+            with m.If(en):
+                m.d.sync += w1_icur.eq(cur.NBASE + sweep_i < p.input_current_depth)
+            u_in = u_in + Mux(w1_icur, icur_r.data, 0)
+        m.d.comb += [nu.i_valid.eq(w1_valid), nu.i_u.eq(u_in), nu.i_tag.eq(w1_i),
                      bias_r.addr.eq(cur.NBASE + sweep_i)]
 
         # Spike buffer write pointer / read pointer.
@@ -434,9 +453,17 @@ class Core(wiring.Component):
             m.d.comb += v_r.addr.eq(self.rb_addr)
         with m.Else():
             m.d.comb += v_r.addr.eq(s4["t"])
+        if io:
+            m.d.comb += icur_r.addr.eq(Mux(sweep_issue, cur.NBASE + sweep_i, s4["t"]))
+            with m.If(s5["valid"] & s5["ic"]):
+                m.d.comb += [icur_w.addr.eq(s5["t"]), icur_w.data.eq(s5_data),
+                             icur_w.en.eq(en & s5_write)]
+            with m.Elif(clearing):
+                m.d.comb += [icur_w.addr.eq(clear_i), icur_w.data.eq(0),
+                             icur_w.en.eq(clear_i < p.input_current_depth)]
         with m.If(nu.o_valid):
             m.d.comb += [v_w.addr.eq(cur.NBASE + nu.o_tag), v_w.data.eq(nu.o_v), v_w.en.eq(en)]
-        with m.Elif(s5["valid"]):
+        with m.Elif(s5["valid"] & ~s5["ic"]):
             m.d.comb += [v_w.addr.eq(s5["t"]), v_w.data.eq(s5_data), v_w.en.eq(en & s5_write)]
         with m.Elif(clearing):
             m.d.comb += [v_w.addr.eq(clear_i), v_w.data.eq(0), v_w.en.eq(1)]
@@ -585,8 +612,9 @@ class Core(wiring.Component):
                     m.d.sync += phase_first.eq(1)
                     m.next = "IN"
             with m.State("IN"):
-                # Input events: the front end fetches, the walker walks (see above).
-                m.d.comb += in_mode.eq(1)
+                # Input events: the front end fetches, the walker walks (see above); with the
+                # input walked once, into the input current (the first timestep only).
+                m.d.comb += [in_mode.eq(1), to_icur.eq(first_t if io else 0)]
                 with m.If(en & phase_end):
                     m.d.sync += set_pop(1) + [drain_left.eq(TIMING.drain - 1)]
                     m.next = "DRAIN"
@@ -614,6 +642,12 @@ class Core(wiring.Component):
                             m.next = "SP"
                         with m.Else():
                             next_population()
+            with m.State("IN_SKIP"):
+                # The input walked once: later timesteps only consume the same tokens.
+                m.d.comb += [wait_in.eq(~self.inp.valid), self.inp.ready.eq(~stall_out)]
+                with m.If(en & self.inp.payload.eot):
+                    m.d.sync += set_pop(1) + [drain_left.eq(TIMING.drain - 1)]
+                    m.next = "DRAIN"
             with m.State("SP"):
                 # The spikes of the population just swept: fetched from the spike buffer.
                 m.d.comb += sp_mode.eq(1)
@@ -630,8 +664,11 @@ class Core(wiring.Component):
                         m.d.sync += running.eq(0)
                         m.next = "IDLE"
                     with m.Else():
-                        m.d.sync += phase_first.eq(1)
-                        m.next = "IN"
+                        if io:
+                            m.next = "IN_SKIP"
+                        else:
+                            m.d.sync += phase_first.eq(1)
+                            m.next = "IN"
 
         with m.If(en & ~fsm.ongoing("IDLE") & ~fsm.ongoing("CLEAR")):
             m.d.sync += cnt_active.eq(cnt_active + 1)

@@ -47,6 +47,9 @@ class CoreImage:
     ``tgt`` (target neuron, or output-channel base for a convolution, or max-pool window),
     ``tgt_ky/tgt_kx`` (kernel tap, or the max-pool member as ``ky * 8 + kx``) and ``tgt_conv``.
     ``convs[j]`` is the geometry of convolution ``j`` (pads, strides, output size).
+    ``input_fed`` is the number of global neurons up to the end of the last population the input
+    feeds (the input-current memory a core that walks the input once needs), or -1 when the
+    input cannot be walked once (it feeds a max-pool, whose gates follow every timestep).
     """
     pops: tuple
     ptr_start: np.ndarray
@@ -70,6 +73,7 @@ class CoreImage:
     state_bits: int
     max_side: int
     pool_strength: int
+    input_fed: int = 0
 
     @property
     def fanout(self) -> np.ndarray:
@@ -247,6 +251,8 @@ def map_graph(graph: Graph, conv_layout: str = DEFAULT_CONV_LISTS) -> CoreImage:
     bias = np.concatenate([p.bias for p in graph.populations]).astype(np.int64)
     sides = [d for k in range(K) if len(graph.shape(k)) == 3 for d in graph.shape(k)[1:]]
     pools = [graph.pop(k).s_max for k in range(1, K) if graph.pop(k).maxpool]
+    input_fed = (-1 if smode[0] == int(SourceMode.POOL) else
+                 max((nbase[p.dst] + graph.size(p.dst) for p in graph.outgoing(0)), default=0))
     # A source without synapses has no list: its start is 0, not the end of its population's
     # region, which can equal max_synapses and not fit the pointer's start field.
     start = np.where(cat["count"] == 0, 0, cat["start"]).astype(np.int64)
@@ -258,18 +264,21 @@ def map_graph(graph: Graph, conv_layout: str = DEFAULT_CONV_LISTS) -> CoreImage:
         pop_sizes=tuple(graph.size(k) for k in range(K)),
         max_strength=max(p.s_max for p in graph.populations),
         state_bits=required_state_bits(graph), max_side=max(sides, default=1),
-        pool_strength=max(pools, default=0))
+        pool_strength=max(pools, default=0), input_fed=input_fed)
 
 
 def _gate_bits(image: CoreImage, params: CoreParams) -> int:
     return params.gate_bits + 1 if image.has_pool else 0
 
 
-def core_params_for(image: CoreImage, *, timesteps: int = 1, **overrides) -> CoreParams:
+def core_params_for(image: CoreImage, *, timesteps: int = 1, input_once: bool = False,
+                    **overrides) -> CoreParams:
     """The smallest core that holds ``image`` (capacities may be raised with ``overrides``).
 
     ``image`` is a :class:`CoreImage` or anything with its counts (a
-    :class:`snnc.compiler.budget.Footprint`).
+    :class:`snnc.compiler.budget.Footprint`). With ``input_once`` the core walks the input once
+    per inference (an input-current memory for the neurons the input feeds), when the network
+    allows it (:attr:`CoreImage.input_fed` > 0).
     """
     strength_bits = bits_for(image.max_strength)
     pool_bits = bits_for(max(1, timesteps * image.pool_strength))
@@ -281,6 +290,7 @@ def core_params_for(image: CoreImage, *, timesteps: int = 1, **overrides) -> Cor
         max_pop_size=max(image.pop_sizes[1:]), strength_bits=strength_bits,
         max_convs=max(1, image.n_convs), coord_bits=bits_for(max(1, image.max_side - 1)),
         pool_count_bits=pool_bits,
+        input_current_depth=max(0, image.input_fed) if input_once else 0,
         v_bits=max(4, image.state_bits,
                    (pool_bits + MEMBER_BITS + strength_bits + 1) if image.has_pool else 0))
     fields.update(overrides)
@@ -290,6 +300,12 @@ def core_params_for(image: CoreImage, *, timesteps: int = 1, **overrides) -> Cor
 def check_fits(image: CoreImage, params: CoreParams, timesteps: int = 1) -> None:
     """Raise :class:`MappingError` naming every limit ``image`` exceeds on ``params``."""
     problems = params.fits(image.needs(timesteps))
+    if params.input_once and image.input_fed < 0:
+        problems.append("input walked once: the input feeds a max-pool, whose gates need its "
+                        "events every timestep; use a core that walks the input every timestep")
+    elif params.input_once and image.input_fed > params.input_current_depth:
+        problems.append(f"input-current neurons: the input feeds neurons up to {image.input_fed}, "
+                        f"the core holds {params.input_current_depth}")
     if image.has_pool and params.v_bits < params.gate_bits + 1:
         problems.append(f"state bits: a max-pool gate needs {params.gate_bits + 1}, the core "
                         f"holds {params.v_bits}")
@@ -366,14 +382,16 @@ def _hex(path: Path, values, bits: int) -> None:
             f.write(text.tobytes())
 
 
-def write_hardware(out_dir, graph: Graph, conv_layout: str = DEFAULT_CONV_LISTS) -> dict:
-    """Write ``core.v`` (a core sized for ``graph``) and the memory images; return the config."""
+def write_hardware(out_dir, graph: Graph, conv_layout: str = DEFAULT_CONV_LISTS, *,
+                   input_once: bool = True) -> dict:
+    """Write ``core.v`` (a core sized for ``graph``, walking the input once per inference when
+    ``input_once`` and the network allows it) and the memory images; return the config."""
     from amaranth.back import verilog
     from .core import Core
 
     out = Path(out_dir)
     image = map_graph(graph, conv_layout)
-    params = core_params_for(image, timesteps=graph.timesteps)
+    params = core_params_for(image, timesteps=graph.timesteps, input_once=input_once)
     mem = out / "mem"
     mem.mkdir(parents=True, exist_ok=True)
     _hex(mem / "ptr.hex", image.ptr_words(params), params.ptr_bits)

@@ -136,6 +136,8 @@ class _Timing:
     drain: int = 4            #: DRAIN before each population's sweep (the synapse pipeline)
     spike_event: int = 2      #: a spike event takes at least this many walk cycles
     spike_phase: int = 3      #: the spike phase's first fetch (F0, F1, F2), or of its end alone
+    input_token: int = 1      #: input once, later timesteps: a token consumed without a walk
+    input_skip_eot: int = 1   #: input once, later timesteps: the eot token
     emit_eot: int = 1         #: EMIT_EOT at the end of a timestep
 
 
@@ -168,6 +170,13 @@ class CoreParams:
         See :class:`NeuronParams`.
     input_bits : int
         Signed width of an input event's value (9 holds both 0..255 and -127..127).
+    input_current_depth : int
+        Depth of the input-current memory (``icur``), 0 for none. With it the input is walked
+        once per inference: in the first timestep the input events add into ``icur`` (the
+        input current of the neurons ``0 .. input_current_depth - 1``, the populations the input
+        feeds) instead of ``V``, every sweep adds ``icur`` the way it adds the bias, and in later
+        timesteps the input tokens are only consumed. The inputs must then be the same every
+        timestep (direct encoding, the contract's input); 0 walks them every timestep.
     """
     max_neurons: int = 256
     max_sources: int = 512
@@ -183,6 +192,7 @@ class CoreParams:
     pool_count_bits: int = 12
     max_weight_words: int | None = None
     max_pool_sources: int | None = None
+    input_current_depth: int = 0
 
     def __post_init__(self):
         if self.max_weight_words is not None:
@@ -199,6 +209,7 @@ class CoreParams:
         _check_int("max_convs", self.max_convs, 1, 64)
         _check_int("coord_bits", self.coord_bits, 1, 12)
         _check_int("pool_count_bits", self.pool_count_bits, 1, 32)
+        _check_int("input_current_depth", self.input_current_depth, 0, self.max_neurons)
         NeuronParams(v_bits=self.v_bits, strength_bits=self.strength_bits)
 
     @property
@@ -210,6 +221,11 @@ class CoreParams:
     def pool_depth(self) -> int:
         """Words of the max-pool member-count memory."""
         return self.max_sources if self.max_pool_sources is None else self.max_pool_sources
+
+    @property
+    def input_once(self) -> bool:
+        """The input is walked once per inference (an input-current memory holds it)."""
+        return self.input_current_depth > 0
 
     @property
     def neuron(self) -> NeuronParams:
@@ -297,7 +313,8 @@ class CoreParams:
                 "population size": self.max_pop_size, "state bits": self.v_bits,
                 "spike strength": self.neuron.max_strength, "convolutions": self.max_convs,
                 "feature map side": 1 << self.coord_bits,
-                "max-pool count (timesteps x s_max)": (1 << self.pool_count_bits) - 1}
+                "max-pool count (timesteps x s_max)": (1 << self.pool_count_bits) - 1,
+                "input-current neurons": self.input_current_depth}
 
     def fits(self, needs: dict) -> list[str]:
         """Reasons a network with ``needs`` (name -> amount) does not fit (empty when it fits)."""

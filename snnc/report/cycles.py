@@ -10,8 +10,14 @@ from ..sim.core import CoreRun
 __all__ = ["cycle_report", "format_cycle_report"]
 
 
-def cycle_report(graph: Graph, run: CoreRun, *, clock_mhz: float) -> dict:
-    """JSON-ready summary of ``run`` (means over the batch, plus min/max of the total)."""
+def cycle_report(graph: Graph, run: CoreRun, *, clock_mhz: float,
+                 reference_synops: float | None = None) -> dict:
+    """JSON-ready summary of ``run`` (means over the batch, plus min/max of the total).
+
+    ``synops_core_mean`` is what the core does (a core that walks the input once does its
+    operations once); ``reference_synops`` (the contract's count, mean per inference) is
+    reported beside it.
+    """
     if not clock_mhz > 0:
         raise ValueError(f"clock must be positive, not {clock_mhz} MHz")
     cyc = run.cycles.astype(np.float64)
@@ -33,6 +39,8 @@ def cycle_report(graph: Graph, run: CoreRun, *, clock_mhz: float) -> dict:
         "synapse_pipeline_utilization": float(np.mean([o["synapse_pipeline"] for o in occ])),
         "neuron_unit_utilization": float(np.mean([o["neuron_unit"] for o in occ])),
         "spike_buffer_high_water": [int(v) for v in run.spike_buffer_high_water.max(axis=0)],
+        "synops_core_mean": float(run.synops.mean()),
+        "synops_reference_mean": None if reference_synops is None else float(reference_synops),
     }
 
 
@@ -49,4 +57,10 @@ def format_cycle_report(rep: dict) -> str:
     lines.append(f"utilization: synapse pipeline {rep['synapse_pipeline_utilization']:.1%}, "
                  f"neuron unit {rep['neuron_unit_utilization']:.1%}; spike buffer high-water "
                  f"per layer {rep['spike_buffer_high_water']}")
+    ref = rep.get("synops_reference_mean")
+    line = f"synaptic operations the core does: {rep['synops_core_mean']:,.1f} per inference"
+    if ref is not None and ref != rep["synops_core_mean"]:
+        line += (f" (the reference counts {ref:,.1f}: the core walks the input once per "
+                 f"inference and adds it as a stored input current)")
+    lines.append(line)
     return "\n".join(lines)

@@ -12,6 +12,10 @@ per timestep ``t``::
   + sum over spiking p >= 1   (spike_phase + sum over spikes j of p max(fanout[j], spike_event))
   + emit_eot
 
+A core that walks the input once (``CoreParams.input_current_depth > 0``) walks it only at
+``t = 0``; at ``t > 0`` the input phase is ``input_token`` per nonzero input plus
+``input_skip_eot``, and ``synops`` counts the input's operations once (what the hardware does).
+
 That count is the core's ``ACTIVE`` counter: cycles neither waiting for input nor stalled by the
 output stream. Input gaps and output backpressure add cycles to ``TOTAL`` only.
 """
@@ -173,10 +177,16 @@ class CoreModel:
         x_on = x != 0
         in_cycles = (x_on * np.maximum(fan[0], TIMING.input_event)).sum(axis=1) + TIMING.input_phase
         in_synops = (x_on * reach[0]).sum(axis=1)
+        # Input walked once: the first timestep walks it (into the input current), the others
+        # only consume the tokens; the hardware does (and counts) the input's SOPs once.
+        skip_cycles = x_on.sum(axis=1) * TIMING.input_token + TIMING.input_skip_eot
         for t in range(T):
             V += x @ mats[0]
-            synops += in_synops
-            phase["input"][:, t] = in_cycles
+            if t == 0 or not p.input_once:
+                synops += in_synops
+                phase["input"][:, t] = in_cycles
+            else:
+                phase["input"][:, t] = skip_cycles
             for k in range(1, K):
                 pk = pops[k]
                 nb, n = pk["NBASE"], pk["SIZE"]

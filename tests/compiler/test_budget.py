@@ -55,7 +55,7 @@ def test_footprint_equals_the_mapping(k, layout):
 @pytest.mark.parametrize("k", [0, 2])
 def test_estimate_bounds_the_written_bundle(tmp_path, k):
     g = list(graphs())[k]
-    est = budget.bundle_bytes(budget.graph_footprint(g))
+    est = budget.bundle_bytes(budget.graph_footprint(g, input_once=True))
     b = write_bundle(tmp_path / "b", g, {"note": "x"})
     actual = {str(p.relative_to(b.path)): p.stat().st_size for p in b.path.rglob("*") if p.is_file()}
     assert set(actual) == set(est)

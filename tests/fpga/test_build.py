@@ -249,9 +249,10 @@ def test_demo_mlp_bitstream_for_icebreaker(tmp_path, capsys):
     print(format_report(doc))
 
 
-def test_a_design_that_does_not_fit_names_the_smaller_conv_layout(tmp_path):
+def test_a_design_that_does_not_fit_names_the_smaller_compiles(tmp_path):
     """A bundle whose conv taps are listed by class is told how many entries the per-channel
-    lists take, when its memories do not fit; a per-channel or dense bundle gets no such hint."""
+    lists take, and one that walks the input once how large its input-current memory is, when
+    its memories do not fit; a bundle compiled small gets no hint."""
     from snnc.compiler.budget import graph_footprint
     from snnc.testing import random_conv_graph
     from snnc.ir import Conv
@@ -264,8 +265,16 @@ def test_a_design_that_does_not_fit_names_the_smaller_conv_layout(tmp_path):
     assert (f"by class ({graph_footprint(g, 'class').n_entries:,} synapse entries); compiled "
             f"with --conv-lists channel it stores {graph_footprint(g, 'channel').n_entries:,}"
             in hint)
-    assert build.layout_hint(write_bundle(tmp_path / "channel", g, conv_lists="channel")) == ""
-    assert build.layout_hint(write_bundle(tmp_path / "dense", random_graph(rng))) == ""
+    assert build.layout_hint(write_bundle(tmp_path / "channel", g, conv_lists="channel",
+                                          input_once=False)) == ""
+    dense = random_graph(rng)
+    assert build.layout_hint(write_bundle(tmp_path / "dense", dense, input_once=False)) == ""
+    once = write_bundle(tmp_path / "dense-once", dense)
+    depth = once.core["params"]["input_current_depth"]
+    assert depth == dense.size(1) and "--conv-lists" not in build.layout_hint(once)
+    assert (f"The core walks the input once, into an input-current memory of {depth:,} x "
+            f"{once.core['params']['v_bits']} bits; compiled with --input-walk every-timestep it "
+            f"has none" in build.layout_hint(once))
     # the hint follows the memory plan's refusal
     big = by_class.core["params"] | {"max_synapses": 1 << 20}
     by_class.core["params"] = big
