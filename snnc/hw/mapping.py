@@ -421,4 +421,5 @@ def memory_bits(image: CoreImage, params: CoreParams) -> dict:
             "bias": image.n_neurons * params.v_bits,
             "vmem": image.n_neurons * params.v_bits,
             "pool_count": image.n_sources * params.pool_count_bits if image.has_pool else 0,
-            "spike_buffer": max(image.pop_sizes[1:]) * (params.source_addr_bits + params.strength_bits)}
+            "spike_buffer": max(image.pop_sizes[1:]) * (params.source_addr_bits + params.strength_bits),
+            "input_current": params.input_current_depth * params.v_bits}

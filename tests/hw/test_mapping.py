@@ -71,6 +71,8 @@ def test_memory_report_counts_conv_entries(tmp_path):
     p = core_params_for(map_graph(g), timesteps=2)
     assert bits["tgt"] == map_graph(g).n_entries * p.tgt_bits
     assert set(bits) >= {"ptr", "tgt", "wgt", "bias", "vmem", "spike_buffer"}
+    # the core walks the input once: an input-current word per neuron of the conv layer
+    assert bits["input_current"] == g.size(1) * b.core["params"]["v_bits"]
 
 
 def test_mapping_errors_name_the_population():
