@@ -148,15 +148,20 @@ def check_against_model(graph, xs, results, params=PARAMS, layout="class"):
         assert counters["active"] == model.cycles[b], f"sample {b}: cycle count differs"
 
 
+def hand_network():
+    """A 3-2-2 network whose spikes and membranes are worked out by hand."""
+    from snnc.ir import Dense, Graph, InputPopulation, Population
+    return Graph(input=InputPopulation("in", (3,), False),
+                 populations=(Population("h", 2, np.array([0, 1]), 3, 2, -20, 20),
+                              Population("o", 2, np.array([0, 0]), 1, 1, -100, 100, False)),
+                 projections=(Dense(0, 1, np.array([[1, 2, 0], [0, -1, 3]]), 4),
+                              Dense(1, 2, np.array([[1, -1], [2, 1]]), 4)),
+                 timesteps=3)
+
+
 def test_hand_network_golden():
     """A 3-2-2 network whose spikes and membranes are worked out by hand (see the reference tests)."""
-    from snnc.ir import Dense, Graph, InputPopulation, Population
-    g = Graph(input=InputPopulation("in", (3,), False),
-              populations=(Population("h", 2, np.array([0, 1]), 3, 2, -20, 20),
-                           Population("o", 2, np.array([0, 0]), 1, 1, -100, 100, False)),
-              projections=(Dense(0, 1, np.array([[1, 2, 0], [0, -1, 3]]), 4),
-                           Dense(1, 2, np.array([[1, -1], [2, 1]]), 4)),
-              timesteps=3)
+    g = hand_network()
     xs = np.array([[1, 2, 3], [0, 0, 0]])
     results = rtl_run(PARAMS, map_graph(g), xs, 3, seed=1)
     assert results[0][0] == [(0, 1, 0, 1), (0, 1, 1, 2), (1, 1, 0, 2), (1, 1, 1, 2),
@@ -222,13 +227,7 @@ def test_input_walked_once_by_hand():
     """The 3-2-2 network of the golden test, input walked once: timestep 0 as before (40
     cycles); later timesteps consume the 3 tokens and the eot in 4 cycles instead of the
     input phase's 6 -> 38; SOPs: 4 input + 4 hidden at t=0, 4 hidden after (24 walked)."""
-    from snnc.ir import Dense, Graph, InputPopulation, Population
-    g = Graph(input=InputPopulation("in", (3,), False),
-              populations=(Population("h", 2, np.array([0, 1]), 3, 2, -20, 20),
-                           Population("o", 2, np.array([0, 0]), 1, 1, -100, 100, False)),
-              projections=(Dense(0, 1, np.array([[1, 2, 0], [0, -1, 3]]), 4),
-                           Dense(1, 2, np.array([[1, -1], [2, 1]]), 4)),
-              timesteps=3)
+    g = hand_network()
     xs = np.array([[1, 2, 3], [0, 0, 0]])
     results = rtl_run(PARAMS_ONCE, map_graph(g), xs, 3, seed=1)
     assert results[0][1] == [0, 6, -1, 16]
