@@ -161,8 +161,6 @@ def graph_footprint(graph: Graph, conv_layout: str = DEFAULT_CONV_LISTS, *,
 def _input_fed(graph: Graph) -> int:
     """:attr:`snnc.hw.mapping.CoreImage.input_fed` from the graph's shapes."""
     out = graph.outgoing(0)
-    if any(isinstance(p, MaxPool) for p in out):
-        return -1
     nbase = np.cumsum([0] + [graph.size(k) for k in range(1, graph.n_pops)])
     return max((int(nbase[p.dst - 1]) + graph.size(p.dst) for p in out), default=0)
 

@@ -48,8 +48,8 @@ class CoreImage:
     ``tgt_ky/tgt_kx`` (kernel tap, or the max-pool member as ``ky * 8 + kx``) and ``tgt_conv``.
     ``convs[j]`` is the geometry of convolution ``j`` (pads, strides, output size).
     ``input_fed`` is the number of global neurons up to the end of the last population the input
-    feeds (the input-current memory a core that walks the input once needs), or -1 when the
-    input cannot be walked once (it feeds a max-pool, whose gates follow every timestep).
+    feeds: the input-current memory a core that walks the input once needs (the IR never pools
+    the input, so its events always go to membranes).
     """
     pops: tuple
     ptr_start: np.ndarray
@@ -251,8 +251,7 @@ def map_graph(graph: Graph, conv_layout: str = DEFAULT_CONV_LISTS) -> CoreImage:
     bias = np.concatenate([p.bias for p in graph.populations]).astype(np.int64)
     sides = [d for k in range(K) if len(graph.shape(k)) == 3 for d in graph.shape(k)[1:]]
     pools = [graph.pop(k).s_max for k in range(1, K) if graph.pop(k).maxpool]
-    input_fed = (-1 if smode[0] == int(SourceMode.POOL) else
-                 max((nbase[p.dst] + graph.size(p.dst) for p in graph.outgoing(0)), default=0))
+    input_fed = max((nbase[p.dst] + graph.size(p.dst) for p in graph.outgoing(0)), default=0)
     # A source without synapses has no list: its start is 0, not the end of its population's
     # region, which can equal max_synapses and not fit the pointer's start field.
     start = np.where(cat["count"] == 0, 0, cat["start"]).astype(np.int64)
@@ -278,7 +277,7 @@ def core_params_for(image: CoreImage, *, timesteps: int = 1, input_once: bool = 
     ``image`` is a :class:`CoreImage` or anything with its counts (a
     :class:`snnc.compiler.budget.Footprint`). With ``input_once`` the core walks the input once
     per inference (an input-current memory for the neurons the input feeds), when the network
-    allows it (:attr:`CoreImage.input_fed` > 0).
+    feeds any neuron (:attr:`CoreImage.input_fed` > 0).
     """
     strength_bits = bits_for(image.max_strength)
     pool_bits = bits_for(max(1, timesteps * image.pool_strength))
@@ -290,7 +289,7 @@ def core_params_for(image: CoreImage, *, timesteps: int = 1, input_once: bool = 
         max_pop_size=max(image.pop_sizes[1:]), strength_bits=strength_bits,
         max_convs=max(1, image.n_convs), coord_bits=bits_for(max(1, image.max_side - 1)),
         pool_count_bits=pool_bits,
-        input_current_depth=max(0, image.input_fed) if input_once else 0,
+        input_current_depth=image.input_fed if input_once else 0,
         v_bits=max(4, image.state_bits,
                    (pool_bits + MEMBER_BITS + strength_bits + 1) if image.has_pool else 0))
     fields.update(overrides)
@@ -300,10 +299,7 @@ def core_params_for(image: CoreImage, *, timesteps: int = 1, input_once: bool = 
 def check_fits(image: CoreImage, params: CoreParams, timesteps: int = 1) -> None:
     """Raise :class:`MappingError` naming every limit ``image`` exceeds on ``params``."""
     problems = params.fits(image.needs(timesteps))
-    if params.input_once and image.input_fed < 0:
-        problems.append("input walked once: the input feeds a max-pool, whose gates need its "
-                        "events every timestep; use a core that walks the input every timestep")
-    elif params.input_once and image.input_fed > params.input_current_depth:
+    if params.input_once and image.input_fed > params.input_current_depth:
         problems.append(f"input-current neurons: the input feeds neurons up to {image.input_fed}, "
                         f"the core holds {params.input_current_depth}")
     if image.has_pool and params.v_bits < params.gate_bits + 1:

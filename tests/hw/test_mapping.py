@@ -1,5 +1,7 @@
 """Mapping a graph onto the core's memories: packing, conv lists, reciprocal division, errors."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -135,3 +137,19 @@ def test_a_source_without_synapses_at_the_end_fits_the_pointer():
     assert [int(wd >> a) & ((1 << c) - 1) for wd in words] == image.ptr_count.tolist() == \
         [1, 1, 1, 1, 0]
     assert all(int(wd) & ((1 << a) - 1) == s for wd, s in zip(words, image.ptr_start))
+
+
+
+def test_a_core_that_walks_the_input_once_needs_an_input_current_word_per_fed_neuron():
+    from snnc.hw.mapping import check_fits
+    g = conv_net()
+    image = map_graph(g)
+    assert image.input_fed == g.size(1)                # the input feeds the conv layer only
+    p = core_params_for(image, timesteps=2, input_once=True)
+    assert p.input_current_depth == g.size(1) and p.input_once
+    check_fits(image, p, 2)
+    assert not core_params_for(image, timesteps=2).input_once
+    small = dataclasses.replace(p, input_current_depth=g.size(1) - 1)
+    with pytest.raises(MappingError, match=f"input-current neurons: the input feeds neurons up "
+                                           f"to {g.size(1)}, the core holds {g.size(1) - 1}"):
+        check_fits(image, small, 2)
