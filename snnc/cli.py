@@ -209,8 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "samples and the same bit-exact comparison on the gate-level netlist "
                         "with yosys's iCE40 cell models. Catches what synthesis changes "
                         "(inferred memories, X-propagation, simulation/synthesis mismatches). "
-                        "Slow: 25-100 clock cycles per second (a demo MLP image takes about 6 "
-                        "minutes), so use few samples; a Verilator build of the netlist takes "
+                        "Slow: 25-100 clock cycles per second (synthesis and one demo MLP image "
+                        "took 97 s), so use few samples; a Verilator build of the netlist takes "
                         "minutes of C++ compilation")
     p.add_argument("--samples", "-n", type=int, default=10, metavar="N",
                    help="number of inputs, at most 100,000 (default: %(default)s)")
