@@ -558,15 +558,17 @@ def _cycle_accurate(bundle, x_int, T, clock_mhz) -> dict:
     """Run the cycle-accurate model; check it against the reference; print and return the report."""
     from .report.cycles import cycle_report, format_cycle_report
     from .sim.core import CoreModel
-    from .sim.reference import run
+    from .sim.reference import batch_limit, run
 
     _check_clock(clock_mhz)
     params = _core_params(bundle)
     image = bundle.image()
-    runs = [CoreModel(params).run(image, x_int[i:i + 256], T) for i in range(0, len(x_int), 256)]
+    step = min(256, batch_limit(bundle.graph, T))     # both keep every timestep's spikes
+    runs = [CoreModel(params).run(image, x_int[i:i + step], T)
+            for i in range(0, len(x_int), step)]
     ref_synops = 0
-    for i, r in zip(range(0, len(x_int), 256), runs):
-        ref = run(bundle.graph, x_int[i:i + 256], T)
+    for i, r in zip(range(0, len(x_int), step), runs):
+        ref = run(bundle.graph, x_int[i:i + step], T)
         if not np.array_equal(r.v_final, np.concatenate(ref.v_final, axis=1)):
             raise SnncError("internal error: the cycle model disagrees with the reference")
         ref_synops += int(ref.synops.sum())

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from ..hw.convlists import DEFAULT_CONV_LISTS, conv_lists, landing_taps
+from ..hw.mapping import input_fed as _input_fed
 from ..hw.params import CORE_LIMITS, CoreParams
 from ..ir import Conv, Graph, MaxPool, required_state_bits, weight_limit
 from .errors import SnncError
@@ -157,12 +158,6 @@ def graph_footprint(graph: Graph, conv_layout: str = DEFAULT_CONV_LISTS, *,
         array_bytes=sum(a.nbytes for a in arrays), input_fed=_input_fed(graph),
         input_once=input_once)
 
-
-def _input_fed(graph: Graph) -> int:
-    """:attr:`snnc.hw.mapping.CoreImage.input_fed` from the graph's shapes."""
-    out = graph.outgoing(0)
-    nbase = np.cumsum([0] + [graph.size(k) for k in range(1, graph.n_pops)])
-    return max((int(nbase[p.dst - 1]) + graph.size(p.dst) for p in out), default=0)
 
 
 def float_footprint(net, bits: int, timesteps: int = 1) -> Footprint:

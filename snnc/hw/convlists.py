@@ -98,7 +98,7 @@ def _classes(sigs: list[tuple]) -> tuple[list[tuple], np.ndarray]:
 def conv_lists(graph: Graph, k: int, layout: str = DEFAULT_CONV_LISTS) -> ConvLists:
     """The lists of population ``k``, whose outgoing projections are all convolutions."""
     check_layout(layout)
-    projs = [p for p in graph.outgoing(k)]
+    projs = list(graph.outgoing(k))
     assert projs and all(isinstance(p, Conv) for p in projs)
     C, H, W = graph.shape(k)
     nz = [[np.nonzero(p.weights[:, ci]) for p in projs] for ci in range(C)]   # (co, ky, kx)
@@ -116,20 +116,28 @@ def conv_lists(graph: Graph, k: int, layout: str = DEFAULT_CONV_LISTS) -> ConvLi
                 reach[(pi, q)] = (min(lo, y), max(hi, y))
     items = sorted(reach, key=lambda it: (reach[it][0], reach[it][1], it))
     pos = {it: i for i, it in enumerate(items)}
+    # item position by (projection, ky): -1 for a kernel row that lands for no source
+    item_of = [np.full(p.weights.shape[2], -1, dtype=np.int64) for p in projs]
+    for (pi, q), i in pos.items():
+        item_of[pi][q] = i
+    # the items of each row class
+    wants = [np.array([pos[(pi, q)] for pi, qs in enumerate(kys) for q in qs], dtype=np.int64)
+             for kys in rows]
     parts = {name: [] for name in ("proj", "ci", "co", "ky", "kx")}
     slice_start = np.zeros((C, len(cols), len(rows)), np.int64)
     slice_count = np.zeros((C, len(cols), len(rows)), np.int64)
     n = 0
 
-    def emit(ci, cc, keep_item):
-        """Append the taps of channel ``ci`` in column class ``cc`` whose item passes
-        ``keep_item``, in item order; return the item position of each appended entry."""
+    def emit(ci, cc, keep=None):
+        """Append the taps of channel ``ci`` in column class ``cc`` (of the items ``keep`` only,
+        if given), in item order; return the item position of each appended entry."""
         nonlocal n
         chunks = []
         for pi, (co, ky, kx) in enumerate(nz[ci]):
-            land = np.isin(kx, cols[cc][pi])
-            item = np.array([pos.get((pi, int(q)), -1) for q in ky], dtype=np.int64)
-            sel = land & (item >= 0) & np.array([keep_item(int(i)) for i in item], dtype=bool)
+            item = item_of[pi][ky]
+            sel = np.isin(kx, cols[cc][pi]) & (item >= 0)
+            if keep is not None:
+                sel &= np.isin(item, keep)
             chunks.append((item[sel], np.full(int(sel.sum()), pi), co[sel], ky[sel], kx[sel]))
         item, pj, co, ky, kx = (np.concatenate(a) if a else np.zeros(0, np.int64)
                                 for a in zip(*chunks))
@@ -142,19 +150,18 @@ def conv_lists(graph: Graph, k: int, layout: str = DEFAULT_CONV_LISTS) -> ConvLi
 
     for ci in range(C):
         for cc in range(len(cols)):
-            base, items_at = n, emit(ci, cc, lambda i: True)
+            base, items_at = n, emit(ci, cc)
             pending = []
-            for rc, kys in enumerate(rows):
-                want = {pos[(pi, q)] for pi, qs in enumerate(kys) for q in qs}
-                at = np.flatnonzero(np.isin(items_at, list(want)))
+            for rc, want in enumerate(wants):
+                at = np.flatnonzero(np.isin(items_at, want))
                 if len(at) == 0 or at[-1] - at[0] + 1 == len(at):
                     slice_start[ci, cc, rc] = base + (at[0] if len(at) else 0)
                     slice_count[ci, cc, rc] = len(at)
                 else:
-                    pending.append((rc, want))
-            for rc, want in pending:                  # not a slice: a list of its own
+                    pending.append(rc)
+            for rc in pending:                        # not a slice: a list of its own
                 slice_start[ci, cc, rc] = n
-                slice_count[ci, cc, rc] = len(emit(ci, cc, want.__contains__))
+                slice_count[ci, cc, rc] = len(emit(ci, cc, wants[rc]))
     ch = np.repeat(np.arange(C), H * W)
     r = np.tile(np.repeat(row_of, W), C)
     c = np.tile(np.tile(col_of, H), C)

@@ -529,10 +529,11 @@ class Core(wiring.Component):
         take = Signal()                        # the walker takes the next event (before en)
         phase_end = Signal()                   # the phase's end reaches the walker
         fetch = Signal()                       # F1 (input) or F0 (spikes) starts this cycle
-        m.d.comb += [take.eq((in_mode | sp_mode) & finishing & have & ~d_end),
-                     phase_end.eq((in_mode | sp_mode) & finishing & have & d_end),
-                     fetch.eq((in_mode | sp_mode) & (phase_first | take)),
-                     s0_valid.eq((in_mode | sp_mode) & (walk_left != 0))]
+        front = in_mode | sp_mode
+        m.d.comb += [take.eq(front & finishing & have & ~d_end),
+                     phase_end.eq(front & finishing & have & d_end),
+                     fetch.eq(front & (phase_first | take)),
+                     s0_valid.eq(front & (walk_left != 0))]
         with m.If(in_mode & fetch):
             m.d.comb += [wait_in.eq(~self.inp.valid), self.inp.ready.eq(~stall_out),
                          ptr_r.addr.eq(cur.SBASE + self.inp.payload.index)]
@@ -579,6 +580,10 @@ class Core(wiring.Component):
         with m.If(running):
             m.d.sync += cnt_total.eq(cnt_total + 1)
 
+        def input_done():
+            m.d.sync += set_pop(1) + [drain_left.eq(TIMING.drain - 1)]
+            m.next = "DRAIN"
+
         def next_population():
             with m.If(cur_is_last):
                 m.next = "EMIT_EOT"
@@ -616,8 +621,7 @@ class Core(wiring.Component):
                 # input walked once, into the input current (the first timestep only).
                 m.d.comb += [in_mode.eq(1), to_icur.eq(first_t if io else 0)]
                 with m.If(en & phase_end):
-                    m.d.sync += set_pop(1) + [drain_left.eq(TIMING.drain - 1)]
-                    m.next = "DRAIN"
+                    input_done()
             with m.State("DRAIN"):
                 with m.If(en):
                     m.d.sync += [drain_left.eq(drain_left - 1), sweep_i.eq(0)]
@@ -646,8 +650,7 @@ class Core(wiring.Component):
                 # The input walked once: later timesteps only consume the same tokens.
                 m.d.comb += [wait_in.eq(~self.inp.valid), self.inp.ready.eq(~stall_out)]
                 with m.If(en & self.inp.payload.eot):
-                    m.d.sync += set_pop(1) + [drain_left.eq(TIMING.drain - 1)]
-                    m.next = "DRAIN"
+                    input_done()
             with m.State("SP"):
                 # The spikes of the population just swept: fetched from the spike buffer.
                 m.d.comb += sp_mode.eq(1)

@@ -26,7 +26,7 @@ from .convlists import DEFAULT_CONV_LISTS, conv_lists
 from .params import (MEMBER_BITS, CfgSel, ConvField, CoreParams, ParamField, SourceMode,
                      bits_for)
 
-__all__ = ["MappingError", "CoreImage", "map_graph", "core_params_for", "config_writes",
+__all__ = ["MappingError", "CoreImage", "map_graph", "input_fed", "core_params_for", "config_writes",
            "write_hardware", "check_fits", "clear_length", "recip", "WSHIFT"]
 
 #: log2(weights per 8-bit word) per weight width.
@@ -148,6 +148,13 @@ def _dense_entries(graph, k, nbase):
     return src_i[order], tgt_g[order], w[order]
 
 
+def input_fed(graph: Graph) -> int:
+    """:attr:`CoreImage.input_fed`: global neurons up to the end of the last population the
+    input feeds (populations 1.. are numbered consecutively from 0)."""
+    nbase = np.cumsum([0] + [graph.size(k) for k in range(1, graph.n_pops)])
+    return max((int(nbase[p.dst - 1]) + graph.size(p.dst) for p in graph.outgoing(0)), default=0)
+
+
 def map_graph(graph: Graph, conv_layout: str = DEFAULT_CONV_LISTS) -> CoreImage:
     """Lay ``graph`` out in the core's memories (independent of any core's capacity).
 
@@ -251,7 +258,6 @@ def map_graph(graph: Graph, conv_layout: str = DEFAULT_CONV_LISTS) -> CoreImage:
     bias = np.concatenate([p.bias for p in graph.populations]).astype(np.int64)
     sides = [d for k in range(K) if len(graph.shape(k)) == 3 for d in graph.shape(k)[1:]]
     pools = [graph.pop(k).s_max for k in range(1, K) if graph.pop(k).maxpool]
-    input_fed = max((nbase[p.dst] + graph.size(p.dst) for p in graph.outgoing(0)), default=0)
     # A source without synapses has no list: its start is 0, not the end of its population's
     # region, which can equal max_synapses and not fit the pointer's start field.
     start = np.where(cat["count"] == 0, 0, cat["start"]).astype(np.int64)
@@ -263,7 +269,7 @@ def map_graph(graph: Graph, conv_layout: str = DEFAULT_CONV_LISTS) -> CoreImage:
         pop_sizes=tuple(graph.size(k) for k in range(K)),
         max_strength=max(p.s_max for p in graph.populations),
         state_bits=required_state_bits(graph), max_side=max(sides, default=1),
-        pool_strength=max(pools, default=0), input_fed=input_fed)
+        pool_strength=max(pools, default=0), input_fed=input_fed(graph))
 
 
 def _gate_bits(image: CoreImage, params: CoreParams) -> int:
