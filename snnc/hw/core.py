@@ -11,6 +11,8 @@ the output stream and to the spike buffer, and (3) walks the fan-out of the buff
 
 from __future__ import annotations
 
+import contextlib
+
 from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -120,6 +122,10 @@ class Core(wiring.Component):
             self._MustUse__silence = True        # never built: no "created but never used"
             raise ValueError(f"only {', '.join(self.SPRAM_CAPABLE)} can live on SPRAM, not "
                              f"{', '.join(sorted(spram - set(self.SPRAM_CAPABLE)))}")
+        if spram and params.lanes > 1:
+            self._MustUse__silence = True        # never built: no "created but never used"
+            raise ValueError(f"a core with {params.lanes} lanes cannot put memories on SPRAM "
+                             "(its target and weight memories are banked)")
         self.spram = spram
         self.ram_records = bool(ram_records)
         self.params = p = params
@@ -154,36 +160,64 @@ class Core(wiring.Component):
         def init(value):
             return {} if ini is None else {"init": value}
 
-        def loaded(name, shape, depth):
+        L, lb = p.lanes, p.lane_bits
+
+        def loaded(name, shape, depth, bank=None):
+            words = [] if ini is None else ini.memories[name]
+            if bank is not None:            # bank ``bank`` of ``lanes``: words bank, bank + L, ...
+                words, depth, name = words[bank::L], p.bank_depth(depth), f"{name}{bank}"
             if name in self.spram:
                 mem = SPRAMMemory(shape=shape, depth=depth, name=f"{name}_spram")
             else:
-                mem = memory.Memory(shape=shape, depth=depth,
-                                    init=[] if ini is None else ini.memories[name])
+                mem = memory.Memory(shape=shape, depth=depth, init=words)
             m.submodules[f"{name}_mem"] = mem
             return mem
 
+        def banked(name, shape, depth):
+            """The ``lanes`` banks of a memory (the memory itself at one lane)."""
+            return [loaded(name, shape, depth)] if L == 1 else \
+                [loaded(name, shape, depth, b) for b in range(L)]
+
+        def membrane_banks(name, depth):
+            mems = []
+            for b in range(L):
+                nm = f"{name}_mem" if L == 1 else f"{name}{b}_mem"
+                m.submodules[nm] = mem = memory.Memory(shape=signed(vb), depth=p.bank_depth(depth),
+                                                       init=[])
+                mems.append(mem)
+            return mems
+
         ptr_mem = loaded("ptr", p.ptr_bits, p.max_sources)
-        tgt_mem = loaded("tgt", p.tgt_bits, p.max_synapses)
-        wgt_mem = loaded("wgt", 8, p.weight_depth)
+        tgt_mems = banked("tgt", p.tgt_bits, p.max_synapses)
+        wgt_mems = banked("wgt", 8, p.weight_depth)
         bias_mem = loaded("bias", signed(vb), p.max_neurons)
-        m.submodules.v_mem = v_mem = memory.Memory(shape=signed(vb), depth=p.max_neurons, init=[])
+        v_mems = membrane_banks("v", p.max_neurons)
         m.submodules.spk_mem = spk_mem = memory.Memory(
             shape=p.source_addr_bits + sb, depth=p.max_pop_size, init=[])
-        ptr_w, tgt_w, wgt_w, bias_w = (mem.write_port() for mem in (ptr_mem, tgt_mem, wgt_mem, bias_mem))
-        v_w = v_mem.write_port()
+        ptr_w = ptr_mem.write_port()
+        tgt_ws = [mem.write_port() for mem in tgt_mems]
+        wgt_ws = [mem.write_port() for mem in wgt_mems]
+        bias_w = bias_mem.write_port()
+        v_ws = [mem.write_port() for mem in v_mems]
         spk_w = spk_mem.write_port()
-        ptr_r, tgt_r, wgt_r, bias_r = (mem.read_port() for mem in (ptr_mem, tgt_mem, wgt_mem, bias_mem))
-        v_r = v_mem.read_port(transparent_for=(v_w,))
+        ptr_r = ptr_mem.read_port()
+        tgt_rs = [mem.read_port() for mem in tgt_mems]
+        wgt_rs = [mem.read_port() for mem in wgt_mems]
+        bias_r = bias_mem.read_port()
+        v_rs = [mem.read_port(transparent_for=(w,)) for mem, w in zip(v_mems, v_ws)]
         spk_r = spk_mem.read_port()
         # Input current per neuron (``input_current_depth`` > 0: the input is walked once per
-        # inference, into this memory, and every sweep adds it).
+        # inference, into this memory, and every sweep adds it); banked like V.
         io = p.input_once
         if io:
-            m.submodules.icur_mem = icur_mem = memory.Memory(
-                shape=signed(vb), depth=p.input_current_depth, init=[])
-            icur_w = icur_mem.write_port()
-            icur_r = icur_mem.read_port(transparent_for=(icur_w,))
+            icur_mems = membrane_banks("icur", p.input_current_depth)
+            icur_ws = [mem.write_port() for mem in icur_mems]
+            icur_rs = [mem.read_port(transparent_for=(w,)) for mem, w in zip(icur_mems, icur_ws)]
+
+        def bank_of(addr):
+            """(bank, row) of a neuron or entry address."""
+            return (addr[:lb] if L > 1 else 0), (addr >> lb if L > 1 else addr)
+
         # Accumulated strength of each max-pool member (indexed by global source).
         m.submodules.cnt_mem = cnt_mem = memory.Memory(shape=p.pool_count_bits, depth=p.pool_depth, init=[])
         cnt_w = cnt_mem.write_port()
@@ -267,19 +301,37 @@ class Core(wiring.Component):
         cregs = Array(Signal(clayout, name=f"conv{j}", **init(ini and ini.convs[j]))
                       for j in range(p.max_convs))
 
-        # Global stall: output backpressure, or waiting for an input event.
+        # Global stall: output backpressure, or waiting for an input event. With lanes, a
+        # membrane-bank conflict in S4 also holds S0..S4, the front end and the phase control
+        # (``en_up``); S5, the sweep and the output go on with ``en``.
         stall_out = Signal()
         wait_in = Signal()
         m.d.comb += [stall_out.eq(self.out.valid & ~self.out.ready), en.eq(~stall_out & ~wait_in)]
-        for port in (ptr_r, tgt_r, wgt_r, bias_r, v_r, spk_r, cnt_r) + ((icur_r,) if io else ()):
-            m.d.comb += port.en.eq(en)
+        if L == 1:
+            hold, en_up = 0, en
+        else:
+            hold, en_up = Signal(), Signal()
+            m.d.comb += en_up.eq(en & ~hold)
+        # The walk's ports hold with ``en_up``; the membrane, input-current and bias ports
+        # (S4 and the sweep) advance with ``en``.
+        by_stage = {id(port) for port in [bias_r] + v_rs + (icur_rs if io else [])}
+        for port in [ptr_r] + tgt_rs + wgt_rs + [bias_r] + v_rs + [spk_r, cnt_r] + (icur_rs if io else []):
+            m.d.comb += port.en.eq(en if id(port) in by_stage else en_up)
 
-        # Configuration writes (idle only; the host guarantees it).
+        # Configuration writes (idle only; the host guarantees it). A banked memory's bank is
+        # the address's low ``lane_bits`` bits.
         sel, addr, wdata = self.cfg_sel, self.cfg_addr, self.cfg_data
         we = self.cfg_we
+
+        def bank_writes(ports, which):
+            if L == 1:
+                (w,) = ports
+                return [w.addr.eq(addr), w.data.eq(wdata), w.en.eq(we & (sel == which))]
+            return [st for b, w in enumerate(ports) for st in (
+                w.addr.eq(addr >> lb), w.data.eq(wdata),
+                w.en.eq(we & (sel == which) & (addr[:lb] == b)))]
         m.d.comb += [ptr_w.addr.eq(addr), ptr_w.data.eq(wdata), ptr_w.en.eq(we & (sel == CfgSel.PTR)),
-                     tgt_w.addr.eq(addr), tgt_w.data.eq(wdata), tgt_w.en.eq(we & (sel == CfgSel.TGT)),
-                     wgt_w.addr.eq(addr), wgt_w.data.eq(wdata), wgt_w.en.eq(we & (sel == CfgSel.WGT)),
+                     *bank_writes(tgt_ws, CfgSel.TGT), *bank_writes(wgt_ws, CfgSel.WGT),
                      bias_w.addr.eq(addr), bias_w.data.eq(wdata), bias_w.en.eq(we & (sel == CfgSel.BIAS))]
         if self.ram_records:
             pwrite = we & (sel == CfgSel.PARAM)
@@ -312,7 +364,10 @@ class Core(wiring.Component):
         # Synapse pipeline (6 stages): S0 reads the entry and its weight; S1 selects the weight
         # lane and decodes the kernel tap; S2 multiplies and divides by the stride; S3 checks
         # bounds and forms the target; S4 reads V (and a max-pool member's count); S5 writes
-        # V + w * strength, or the gate state.
+        # V + w * strength, or the gate state. With ``lanes`` > 1 every stage holds one entry
+        # per lane (the event's fields once); S4 issues the lanes whose targets are in distinct
+        # membrane banks and holds the rest for the next cycles (``hold``, see
+        # docs/architecture.md, "Synapse lanes").
         nab, cb, sb_ = p.neuron_addr_bits, p.coord_bits, p.strength_bits
         s0_valid = Signal()
         walk_pos = Signal(p.syn_addr_bits)   # relative entry index within the fan-out region
@@ -321,107 +376,176 @@ class Core(wiring.Component):
         walk_x = Signal(cb)
         evt_strength = Signal(signed(p.input_bits))
         evt_src = Signal(p.source_addr_bits)
-        m.d.comb += [tgt_r.addr.eq(cur.TBASE + walk_pos),
-                     wgt_r.addr.eq(cur.WBASE + (walk_pos >> cur.WSHIFT))]
+        if L == 1:
+            lane_valid, lane_row = [s0_valid], [walk_pos]
+            m.d.comb += [tgt_rs[0].addr.eq(cur.TBASE + walk_pos),
+                         wgt_rs[0].addr.eq(cur.WBASE + (walk_pos >> cur.WSHIFT))]
+        else:
+            # Lane b reads the entry of bank b among walk_pos .. walk_pos + L - 1 (the region
+            # starts on a multiple of L): row (walk_pos >> lane_bits) + (b < walk_pos % L).
+            lane_valid, lane_row = [], []
+            lo = walk_pos[:lb]
+            for b in range(L):
+                row, off, v = Signal(p.syn_addr_bits, name=f"walk_row{b}"), \
+                    Signal(lb, name=f"walk_off{b}"), Signal(name=f"s0_valid{b}")
+                m.d.comb += [row.eq((walk_pos >> lb) + (lo > b)), off.eq(b - lo),
+                             v.eq(s0_valid & (off < walk_left)),
+                             tgt_rs[b].addr.eq((cur.TBASE >> lb) + row),
+                             wgt_rs[b].addr.eq(cur.WBASE + (row >> cur.WSHIFT))]
+                lane_valid.append(v)
+                lane_row.append(row)
 
         def stage(name, **fields):
             return {k: Signal(v, name=f"{name}_{k}") for k, v in fields.items()}
 
+        def lane_stage(name, **fields):
+            return [{k: Signal(v, name=f"{name}_{k}" if L == 1 else f"{name}_{k}{b}")
+                     for k, v in fields.items()} for b in range(L)]
+
         # ``ic``: the entry adds into the input current (the input's walk in the first timestep
         # of a core that walks the input once), not into V.
-        common = dict(valid=1, strength=signed(p.input_bits), mode=2, g=p.source_addr_bits, ic=1)
+        common = dict(strength=signed(p.input_bits), mode=2, g=p.source_addr_bits, ic=1)
         to_icur = Signal()
-        s1 = stage("s1", lane=2, shift=2, y=cb, x=cb, **common)
+        s1 = stage("s1", shift=2, y=cb, x=cb, **common)
+        s1l = lane_stage("s1", valid=1, lane=2)
         # The convolution's geometry travels with the entry: RECIP from S1, strides and output
         # size from S2, so no stage multiplies or compares through the max_convs-way choice.
         clay = _conv_layout(p)
-        s2 = stage("s2", t=nab, w=signed(8), ny=signed(cb + 2),
-                   nx=signed(cb + 2), cid=p.conv_bits, member=MEMBER_BITS,
-                   ry=clay["RECIP_Y"].shape, rx=clay["RECIP_X"].shape, **common)
-        s3 = stage("s3", t=nab, prod=signed(8 + p.input_bits), ny=signed(cb + 2),
-                   nx=signed(cb + 2), qy=cb + 1, qx=cb + 1, member=MEMBER_BITS,
-                   sy=clay["STRIDE_Y"].shape, sx=clay["STRIDE_X"].shape,
-                   oh=clay["OUT_H"].shape, ow=clay["OUT_W"].shape, **common)
-        s4 = stage("s4", t=nab, prod=signed(8 + p.input_bits), member=MEMBER_BITS,
-                   acc=p.pool_count_bits, **common)
-        s5 = stage("s5", t=nab, prod=signed(8 + p.input_bits), member=MEMBER_BITS,
-                   acc=p.pool_count_bits, **common)
+        s2 = stage("s2", **common)
+        s2l = lane_stage("s2", valid=1, t=nab, w=signed(8), ny=signed(cb + 2), nx=signed(cb + 2),
+                         cid=p.conv_bits, member=MEMBER_BITS, ry=clay["RECIP_Y"].shape,
+                         rx=clay["RECIP_X"].shape)
+        s3 = stage("s3", **common)
+        s3l = lane_stage("s3", valid=1, t=nab, prod=signed(8 + p.input_bits), ny=signed(cb + 2),
+                         nx=signed(cb + 2), qy=cb + 1, qx=cb + 1, member=MEMBER_BITS,
+                         sy=clay["STRIDE_Y"].shape, sx=clay["STRIDE_X"].shape,
+                         oh=clay["OUT_H"].shape, ow=clay["OUT_W"].shape)
+        s4 = stage("s4", acc=p.pool_count_bits, **common)
+        s4l = lane_stage("s4", valid=1, t=nab, prod=signed(8 + p.input_bits), member=MEMBER_BITS)
+        s5 = stage("s5", acc=p.pool_count_bits, **common)
+        s5l = lane_stage("s5", valid=1, t=nab, prod=signed(8 + p.input_bits), member=MEMBER_BITS)
 
         def carry(dst, src):
             return [dst[k].eq(src[k]) for k in common]
 
-        with m.If(en):
-            m.d.sync += [s1["valid"].eq(s0_valid), s1["lane"].eq(walk_pos & ((1 << cur.WSHIFT) - 1)),
-                         s1["shift"].eq(cur.WSHIFT), s1["strength"].eq(evt_strength),
+        with m.If(en_up):
+            m.d.sync += [s1["shift"].eq(cur.WSHIFT), s1["strength"].eq(evt_strength),
                          s1["mode"].eq(cur.SMODE), s1["g"].eq(evt_src), s1["ic"].eq(to_icur),
                          s1["y"].eq(walk_y), s1["x"].eq(walk_x)]
+            for l1, v, row in zip(s1l, lane_valid, lane_row):
+                m.d.sync += [l1["valid"].eq(v), l1["lane"].eq(row & ((1 << cur.WSHIFT) - 1))]
         # S1
-        weight = Signal(signed(8))
-        word = wgt_r.data
-        with m.Switch(s1["shift"]):
-            with m.Case(0):
-                m.d.comb += weight.eq(word.as_signed())
-            with m.Case(1):
-                m.d.comb += weight.eq(word.word_select(s1["lane"][0], 4).as_signed())
-            with m.Default():
-                m.d.comb += weight.eq(word.word_select(s1["lane"], 2).as_signed())
-        entry = tgt_r.data
-        e_t, e_ky, e_kx, e_cid = entry[:nab], entry[nab:nab + 3], entry[nab + 3:nab + 6], entry[nab + 6:]
-        cv1 = cregs[e_cid]
-        with m.If(en):
-            m.d.sync += carry(s2, s1) + [
-                s2["t"].eq(e_t), s2["w"].eq(weight), s2["cid"].eq(e_cid),
-                s2["member"].eq(Cat(e_kx, e_ky)),
-                s2["ny"].eq(s1["y"] + cv1.PAD_Y - e_ky), s2["nx"].eq(s1["x"] + cv1.PAD_X - e_kx),
-                s2["ry"].eq(cv1.RECIP_Y), s2["rx"].eq(cv1.RECIP_X)]
+        with m.If(en_up):
+            m.d.sync += carry(s2, s1)
+        for b, (l1, l2) in enumerate(zip(s1l, s2l)):
+            weight = Signal(signed(8), name="weight" if L == 1 else f"weight{b}")
+            word = wgt_rs[b].data
+            with m.Switch(s1["shift"]):
+                with m.Case(0):
+                    m.d.comb += weight.eq(word.as_signed())
+                with m.Case(1):
+                    m.d.comb += weight.eq(word.word_select(l1["lane"][0], 4).as_signed())
+                with m.Default():
+                    m.d.comb += weight.eq(word.word_select(l1["lane"], 2).as_signed())
+            entry = tgt_rs[b].data
+            e_t, e_ky, e_kx, e_cid = entry[:nab], entry[nab:nab + 3], entry[nab + 3:nab + 6], entry[nab + 6:]
+            cv1 = cregs[e_cid]
+            with m.If(en_up):
+                m.d.sync += [
+                    l2["valid"].eq(l1["valid"]), l2["t"].eq(e_t), l2["w"].eq(weight),
+                    l2["cid"].eq(e_cid), l2["member"].eq(Cat(e_kx, e_ky)),
+                    l2["ny"].eq(s1["y"] + cv1.PAD_Y - e_ky), l2["nx"].eq(s1["x"] + cv1.PAD_X - e_kx),
+                    l2["ry"].eq(cv1.RECIP_Y), l2["rx"].eq(cv1.RECIP_X)]
         # S2
-        cv2 = cregs[s2["cid"]]
-        with m.If(en):
-            m.d.sync += carry(s3, s2) + [
-                s3[k].eq(s2[k]) for k in ("t", "ny", "nx", "member")] + [
-                s3["sy"].eq(cv2.STRIDE_Y), s3["sx"].eq(cv2.STRIDE_X),
-                s3["oh"].eq(cv2.OUT_H), s3["ow"].eq(cv2.OUT_W),
-                s3["prod"].eq(s2["w"] * s2["strength"]),
-                s3["qy"].eq((s2["ny"][:cb + 1] * s2["ry"]) >> p.recip_shift),
-                s3["qx"].eq((s2["nx"][:cb + 1] * s2["rx"]) >> p.recip_shift)]
+        with m.If(en_up):
+            m.d.sync += carry(s3, s2)
+        for l2, l3 in zip(s2l, s3l):
+            cv2 = cregs[l2["cid"]]
+            with m.If(en_up):
+                m.d.sync += [l3[k].eq(l2[k]) for k in ("valid", "t", "ny", "nx", "member")] + [
+                    l3["sy"].eq(cv2.STRIDE_Y), l3["sx"].eq(cv2.STRIDE_X),
+                    l3["oh"].eq(cv2.OUT_H), l3["ow"].eq(cv2.OUT_W),
+                    l3["prod"].eq(l2["w"] * s2["strength"]),
+                    l3["qy"].eq((l2["ny"][:cb + 1] * l2["ry"]) >> p.recip_shift),
+                    l3["qx"].eq((l2["nx"][:cb + 1] * l2["rx"]) >> p.recip_shift)]
         # S2 also reads a max-pool member's count ``cnt[g]``: a source has one pool entry and
         # the next event's entry reaches S2 at the earliest in the cycle this one's S5 writes
         # (3 cycles per event at least), which the port's transparency covers.
         m.d.comb += cnt_r.addr.eq(s2["g"])
         # S3
-        conv_ok = ((s3["ny"] >= 0) & (s3["nx"] >= 0) & (s3["qy"] * s3["sy"] == s3["ny"]) &
-                   (s3["qx"] * s3["sx"] == s3["nx"]) & (s3["qy"] < s3["oh"]) &
-                   (s3["qx"] < s3["ow"]))
-        s3_target = Signal(nab)
-        with m.If(s3["mode"] == SourceMode.CONV):
-            m.d.comb += s3_target.eq(s3["t"] + s3["qy"] * s3["ow"] + s3["qx"])
-        with m.Else():
-            m.d.comb += s3_target.eq(s3["t"])
+        with m.If(en_up):
+            m.d.sync += carry(s4, s3) + [s4["acc"].eq(cnt_r.data + s3["strength"][:sb_])]
+        for b, (l3, l4) in enumerate(zip(s3l, s4l)):
+            conv_ok = ((l3["ny"] >= 0) & (l3["nx"] >= 0) & (l3["qy"] * l3["sy"] == l3["ny"]) &
+                       (l3["qx"] * l3["sx"] == l3["nx"]) & (l3["qy"] < l3["oh"]) &
+                       (l3["qx"] < l3["ow"]))
+            s3_target = Signal(nab, name="s3_target" if L == 1 else f"s3_target{b}")
+            with m.If(s3["mode"] == SourceMode.CONV):
+                m.d.comb += s3_target.eq(l3["t"] + l3["qy"] * l3["ow"] + l3["qx"])
+            with m.Else():
+                m.d.comb += s3_target.eq(l3["t"])
+            with m.If(en_up):
+                m.d.sync += [
+                    l4["valid"].eq(l3["valid"] & ((s3["mode"] != SourceMode.CONV) | conv_ok)),
+                    l4["t"].eq(s3_target), l4["prod"].eq(l3["prod"]), l4["member"].eq(l3["member"])]
+        # S4: read V[target] (each bank for one lane). With lanes, the lanes not yet issued
+        # (``s4_done``) that are first in their bank issue; the others wait (``hold``).
+        if L == 1:
+            issue = [s4l[0]["valid"]]
+            s4_row = [s4l[0]["t"]]
+        else:
+            s4_done = Signal(L)
+            rem = [l4["valid"] & ~s4_done[b] for b, l4 in enumerate(s4l)]
+            bank4 = [l4["t"][:lb] for l4 in s4l]
+            issue = [Signal(name=f"s4_issue{b}") for b in range(L)]
+            for b in range(L):
+                first = rem[b]
+                for j in range(b):
+                    first = first & ~(rem[j] & (bank4[j] == bank4[b]))
+                m.d.comb += issue[b].eq(first)
+            m.d.comb += hold.eq(Cat(r & ~i for r, i in zip(rem, issue)).any())
+            with m.If(en):
+                m.d.sync += s4_done.eq(Mux(hold, s4_done | Cat(issue), 0))
+            s4_row = [Signal(max(1, nab - lb), name=f"s4_row{k}") for k in range(L)]
+            for k in range(L):
+                for b in range(L):
+                    with m.If(issue[b] & (bank4[b] == k)):
+                        m.d.comb += s4_row[k].eq(s4l[b]["t"] >> lb)
         with m.If(en):
-            m.d.sync += carry(s4, s3) + [
-                s4["valid"].eq(s3["valid"] & ((s3["mode"] != SourceMode.CONV) | conv_ok)),
-                s4["t"].eq(s3_target), s4["prod"].eq(s3["prod"]), s4["member"].eq(s3["member"]),
-                s4["acc"].eq(cnt_r.data + s3["strength"][:sb_])]
-        # S4: read V[target].
-        with m.If(en):
-            m.d.sync += carry(s5, s4) + [s5[k].eq(s4[k]) for k in ("t", "prod", "member", "acc")]
+            m.d.sync += carry(s5, s4) + [s5["acc"].eq(s4["acc"])]
+            for l4, l5, iss in zip(s4l, s5l, issue):
+                m.d.sync += [l5["valid"].eq(iss)] + [l5[k].eq(l4[k]) for k in ("t", "prod", "member")]
         # S5: membrane update, or max-pool gate update.
         pool4 = s5["mode"] == SourceMode.POOL
         acc_new = s5["acc"]
-        g_idx = v_r.data[sb_:sb_ + MEMBER_BITS]
-        g_acc = v_r.data[sb_ + MEMBER_BITS:sb_ + MEMBER_BITS + p.pool_count_bits]
-        take = Signal()
-        m.d.comb += [take.eq((acc_new > g_acc) | ((acc_new == g_acc) & (s5["member"] <= g_idx))),
-                     cnt_w.addr.eq(s5["g"]), cnt_w.data.eq(acc_new),
-                     cnt_w.en.eq(en & s5["valid"] & pool4)]
-        s5_write = Signal()
-        s5_data = Signal(signed(vb))
-        s5_old = Mux(s5["ic"], icur_r.data, v_r.data) if io else v_r.data
-        m.d.comb += [s5_write.eq(s5["valid"] & (~pool4 | take)),
-                     s5_data.eq(Mux(pool4, Cat(s5["strength"][:sb_], s5["member"], acc_new),
-                                    s5_old + s5["prod"]))]
-        with m.If(en & s5["valid"] & ~pool4):
-            m.d.sync += cnt_synops.eq(cnt_synops + 1)
+
+        def bank_data(ports, t):
+            """What the bank of neuron ``t`` read (the address was issued a cycle before)."""
+            return ports[0].data if L == 1 else Array(r.data for r in ports)[t[:lb]]
+        s5_write, s5_data = [], []
+        for b, l5 in enumerate(s5l):
+            vd = bank_data(v_rs, l5["t"])
+            g_idx = vd[sb_:sb_ + MEMBER_BITS]
+            g_acc = vd[sb_ + MEMBER_BITS:sb_ + MEMBER_BITS + p.pool_count_bits]
+            take = Signal(name="take" if L == 1 else f"take{b}")
+            m.d.comb += take.eq((acc_new > g_acc) | ((acc_new == g_acc) & (l5["member"] <= g_idx)))
+            wr = Signal(name="s5_write" if L == 1 else f"s5_write{b}")
+            data_ = Signal(signed(vb), name="s5_data" if L == 1 else f"s5_data{b}")
+            old = Mux(s5["ic"], bank_data(icur_rs, l5["t"]), vd) if io else vd
+            m.d.comb += [wr.eq(l5["valid"] & (~pool4 | take)),
+                         data_.eq(Mux(pool4, Cat(s5["strength"][:sb_], l5["member"], acc_new),
+                                      old + l5["prod"]))]
+            s5_write.append(wr)
+            s5_data.append(data_)
+        s5_any = s5l[0]["valid"] if L == 1 else Cat(l5["valid"] for l5 in s5l).any()
+        m.d.comb += [cnt_w.addr.eq(s5["g"]), cnt_w.data.eq(acc_new),
+                     cnt_w.en.eq(en & s5_any & pool4)]
+        if L == 1:
+            with m.If(en & s5_any & ~pool4):
+                m.d.sync += cnt_synops.eq(cnt_synops + 1)
+        else:
+            with m.If(en & ~pool4):
+                m.d.sync += cnt_synops.eq(cnt_synops + sum(l5["valid"] for l5 in s5l))
 
         # Sweep pipeline: W0 issues V/bias reads, W1 feeds U = V + bias to the neuron unit.
         sweep_issue = Signal()
@@ -430,13 +554,23 @@ class Core(wiring.Component):
         w1_i = Signal(p.local_bits)
         with m.If(en):
             m.d.sync += [w1_valid.eq(sweep_issue), w1_i.eq(sweep_i)]
-        u_in = v_r.data + bias_r.data
+        sweep_n = cur.NBASE + sweep_i
+        # The bank the sweep (or the readback) read a cycle ago.
+        if L == 1:
+            v_sw, icur_sw = v_rs[0].data, (icur_rs[0].data if io else None)
+        else:
+            v_bank_q = Signal(lb)
+            with m.If(en):
+                m.d.sync += v_bank_q.eq(Mux(sweep_issue, sweep_n[:lb], self.rb_addr[:lb]))
+            v_sw = Array(r.data for r in v_rs)[v_bank_q]
+            icur_sw = Array(r.data for r in icur_rs)[v_bank_q] if io else None
+        u_in = v_sw + bias_r.data
         if io:
             # The input current of the neurons the input feeds (0 for the others).
             w1_icur = Signal()
             with m.If(en):
                 m.d.sync += w1_icur.eq(cur.NBASE + sweep_i < p.input_current_depth)
-            u_in = u_in + Mux(w1_icur, icur_r.data, 0)
+            u_in = u_in + Mux(w1_icur, icur_sw, 0)
         m.d.comb += [nu.i_valid.eq(w1_valid), nu.i_u.eq(u_in), nu.i_tag.eq(w1_i),
                      bias_r.addr.eq(cur.NBASE + sweep_i)]
 
@@ -447,29 +581,54 @@ class Core(wiring.Component):
         # V memory ports are shared by phase: sweep issue, synapse walk, or readback / clear.
         clear_i = Signal(p.clear_bits + 1)
         clearing = Signal()
-        with m.If(sweep_issue):
-            m.d.comb += v_r.addr.eq(cur.NBASE + sweep_i)
-        with m.Elif(idle):
-            m.d.comb += v_r.addr.eq(self.rb_addr)
-        with m.Else():
-            m.d.comb += v_r.addr.eq(s4["t"])
+        _, sweep_row = bank_of(sweep_n)
+
+        def in_bank(cond, bank, k):
+            return cond if L == 1 else cond & (bank == k)
+
+        def lane_hit(l5, bank, k):
+            """The lane of S5 that writes bank ``k`` (at most one; every lane at one lane)."""
+            return contextlib.nullcontext() if L == 1 else m.If(l5["valid"] & (bank == k))
+        for k in range(L):
+            with m.If(sweep_issue):
+                m.d.comb += v_rs[k].addr.eq(sweep_row)
+            with m.Elif(idle):
+                m.d.comb += v_rs[k].addr.eq(bank_of(self.rb_addr)[1])
+            with m.Else():
+                m.d.comb += v_rs[k].addr.eq(s4_row[k])
         if io:
-            m.d.comb += icur_r.addr.eq(Mux(sweep_issue, cur.NBASE + sweep_i, s4["t"]))
-            with m.If(s5["valid"] & s5["ic"]):
-                m.d.comb += [icur_w.addr.eq(s5["t"]), icur_w.data.eq(s5_data),
-                             icur_w.en.eq(en & s5_write)]
+            for k in range(L):
+                m.d.comb += icur_rs[k].addr.eq(Mux(sweep_issue, sweep_row, s4_row[k]))
+                bank_c, row_c = bank_of(clear_i)
+                with m.If(s5_any & s5["ic"]):
+                    for b, l5 in enumerate(s5l):
+                        bank_t, row_t = bank_of(l5["t"])
+                        with lane_hit(l5, bank_t, k):
+                            m.d.comb += [icur_ws[k].addr.eq(row_t), icur_ws[k].data.eq(s5_data[b]),
+                                         icur_ws[k].en.eq(en & s5_write[b])]
+                with m.Elif(clearing):
+                    m.d.comb += [icur_ws[k].addr.eq(row_c), icur_ws[k].data.eq(0),
+                                 icur_ws[k].en.eq(in_bank(clear_i < p.input_current_depth,
+                                                          bank_c, k))]
+        out_n = cur.NBASE + nu.o_tag
+        for k in range(L):
+            v_w = v_ws[k]
+            bank_o, row_o = bank_of(out_n)
+            bank_c, row_c = bank_of(clear_i)
+            bank_a, row_a = bank_of(addr)
+            with m.If(nu.o_valid):
+                m.d.comb += [v_w.addr.eq(row_o), v_w.data.eq(nu.o_v), v_w.en.eq(in_bank(en, bank_o, k))]
+            with m.Elif(s5_any & ~s5["ic"]):
+                for b, l5 in enumerate(s5l):
+                    bank_t, row_t = bank_of(l5["t"])
+                    with lane_hit(l5, bank_t, k):
+                        m.d.comb += [v_w.addr.eq(row_t), v_w.data.eq(s5_data[b]),
+                                     v_w.en.eq(en & s5_write[b])]
             with m.Elif(clearing):
-                m.d.comb += [icur_w.addr.eq(clear_i), icur_w.data.eq(0),
-                             icur_w.en.eq(clear_i < p.input_current_depth)]
-        with m.If(nu.o_valid):
-            m.d.comb += [v_w.addr.eq(cur.NBASE + nu.o_tag), v_w.data.eq(nu.o_v), v_w.en.eq(en)]
-        with m.Elif(s5["valid"] & ~s5["ic"]):
-            m.d.comb += [v_w.addr.eq(s5["t"]), v_w.data.eq(s5_data), v_w.en.eq(en & s5_write)]
-        with m.Elif(clearing):
-            m.d.comb += [v_w.addr.eq(clear_i), v_w.data.eq(0), v_w.en.eq(1)]
-        with m.Else():
-            m.d.comb += [v_w.addr.eq(addr), v_w.data.eq(wdata),
-                         v_w.en.eq(we & (sel == CfgSel.VMEM))]
+                m.d.comb += [v_w.addr.eq(row_c), v_w.data.eq(0), v_w.en.eq(in_bank(1, bank_c, k))]
+            with m.Else():
+                m.d.comb += [v_w.addr.eq(row_a), v_w.data.eq(wdata),
+                             v_w.en.eq(in_bank(we & (sel == CfgSel.VMEM), bank_a, k))]
 
         # Neuron unit outputs: spike buffer, output stream, spike counters.
         spike = nu.o_valid & (nu.o_s != 0)
@@ -495,7 +654,7 @@ class Core(wiring.Component):
         rb_cnt = Signal(p.counter_bits)
         m.d.sync += [rb_sel_q.eq(self.rb_sel), rb_spk_q.eq(self.rb_addr >= Counter.SPIKES),
                      rb_cnt.eq(counters[self.rb_addr[:2]])]
-        m.d.comb += self.rb_data.eq(Mux(rb_sel_q, Mux(rb_spk_q, spc_r.data, rb_cnt), v_r.data))
+        m.d.comb += self.rb_data.eq(Mux(rb_sel_q, Mux(rb_spk_q, spc_r.data, rb_cnt), v_sw))
 
         # Event front end (IN and SP states). The walker issues one synapse entry per cycle
         # (``walk_left`` entries left of the current event's list). The fetcher brings the next
@@ -532,7 +691,7 @@ class Core(wiring.Component):
         front = in_mode | sp_mode
         m.d.comb += [take.eq(front & finishing & have & ~d_end),
                      phase_end.eq(front & finishing & have & d_end),
-                     fetch.eq(front & (phase_first | take)),
+                     fetch.eq(front & (phase_first | take) & (1 if L == 1 else ~hold)),
                      s0_valid.eq(front & (walk_left != 0))]
         with m.If(in_mode & fetch):
             m.d.comb += [wait_in.eq(~self.inp.valid), self.inp.ready.eq(~stall_out),
@@ -541,7 +700,7 @@ class Core(wiring.Component):
             m.d.comb += ptr_r.addr.eq(spk_r.data[:p.source_addr_bits])
         with m.If(sp_mode & fetch):
             m.d.comb += spk_r.addr.eq(spk_rp)
-        with m.If(en):
+        with m.If(en_up):
             m.d.sync += [phase_first.eq(0), f0_valid.eq(sp_mode & fetch),
                          f2_valid.eq((in_mode & fetch) | (sp_mode & f0_valid))]
             with m.If(in_mode & fetch):
@@ -558,15 +717,20 @@ class Core(wiring.Component):
                              f2_src.eq(spk_r.data[:p.source_addr_bits])]
             with m.If(take):
                 m.d.sync += [walk_pos.eq(d_ptr[:a_]), walk_left.eq(d_ptr[a_:a_ + c_]),
-                             finishing.eq(d_ptr[a_:a_ + c_] <= 1),
+                             finishing.eq(d_ptr[a_:a_ + c_] <= L),
                              walk_y.eq(d_ptr[a_ + c_:a_ + c_ + cb]),
                              walk_x.eq(d_ptr[a_ + c_ + cb:a_ + c_ + 2 * cb]),
                              evt_strength.eq(Mux(nxt_valid, nxt_strength, f2_strength)),
                              evt_src.eq(Mux(nxt_valid, nxt_src, f2_src)),
                              nxt_valid.eq(0)]
             with m.Elif(walk_left != 0):
-                m.d.sync += [walk_pos.eq(walk_pos + 1), walk_left.eq(walk_left - 1),
-                             finishing.eq(walk_left <= 2)]
+                if L == 1:
+                    m.d.sync += [walk_pos.eq(walk_pos + 1), walk_left.eq(walk_left - 1),
+                                 finishing.eq(walk_left <= 2)]
+                else:
+                    m.d.sync += [walk_pos.eq(walk_pos + L),
+                                 walk_left.eq(Mux(walk_left > L, walk_left - L, 0)),
+                                 finishing.eq(walk_left <= 2 * L)]
             with m.If(f2_valid & ~nxt_valid & ~(finishing & (take | phase_end))):
                 m.d.sync += [nxt_valid.eq(1), nxt_end.eq(f2_end), nxt_ptr.eq(ptr_r.data),
                              nxt_strength.eq(f2_strength), nxt_src.eq(f2_src)]
@@ -620,10 +784,10 @@ class Core(wiring.Component):
                 # Input events: the front end fetches, the walker walks (see above); with the
                 # input walked once, into the input current (the first timestep only).
                 m.d.comb += [in_mode.eq(1), to_icur.eq(first_t if io else 0)]
-                with m.If(en & phase_end):
+                with m.If(en_up & phase_end):
                     input_done()
             with m.State("DRAIN"):
-                with m.If(en):
+                with m.If(en_up):
                     m.d.sync += [drain_left.eq(drain_left - 1), sweep_i.eq(0)]
                     with m.If(drain_left == 0):
                         m.next = "SWEEP"
@@ -654,7 +818,7 @@ class Core(wiring.Component):
             with m.State("SP"):
                 # The spikes of the population just swept: fetched from the spike buffer.
                 m.d.comb += sp_mode.eq(1)
-                with m.If(en & phase_end):
+                with m.If(en_up & phase_end):
                     m.d.sync += [spk_rp.eq(0), spk_wp.eq(0)]
                     next_population()
             with m.State("EMIT_EOT"):

@@ -10,6 +10,12 @@ Layout (see docs/architecture.md, "Memories"):
 - each source population's fan-out region holds its nonzero synapses, source by source, in
   target order: the target memory stores the global target neuron, the weight memory stores the
   weights packed ``8 // bits`` per byte (lane ``e % lanes`` at bits ``[bits*lane, bits*lane+bits)``).
+
+With ``lanes`` synapse lanes (:attr:`CoreParams.lanes`, ``L``) each fan-out region starts at a
+multiple of ``L`` entries, each bank ``b`` of the weight memory packs the region's entries
+``b, b + L, b + 2L, ...`` (bank-local byte ``j`` of bank ``b`` at image address ``j * L + b``),
+and every dense list is ordered so that each issue of ``L`` consecutive entries hits as few
+entries per membrane bank as it can (:func:`order_for_banks`).
 """
 
 from __future__ import annotations
@@ -27,7 +33,8 @@ from .params import (MEMBER_BITS, CfgSel, ConvField, CoreParams, ParamField, Sou
                      bits_for)
 
 __all__ = ["MappingError", "CoreImage", "map_graph", "input_fed", "core_params_for", "config_writes",
-           "write_hardware", "check_fits", "clear_length", "recip", "WSHIFT"]
+           "write_hardware", "check_fits", "clear_length", "recip", "WSHIFT", "order_for_banks",
+           "pack_banked"]
 
 #: log2(weights per 8-bit word) per weight width.
 WSHIFT = {8: 0, 4: 1, 2: 2}
@@ -74,6 +81,7 @@ class CoreImage:
     max_side: int
     pool_strength: int
     input_fed: int = 0
+    lanes: int = 1
 
     @property
     def fanout(self) -> np.ndarray:
@@ -118,6 +126,41 @@ def _pack(weights: np.ndarray, bits: int) -> np.ndarray:
     return words
 
 
+def pack_banked(weights: np.ndarray, bits: int, lanes: int) -> np.ndarray:
+    """A fan-out region's weights as ``lanes`` banks, interleaved byte by byte: bank ``b`` packs
+    entries ``b, b + lanes, ...`` as :func:`_pack` does, its byte ``j`` at index
+    ``j * lanes + b`` (``lanes = 1``: :func:`_pack` itself)."""
+    if lanes == 1:
+        return _pack(weights, bits)
+    rows = -(-len(weights) // lanes)
+    per_bank = -(-rows // (8 // bits))
+    out = np.zeros(per_bank * lanes, dtype=np.int64)
+    for b in range(lanes):
+        part = _pack(weights[b::lanes], bits)
+        out[b:b + lanes * len(part):lanes] = part
+    return out
+
+
+def order_for_banks(targets: np.ndarray, lanes: int) -> np.ndarray:
+    """An order of one event's entries (their membrane ``targets``) that the lanes walk with
+    few bank conflicts: issues of ``lanes`` consecutive entries, each filled first with one
+    entry of every bank that has entries left (the fullest banks first), then, when fewer banks
+    than lanes are left, with more of the fullest. Returns the permutation."""
+    n = len(targets)
+    if lanes == 1 or n <= 1:
+        return np.arange(n)
+    banks = [list(np.flatnonzero((targets & (lanes - 1)) == b)[::-1]) for b in range(lanes)]
+    order = []
+    while len(order) < n:
+        size = min(lanes, n - len(order))
+        by_left = sorted(range(lanes), key=lambda b: -len(banks[b]))
+        issue = [banks[b].pop() for b in by_left[:size] if banks[b]]
+        while len(issue) < size:
+            issue.append(banks[max(range(lanes), key=lambda b: len(banks[b]))].pop())
+        order.extend(issue)
+    return np.array(order, dtype=np.int64)
+
+
 def _source_mode(graph: Graph, k: int) -> SourceMode:
     out = graph.outgoing(k)
     kinds = {type(p) for p in out}
@@ -155,11 +198,14 @@ def input_fed(graph: Graph) -> int:
     return max((int(nbase[p.dst - 1]) + graph.size(p.dst) for p in graph.outgoing(0)), default=0)
 
 
-def map_graph(graph: Graph, conv_layout: str = DEFAULT_CONV_LISTS) -> CoreImage:
+def map_graph(graph: Graph, conv_layout: str = DEFAULT_CONV_LISTS, lanes: int = 1) -> CoreImage:
     """Lay ``graph`` out in the core's memories (independent of any core's capacity).
 
-    ``conv_layout`` is how convolution taps are listed (:mod:`snnc.hw.convlists`).
+    ``conv_layout`` is how convolution taps are listed (:mod:`snnc.hw.convlists`); ``lanes``
+    the synapse lanes of the core it is for (:attr:`CoreParams.lanes`).
     """
+    if lanes not in (1, 2, 4, 8):
+        raise MappingError(f"lanes must be 1, 2, 4 or 8, not {lanes!r}")
     verify(graph)
     K = graph.n_pops
     nbase, n = [0] * K, 0
@@ -204,6 +250,10 @@ def map_graph(graph: Graph, conv_layout: str = DEFAULT_CONV_LISTS) -> CoreImage:
             src_i, tgt, w = _dense_entries(graph, k, nbase)
             cnt = np.bincount(src_i, minlength=size).astype(np.int64)
             start = np.concatenate([[0], np.cumsum(cnt)[:-1]]).astype(np.int64)
+            if lanes > 1:
+                for a, c in zip(start, cnt):
+                    perm = a + order_for_banks(tgt[a:a + c], lanes)
+                    tgt[a:a + c], w[a:a + c] = tgt[perm], w[perm]
             ky = kx = conv = np.zeros(len(tgt), np.int64)
         elif mode is SourceMode.CONV:
             lists = conv_lists(graph, k, conv_layout)
@@ -234,8 +284,13 @@ def map_graph(graph: Graph, conv_layout: str = DEFAULT_CONV_LISTS) -> CoreImage:
             ky, kx = member[inside] // 8, member[inside] % 8
             conv = np.zeros(len(tgt), np.int64)
             w = np.zeros(0, np.int64)
-        packed = _pack(w, bits)
-        tbase[k], wbase[k], wshift[k], smode[k] = entries, words, WSHIFT[bits], int(mode)
+        packed = pack_banked(w, bits, lanes)
+        pad = -len(tgt) % lanes         # the next region starts on a multiple of lanes
+        if pad:
+            z = np.zeros(pad, np.int64)
+            tgt, ky, kx, conv = (np.concatenate([np.asarray(a, np.int64), z])
+                                 for a in (tgt, ky, kx, conv))
+        tbase[k], wbase[k], wshift[k], smode[k] = entries, words // lanes, WSHIFT[bits], int(mode)
         for name, col in (("start", start), ("count", cnt), ("y", ys), ("x", xs), ("tgt", tgt),
                           ("ky", ky), ("kx", kx), ("conv", conv), ("wgt", packed)):
             cols[name].append(np.asarray(col, dtype=np.int64))
@@ -269,7 +324,7 @@ def map_graph(graph: Graph, conv_layout: str = DEFAULT_CONV_LISTS) -> CoreImage:
         pop_sizes=tuple(graph.size(k) for k in range(K)),
         max_strength=max(p.s_max for p in graph.populations),
         state_bits=required_state_bits(graph), max_side=max(sides, default=1),
-        pool_strength=max(pools, default=0), input_fed=input_fed(graph))
+        pool_strength=max(pools, default=0), input_fed=input_fed(graph), lanes=lanes)
 
 
 def _gate_bits(image: CoreImage, params: CoreParams) -> int:
@@ -296,6 +351,7 @@ def core_params_for(image: CoreImage, *, timesteps: int = 1, input_once: bool = 
         max_convs=max(1, image.n_convs), coord_bits=bits_for(max(1, image.max_side - 1)),
         pool_count_bits=pool_bits,
         input_current_depth=image.input_fed if input_once else 0,
+        lanes=getattr(image, "lanes", 1),
         v_bits=max(4, image.state_bits,
                    (pool_bits + MEMBER_BITS + strength_bits + 1) if image.has_pool else 0))
     fields.update(overrides)
@@ -305,6 +361,9 @@ def core_params_for(image: CoreImage, *, timesteps: int = 1, input_once: bool = 
 def check_fits(image: CoreImage, params: CoreParams, timesteps: int = 1) -> None:
     """Raise :class:`MappingError` naming every limit ``image`` exceeds on ``params``."""
     problems = params.fits(image.needs(timesteps))
+    if image.lanes != params.lanes:
+        problems.append(f"synapse lanes: the images are mapped for {image.lanes}, the core has "
+                        f"{params.lanes} (map the network with lanes={params.lanes})")
     if params.input_once and image.input_fed > params.input_current_depth:
         problems.append(f"input-current neurons: the input feeds neurons up to {image.input_fed}, "
                         f"the core holds {params.input_current_depth}")

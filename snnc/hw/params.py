@@ -9,7 +9,10 @@ import enum
 from dataclasses import dataclass
 
 __all__ = ["NeuronParams", "CoreParams", "CfgSel", "ParamField", "ConvField", "SourceMode",
-           "Counter", "TIMING", "bits_for", "MEMBER_BITS", "CORE_LIMITS"]
+           "Counter", "TIMING", "bits_for", "MEMBER_BITS", "CORE_LIMITS", "LANES"]
+
+#: Synapse lane counts a core can be built with (:attr:`CoreParams.lanes`).
+LANES = (1, 2, 4, 8)
 
 #: Largest memory depths ``snnc compile`` generates a core for (``write_bundle`` refuses larger
 #: networks before writing anything; see docs/architecture.md, "Generator limits"). Not a limit
@@ -193,8 +196,11 @@ class CoreParams:
     max_weight_words: int | None = None
     max_pool_sources: int | None = None
     input_current_depth: int = 0
+    lanes: int = 1
 
     def __post_init__(self):
+        if self.lanes not in LANES:
+            raise ValueError(f"lanes must be one of {', '.join(map(str, LANES))}, not {self.lanes!r}")
         if self.max_weight_words is not None:
             _check_int("max_weight_words", self.max_weight_words, 1, self.max_synapses)
         if self.max_pool_sources is not None:
@@ -226,6 +232,15 @@ class CoreParams:
     def input_once(self) -> bool:
         """The input is walked once per inference (an input-current memory holds it)."""
         return self.input_current_depth > 0
+
+    @property
+    def lane_bits(self) -> int:
+        """log2(lanes): the bank of an entry or neuron is its low ``lane_bits`` bits."""
+        return self.lanes.bit_length() - 1
+
+    def bank_depth(self, depth: int) -> int:
+        """Words of one bank of a ``depth``-word memory split into ``lanes`` banks."""
+        return -(-depth // self.lanes)
 
     @property
     def neuron(self) -> NeuronParams:

@@ -7,10 +7,15 @@ a loop per clock), with the fixed costs in :data:`snnc.hw.params.TIMING`:
 
 per timestep ``t``::
 
-    input_phase + sum over nonzero inputs i      max(fanout[i], input_event)
+    input_phase + sum over nonzero inputs i      max(issues[i], input_event) + stall[i]
   + sum over populations p >= 1                 (drain + size[p] + sweep_latency)
-  + sum over spiking p >= 1   (spike_phase + sum over spikes j of p max(fanout[j], spike_event))
+  + sum over spiking p >= 1   (spike_phase + sum over spikes j of p
+                                               max(issues[j], spike_event) + stall[j])
   + emit_eot
+
+where a source's ``issues`` is ``ceil(fanout / lanes)`` and its ``stall`` the membrane-bank
+conflicts of its list (:meth:`CoreModel._walk_cost`; both 0-stall and ``issues = fanout`` at
+one lane).
 
 A core that walks the input once (``CoreParams.input_current_depth > 0``) walks it only at
 ``t = 0``; at ``t > 0`` the input phase is ``input_token`` per nonzero input plus
@@ -32,13 +37,16 @@ from ..hw.params import TIMING, CoreParams, SourceMode
 __all__ = ["CoreModel", "CoreRun", "unpack_weights"]
 
 
-def unpack_weights(words: np.ndarray, start_word: int, n: int, wshift: int) -> np.ndarray:
-    """Weights ``0..n-1`` of a region starting at ``start_word``, as the core's lane mux reads them."""
-    lanes = 1 << wshift
+def unpack_weights(words: np.ndarray, start_word: int, n: int, wshift: int,
+                   lanes: int = 1) -> np.ndarray:
+    """Weights ``0..n-1`` of a region starting at bank-local word ``start_word``, as the core's
+    weight banks and sub-word mux read them (:func:`snnc.hw.mapping.pack_banked`)."""
+    per = 1 << wshift
     bits = 8 >> wshift
     e = np.arange(n, dtype=np.int64)
-    word = words[start_word + (e >> wshift)] if n else np.zeros(0, np.int64)
-    raw = (word >> (bits * (e & (lanes - 1)))) & ((1 << bits) - 1)
+    row = e // lanes
+    word = words[(start_word + (row >> wshift)) * lanes + e % lanes] if n else np.zeros(0, np.int64)
+    raw = (word >> (bits * (row & (per - 1)))) & ((1 << bits) - 1)
     return np.where(raw >= (1 << (bits - 1)), raw - (1 << bits), raw)
 
 
@@ -63,6 +71,8 @@ class CoreRun:
         ``"input"`` -> (B, T), ``("pop", p)`` -> (B, T): sweep plus fan-out of population p.
     clear_cycles : int
         Cycles of the clear sweep after ``start`` (counted in ``TOTAL``, not in ``ACTIVE``).
+    bank_stalls : int64 (B,)
+        Cycles of ``cycles`` the synapse lanes lost to membrane-bank conflicts (0 at 1 lane).
     """
     events: list
     v_final: np.ndarray
@@ -74,6 +84,7 @@ class CoreRun:
     cycles_per_phase: dict = field(default_factory=dict)
     clear_cycles: int = 0
     spike_buffer_high_water: np.ndarray | None = None
+    bank_stalls: np.ndarray | None = None
 
     def occupancy(self, b: int) -> dict:
         """Utilization figures of sample ``b`` (JSON-ready).
@@ -120,7 +131,7 @@ class CoreModel:
         e = pop["TBASE"] + rel
         tgt, ky, kx, conv = image.tgt[e], image.tgt_ky[e], image.tgt_kx[e], image.tgt_conv[e]
         region = int(rel.max()) + 1 if total else 0
-        w = unpack_weights(image.wgt, pop["WBASE"], region, pop["WSHIFT"])[rel] \
+        w = unpack_weights(image.wgt, pop["WBASE"], region, pop["WSHIFT"], image.lanes)[rel] \
             if total and pop["SMODE"] != SourceMode.POOL else np.zeros(total, np.int64)
         valid = np.ones(total, dtype=bool)
         if pop["SMODE"] == SourceMode.CONV and total:
@@ -134,6 +145,26 @@ class CoreModel:
                      (qx * geo["STRIDE_X"] == nx) & (qy < geo["OUT_H"]) & (qx < geo["OUT_W"]))
             tgt = tgt + qy * geo["OUT_W"] + qx
         return src, tgt, w, valid, ky * 8 + kx
+
+    def _walk_cost(self, image: CoreImage, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Per source of population ``k``: the walker's issues, ``ceil(count / lanes)``, and
+        the bank-conflict stall cycles: an issue whose landing entries put ``m > 1`` targets in
+        one membrane bank holds the pipeline ``m - 1`` cycles."""
+        L = self.params.lanes
+        count = image.ptr_count[image.pops[k]["SBASE"]:image.pops[k]["SBASE"] + image.pop_sizes[k]]
+        issues = -(-count // L)
+        if L == 1 or image.pops[k]["SMODE"] == SourceMode.POOL or not count.sum():
+            return issues, np.zeros_like(issues)
+        src, tgt, _, valid, _ = self._entries(image, k)
+        pos = np.arange(len(src)) - np.repeat(np.cumsum(count) - count, count)
+        key = (src[valid] * int(issues.max()) + pos[valid] // L) * L + (tgt[valid] & (L - 1))
+        keys, mult = np.unique(key, return_counts=True)
+        issue_key = keys // L
+        worst = np.zeros(int(issue_key.max()) + 1, np.int64)
+        np.maximum.at(worst, issue_key, mult)
+        stall = np.bincount(np.arange(len(worst)) // int(issues.max()),
+                            weights=np.maximum(worst - 1, 0), minlength=len(count))
+        return issues, stall[:len(count)].astype(np.int64)
 
     def _fanout(self, image: CoreImage, k: int):
         """(sources of k) x (all neurons) weight matrix and per-source synapse counts."""
@@ -164,18 +195,22 @@ class CoreModel:
                              and q["GATE"])] = gates[k]
             else:
                 mats[k], reach[k] = self._fanout(image, k)
-        fan = {k: image.ptr_count[pops[k]["SBASE"]:pops[k]["SBASE"] + image.pop_sizes[k]]
-               for k in sources}
+        fan, stall = {}, {}
+        for k in sources:
+            fan[k], stall[k] = self._walk_cost(image, k)
         V = np.zeros((B, image.n_neurons), dtype=np.int64)
         bias = image.bias
         spikes = [np.zeros((T, B, image.pop_sizes[k]), np.int64) for k in range(1, K)]
         synops = np.zeros(B, np.int64)
+        stalls = np.zeros(B, np.int64)
         counts = np.zeros((B, K), np.int64)
         cyc_t = np.zeros((B, T), np.int64)
         phase = {"input": np.zeros((B, T), np.int64)}
         phase.update({("pop", k): np.zeros((B, T), np.int64) for k in range(1, K)})
         x_on = x != 0
-        in_cycles = (x_on * np.maximum(fan[0], TIMING.input_event)).sum(axis=1) + TIMING.input_phase
+        in_stalls = (x_on * stall[0]).sum(axis=1)
+        in_cycles = (x_on * (np.maximum(fan[0], TIMING.input_event) + stall[0])).sum(axis=1) \
+            + TIMING.input_phase
         in_synops = (x_on * reach[0]).sum(axis=1)
         # Input walked once: the first timestep walks it (into the input current), the others
         # only consume the tokens; the hardware does (and counts) the input's SOPs once.
@@ -184,6 +219,7 @@ class CoreModel:
             V += x @ mats[0]
             if t == 0 or not p.input_once:
                 synops += in_synops
+                stalls += in_stalls
                 phase["input"][:, t] = in_cycles
             else:
                 phase["input"][:, t] = skip_cycles
@@ -209,7 +245,9 @@ class CoreModel:
                         V += s @ mats[k]
                         synops += (on * reach[k]).sum(axis=1)
                     counts[:, k] += on.sum(axis=1)
-                    c = c + TIMING.spike_phase + (on * np.maximum(fan[k], TIMING.spike_event)).sum(axis=1)
+                    c = c + TIMING.spike_phase + (
+                        on * (np.maximum(fan[k], TIMING.spike_event) + stall[k])).sum(axis=1)
+                    stalls += (on * stall[k]).sum(axis=1)
                 phase[("pop", k)][:, t] = c
             cyc_t[:, t] = phase["input"][:, t] + sum(phase[("pop", k)][:, t] for k in range(1, K)) \
                 + TIMING.emit_eot
@@ -226,7 +264,8 @@ class CoreModel:
         high = np.stack([(s != 0).sum(axis=2).max(axis=0) for s in spikes], axis=1)
         return CoreRun(events=events, v_final=V, spikes=spikes, synops=synops, spike_counts=counts,
                        cycles=cyc_t.sum(axis=1), cycles_per_timestep=cyc_t, cycles_per_phase=phase,
-                       clear_cycles=clear_length(image) + 1, spike_buffer_high_water=high)
+                       clear_cycles=clear_length(image) + 1, spike_buffer_high_water=high,
+                       bank_stalls=stalls)
 
 
 def recip_array(stride: np.ndarray, params: CoreParams) -> np.ndarray:

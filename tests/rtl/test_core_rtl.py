@@ -30,26 +30,26 @@ def core_verilog():
     return verilog.convert(Core(PARAMS), name="snnc_core")
 
 
-def regression_set(seed, n=N_NETWORKS):
+def regression_set(seed, n=N_NETWORKS, params=PARAMS):
     items = []
     for case in range(n):
         rng = np.random.default_rng([seed, case])
         g = draw_fitting(rng, lambda r: random_graph(
             r, max_in=12, max_size=12, max_hidden=2, bits=(8, 4, 2)[case % 3],
             max_strength=1 if case % 4 == 0 else 15, residual=case % 5 == 0,
-            readout=Readout.SPIKE_COUNT if case % 7 == 3 else Readout.MEMBRANE), PARAMS)
+            readout=Readout.SPIKE_COUNT if case % 7 == 3 else Readout.MEMBRANE), params)
         xs = random_inputs(rng, g, 3)
         items.append((g, xs, g.timesteps))
     return items
 
 
-def conv_regression_set(seed, n=N_CONV_NETWORKS):
+def conv_regression_set(seed, n=N_CONV_NETWORKS, params=PARAMS):
     items = []
     for case in range(n):
         rng = np.random.default_rng([seed, case, 3])
         g = draw_fitting(rng, lambda r: random_conv_graph(
             r, bits=(8, 4, 2)[case % 3], max_hw=7, max_strength=1 if case % 4 == 0 else 15,
-            timesteps=int(r.integers(1, 4))), PARAMS)
+            timesteps=int(r.integers(1, 4))), params)
         items.append((g, random_inputs(rng, g, 2), g.timesteps))
     return items
 
@@ -101,6 +101,24 @@ def test_random_conv_networks_bit_exact(simulator, core_verilog, seed):
     failures = [f"network {i} sample {b}: {m}" for i, (_, mism, _) in enumerate(out)
                 for b, ms in enumerate(mism) for m in ms]
     assert not failures, "\n".join(failures[:20])
+
+
+@pytest.mark.parametrize("sim,lanes", [("verilator", 2), ("icarus", 4), ("verilator", 8)])
+def test_synapse_lanes_bit_exact(sim, lanes, seed):
+    """Cores with 2, 4 (input walked once) and 8 synapse lanes: dense and convolution networks
+    with input gaps and output stalls, every event, membrane and counter, and ACTIVE == the
+    twin's cycles with its bank-conflict stalls; some of the networks do stall."""
+    from tests.rtl.conftest import require
+    require(sim)
+    params = dataclasses.replace(PARAMS, lanes=lanes,
+                                 input_current_depth=PARAMS.max_neurons if lanes == 4 else 0)
+    v = verilog.convert(Core(params), name="snnc_core")
+    items = regression_set(seed, 16, params) + conv_regression_set(seed, 10, params)
+    out = run_networks(items, params, v, simulator=sim, seed=seed, idle=0.2, stall=0.2)
+    failures = [f"network {i} sample {b}: {m}" for i, (_, mism, _) in enumerate(out)
+                for b, ms in enumerate(mism) for m in ms]
+    assert not failures, "\n".join(failures[:20])
+    assert sum(int(model.bank_stalls.sum()) for model, _, _ in out) > 0
 
 
 def test_extremes_bit_exact(simulator, core_verilog, seed):
