@@ -24,6 +24,7 @@ from .compiler.data import check_samples, load_npz, quantize_inputs
 from .compiler.errors import SnncError
 from .compiler.pipeline import DEFAULT_MAX_STRENGTH, DEFAULT_TIMESTEPS, compile_model
 from .hw.convlists import CONV_LISTS, DEFAULT_CONV_LISTS
+from .hw.params import LANES
 from .ir import Conv, Graph, MaxPool, VerifyError
 from .models.digits_cnn import CNN_MAX_STRENGTH, CNN_TIMESTEPS
 
@@ -167,6 +168,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "sweep adds like a bias (inputs are the same every timestep: direct "
                         "encoding); 'every-timestep' walks them each timestep (no extra "
                         "memory; for inputs that change over time). Results are identical")
+    p.add_argument("--lanes", type=int, choices=LANES, default=1,
+                   help="synapse lanes of the core: a walk applies up to this many synapses "
+                        "per cycle, from as many target, weight and membrane memory banks. "
+                        "More lanes: fewer cycles per inference, more logic (a multiplier and a "
+                        "bank per lane); synapses whose targets share a membrane bank in one "
+                        "cycle wait a cycle each (counted exactly by simulate "
+                        "--cycle-accurate). Default 1. Results are identical")
     p.add_argument("-o", "--out", type=_out_dir, required=True, metavar="DIR",
                    help="bundle directory to write: a new or empty directory, or an earlier "
                         "bundle, which is replaced as a whole once the new one is complete")
@@ -417,7 +425,7 @@ def cmd_compile(args) -> int:
                                 readout=args.readout, hardware=True)
     try:
         bundle = write_bundle(args.out, graph, meta, hardware=True, conv_lists=args.conv_lists,
-                              input_once=args.input_walk == "once")
+                              input_once=args.input_walk == "once", lanes=args.lanes)
     except MappingError as exc:
         raise SnncError(f"the network does not map onto the core: {exc}") from None
     print(f"snnc: compiled {args.model} ({meta['format']}) -> {args.out}")
@@ -579,7 +587,7 @@ def _cycle_accurate(bundle, x_int, T, clock_mhz) -> dict:
         merged = dataclasses.replace(
             merged, cycles=cat("cycles"), synops=cat("synops"), spike_counts=cat("spike_counts"),
             cycles_per_timestep=cat("cycles_per_timestep"),
-            spike_buffer_high_water=cat("spike_buffer_high_water"),
+            spike_buffer_high_water=cat("spike_buffer_high_water"), bank_stalls=cat("bank_stalls"),
             spikes=[np.concatenate([r.spikes[k] for r in runs], axis=1) for k in range(len(merged.spikes))],
             cycles_per_phase={key: np.concatenate([r.cycles_per_phase[key] for r in runs])
                               for key in merged.cycles_per_phase})

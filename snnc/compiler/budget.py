@@ -86,6 +86,7 @@ class Footprint:
     exact: bool = True
     input_fed: int = 0
     input_once: bool = False
+    lanes: int = 1
 
     @property
     def params(self) -> CoreParams:
@@ -102,9 +103,9 @@ def _layers(pairs) -> tuple:
 
 
 def graph_footprint(graph: Graph, conv_layout: str = DEFAULT_CONV_LISTS, *,
-                    input_once: bool = False) -> Footprint:
+                    input_once: bool = False, lanes: int = 1) -> Footprint:
     """The exact counts :func:`snnc.hw.mapping.map_graph` would lay out with ``conv_layout``
-    (and the core of :func:`~snnc.hw.mapping.write_hardware` with ``input_once``),
+    and ``lanes`` (and the core of :func:`~snnc.hw.mapping.write_hardware` with ``input_once``),
     from ``graph``'s shapes and nonzero counts (no per-synapse arrays; a convolution's lists
     are per channel and class, not per source).
 
@@ -114,6 +115,11 @@ def graph_footprint(graph: Graph, conv_layout: str = DEFAULT_CONV_LISTS, *,
     K = graph.n_pops
     spiking = [k == 0 or graph.pop(k).spiking for k in range(K)]
     entries = words = 0
+
+    def region(n_entries, n_weights, per_word):
+        """Entries (to the next multiple of ``lanes``) and weight words of one region."""
+        rows = -(-n_weights // lanes)               # weights per bank
+        return n_entries + (-n_entries % lanes), lanes * -(-rows // per_word)
     per_layer = []
     for k in range(K):
         if not spiking[k]:
@@ -123,11 +129,12 @@ def graph_footprint(graph: Graph, conv_layout: str = DEFAULT_CONV_LISTS, *,
             lists = conv_lists(graph, k, conv_layout)
             per_proj = np.bincount(lists.proj, minlength=len(out))
             per_layer += [(graph.pop(p.dst).name, int(n)) for p, n in zip(out, per_proj)]
-            entries += lists.n_entries
-            words += -(-lists.n_entries // (8 // out[0].bits))
+            e, w = region(lists.n_entries, lists.n_entries, 8 // out[0].bits)
+            entries += e
+            words += w
             continue
-        weighted = 0
-        lanes = 1
+        weighted = in_region = 0
+        per_word = 1
         for proj in out:
             name = graph.pop(proj.dst).name
             if isinstance(proj, MaxPool):
@@ -137,10 +144,12 @@ def graph_footprint(graph: Graph, conv_layout: str = DEFAULT_CONV_LISTS, *,
             else:
                 n = proj.nnz
                 weighted += n
-                lanes = 8 // proj.bits
-            entries += n
+                per_word = 8 // proj.bits
+            in_region += n
             per_layer.append((name, n))
-        words += -(-weighted // lanes)
+        e, w = region(in_region, weighted, per_word)
+        entries += e
+        words += w
     sides = [d for k in range(K) if len(graph.shape(k)) == 3 for d in graph.shape(k)[1:]]
     pools = [graph.pop(k).s_max for k in range(1, K) if graph.pop(k).maxpool]
     arrays = [p.bias for p in graph.populations] + \
@@ -156,7 +165,7 @@ def graph_footprint(graph: Graph, conv_layout: str = DEFAULT_CONV_LISTS, *,
         pool_strength=max(pools, default=0), state_bits=required_state_bits(graph),
         has_pool=bool(pools), timesteps=graph.timesteps, layer_entries=_layers(per_layer),
         array_bytes=sum(a.nbytes for a in arrays), input_fed=_input_fed(graph),
-        input_once=input_once)
+        input_once=input_once, lanes=lanes)
 
 
 
@@ -202,13 +211,21 @@ def float_footprint(net, bits: int, timesteps: int = 1) -> Footprint:
 def memory_shapes(params: CoreParams) -> dict[str, tuple[int, int]]:
     """``name -> (depth, width)`` of each memory of a core built from ``params``."""
     p = params
-    return {"ptr_mem": (p.max_sources, p.ptr_bits), "tgt_mem": (p.max_synapses, p.tgt_bits),
+    shapes = {"ptr_mem": (p.max_sources, p.ptr_bits), "tgt_mem": (p.max_synapses, p.tgt_bits),
             "wgt_mem": (p.weight_depth, 8), "bias_mem": (p.max_neurons, p.v_bits),
             "v_mem": (p.max_neurons, p.v_bits),
             "spk_mem": (p.max_pop_size, p.source_addr_bits + p.strength_bits),
             "cnt_mem": (p.pool_depth, p.pool_count_bits),
             "spc_mem": (p.max_pops, p.counter_bits)} | (
                 {"icur_mem": (p.input_current_depth, p.v_bits)} if p.input_once else {})
+    if p.lanes > 1:        # banked: tgt0_mem ... of ceil(depth / lanes) words each
+        for name in ("tgt_mem", "wgt_mem", "v_mem", "icur_mem"):
+            if name in shapes:
+                depth, width = shapes.pop(name)
+                stem = name.removesuffix("_mem")
+                shapes.update({f"{stem}{b}_mem": (p.bank_depth(depth), width)
+                               for b in range(p.lanes)})
+    return shapes
 
 
 def _digits_sum(n: int) -> int:

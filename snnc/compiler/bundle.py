@@ -70,11 +70,17 @@ class Bundle:
         written before the layout was recorded list them per channel."""
         return self.core.get("conv_lists", "channel")
 
+    @property
+    def lanes(self) -> int:
+        """Synapse lanes of the bundle's core (1 for bundles without a core or written before
+        lanes existed)."""
+        return int(self.core.get("params", {}).get("lanes", 1))
+
     def image(self):
         """The bundle's network laid out as its memory images are
-        (:func:`snnc.hw.mapping.map_graph` with the bundle's ``conv_lists``)."""
+        (:func:`snnc.hw.mapping.map_graph` with the bundle's ``conv_lists`` and ``lanes``)."""
         from ..hw.mapping import map_graph
-        return map_graph(self.graph, self.conv_lists)
+        return map_graph(self.graph, self.conv_lists, self.lanes)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -276,14 +282,15 @@ def _install(tmp: Path, out: Path) -> None:
 
 
 def write_bundle(out_dir, graph: Graph, meta: dict | None = None, *, hardware: bool = True,
-                 conv_lists: str = DEFAULT_CONV_LISTS, input_once: bool = True) -> Bundle:
+                 conv_lists: str = DEFAULT_CONV_LISTS, input_once: bool = True,
+                 lanes: int = 1) -> Bundle:
     """Write ``graph`` (verified first) and ``meta`` to the bundle directory ``out_dir``.
 
     With ``hardware=True`` the bundle also gets the generated core (``core.v``) and its memory
     images; the core is sized for this network (see :func:`snnc.hw.mapping.core_params_for`),
     with convolution taps listed by ``conv_lists`` (:mod:`snnc.hw.convlists`) and, with
     ``input_once``, an input-current memory so that the input is walked once per inference
-    (:class:`snnc.hw.params.CoreParams`, ``input_current_depth``).
+    (:class:`snnc.hw.params.CoreParams`, ``input_current_depth``), with ``lanes`` synapse lanes.
     The target is checked first (:func:`check_bundle_target`); the bundle is written beside it
     and renamed into place, so ``out_dir`` is never left half-written. Before anything is
     written, a network too large for a generated core, for this machine's memory or for the free
@@ -295,7 +302,7 @@ def write_bundle(out_dir, graph: Graph, meta: dict | None = None, *, hardware: b
     out = check_bundle_target(out_dir)
     if hardware:
         from .budget import check_footprint, core_limits, graph_footprint, machine
-        check_footprint(graph_footprint(graph, conv_lists, input_once=input_once),
+        check_footprint(graph_footprint(graph, conv_lists, input_once=input_once, lanes=lanes),
                         limits=core_limits(), **machine(out))
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -307,7 +314,7 @@ def write_bundle(out_dir, graph: Graph, meta: dict | None = None, *, hardware: b
         core: dict = {}
         if hardware:
             from ..hw.mapping import write_hardware
-            core = write_hardware(tmp, graph, conv_lists, input_once=input_once)
+            core = write_hardware(tmp, graph, conv_lists, input_once=input_once, lanes=lanes)
         np.savez_compressed(tmp / "arrays.npz", **arrays)
         files = {name: {"bytes": (tmp / name).stat().st_size, "sha256": file_digest(tmp / name)}
                  for name in _listing(tmp)}

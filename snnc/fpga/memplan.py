@@ -94,7 +94,7 @@ def plan_memories(params: CoreParams, device: str, *, host_bytes: int = 0,
                           sum(spram_blocks(*mems[k]) for k in spram))
 
     best = plan(())
-    if best.blocks_used > dev.blocks and dev.spram:
+    if best.blocks_used > dev.blocks and dev.spram and params.lanes == 1:   # (banks: no SPRAM)
         options = [plan(s) for n in range(1, len(Core.SPRAM_CAPABLE) + 1)
                    for s in combinations(Core.SPRAM_CAPABLE, n)]
         options = [o for o in options if o.spram_used <= dev.spram]
@@ -111,6 +111,7 @@ def plan_memories(params: CoreParams, device: str, *, host_bytes: int = 0,
         raise SnncError(
             f"the core's memories need {best.blocks_used} {dev.block} blocks{spram}; the "
             f"{device}{where} has {dev.blocks} (largest: "
-            f"{', '.join(f'{k} {v}' for k, v in big)}): prune the network, use fewer bits, or "
-            f"build for a larger board (ulx3s-85f, orangecrab-85f)")
+            f"{', '.join(f'{k} {v}' for k, v in big)}): prune the network, use fewer bits"
+            f"{f', compile with fewer lanes (it has {params.lanes})' if params.lanes > 1 else ''}"
+            f", or build for a larger board (ulx3s-85f, orangecrab-85f)")
     return best

@@ -444,14 +444,15 @@ def _hex(path: Path, values, bits: int) -> None:
 
 
 def write_hardware(out_dir, graph: Graph, conv_layout: str = DEFAULT_CONV_LISTS, *,
-                   input_once: bool = True) -> dict:
+                   input_once: bool = True, lanes: int = 1) -> dict:
     """Write ``core.v`` (a core sized for ``graph``, walking the input once per inference when
-    ``input_once`` and the network allows it) and the memory images; return the config."""
+    ``input_once`` and the network allows it, with ``lanes`` synapse lanes) and the memory
+    images; return the config."""
     from amaranth.back import verilog
     from .core import Core
 
     out = Path(out_dir)
-    image = map_graph(graph, conv_layout)
+    image = map_graph(graph, conv_layout, lanes)
     params = core_params_for(image, timesteps=graph.timesteps, input_once=input_once)
     mem = out / "mem"
     mem.mkdir(parents=True, exist_ok=True)

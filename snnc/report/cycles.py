@@ -41,6 +41,8 @@ def cycle_report(graph: Graph, run: CoreRun, *, clock_mhz: float,
         "spike_buffer_high_water": [int(v) for v in run.spike_buffer_high_water.max(axis=0)],
         "synops_core_mean": float(run.synops.mean()),
         "synops_reference_mean": None if reference_synops is None else float(reference_synops),
+        "lanes": int(run.lanes),
+        "bank_stall_cycles_mean": float(run.bank_stalls.mean()) if run.bank_stalls is not None else 0.0,
     }
 
 
@@ -54,7 +56,9 @@ def format_cycle_report(rep: dict) -> str:
     for row in rep["per_layer"]:
         share = row["cycles"] / rep["cycles_mean"] if rep["cycles_mean"] else 0.0
         lines.append(f"  {row['layer']:<16} {row['cycles']:>12.1f}  ({share:6.1%})")
-    lines.append(f"utilization: synapse pipeline {rep['synapse_pipeline_utilization']:.1%}, "
+    lanes = rep.get("lanes", 1)
+    lanes_note = f" ({lanes} lanes: per lane)" if lanes > 1 else ""
+    lines.append(f"utilization: synapse pipeline{lanes_note} {rep['synapse_pipeline_utilization']:.1%}, "
                  f"neuron unit {rep['neuron_unit_utilization']:.1%}; spike buffer high-water "
                  f"per layer {rep['spike_buffer_high_water']}")
     ref = rep.get("synops_reference_mean")
@@ -63,4 +67,9 @@ def format_cycle_report(rep: dict) -> str:
         line += (f" (the reference counts {ref:,.1f}: the core walks the input once per "
                  f"inference and adds it as a stored input current)")
     lines.append(line)
+    if lanes > 1:
+        stall = rep.get("bank_stall_cycles_mean", 0.0)
+        share = stall / rep["cycles_mean"] if rep["cycles_mean"] else 0.0
+        lines.append(f"membrane-bank conflicts: {stall:,.1f} stall cycles per inference "
+                     f"({share:.1%} of the cycles)")
     return "\n".join(lines)

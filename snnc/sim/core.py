@@ -85,12 +85,13 @@ class CoreRun:
     clear_cycles: int = 0
     spike_buffer_high_water: np.ndarray | None = None
     bank_stalls: np.ndarray | None = None
+    lanes: int = 1
 
     def occupancy(self, b: int) -> dict:
         """Utilization figures of sample ``b`` (JSON-ready).
 
-        ``synapse_pipeline``: fraction of active cycles in which the synapse pipeline applied a
-        weight; ``neuron_unit``: fraction in which the neuron unit took a neuron;
+        ``synapse_pipeline``: synaptic operations per active cycle and lane (the fraction of the
+        lanes' cycles that applied a weight); ``neuron_unit``: fraction in which the neuron unit took a neuron;
         ``spike_buffer_high_water``: most spikes buffered at once, per population, against the
         buffer depth.
         """
@@ -98,7 +99,7 @@ class CoreRun:
         neurons = sum(s.shape[2] for s in self.spikes) * self.cycles_per_timestep.shape[1]
         return {
             "active_cycles": cyc,
-            "synapse_pipeline": float(self.synops[b]) / cyc if cyc else 0.0,
+            "synapse_pipeline": float(self.synops[b]) / (cyc * self.lanes) if cyc else 0.0,
             "neuron_unit": neurons / cyc if cyc else 0.0,
             "spike_buffer_high_water": [int(v) for v in self.spike_buffer_high_water[b]],
         }
@@ -265,7 +266,7 @@ class CoreModel:
         return CoreRun(events=events, v_final=V, spikes=spikes, synops=synops, spike_counts=counts,
                        cycles=cyc_t.sum(axis=1), cycles_per_timestep=cyc_t, cycles_per_phase=phase,
                        clear_cycles=clear_length(image) + 1, spike_buffer_high_water=high,
-                       bank_stalls=stalls)
+                       bank_stalls=stalls, lanes=p.lanes)
 
 
 def recip_array(stride: np.ndarray, params: CoreParams) -> np.ndarray:

@@ -42,14 +42,18 @@ def graphs():
         yield random_conv_graph(np.random.default_rng(seed))
 
 
+@pytest.mark.parametrize("lanes", [1, 4, 8])
 @pytest.mark.parametrize("layout", ["class", "channel"])
 @pytest.mark.parametrize("k", range(5))
-def test_footprint_equals_the_mapping(k, layout):
+def test_footprint_equals_the_mapping(k, layout, lanes):
     g = list(graphs())[k]
-    fp, image = budget.graph_footprint(g, layout), map_graph(g, layout)
+    fp = budget.graph_footprint(g, layout, lanes=lanes)
+    image = map_graph(g, layout, lanes)
     assert {f: getattr(fp, f) for f in COUNTS} == {f: getattr(image, f) for f in COUNTS}
     assert fp.params == core_params_for(image, timesteps=g.timesteps)
-    assert sum(n for _, n in fp.layer_entries) == image.n_entries
+    assert fp.params.lanes == lanes
+    # the layers' entries are the stored synapses; the lanes' padding is not a layer's
+    assert sum(n for _, n in fp.layer_entries) == map_graph(g, layout).n_entries
 
 
 @pytest.mark.parametrize("k", [0, 2])

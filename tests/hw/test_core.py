@@ -294,15 +294,16 @@ def test_random_networks_on_minimal_cores(seed, case):
     check_against_model(g, xs, results, params=params)
 
 
-@pytest.mark.parametrize("case", range(2))
+@pytest.mark.parametrize("case", range(4))
 def test_built_in_networks_run_without_configuration(seed, case):
     """Core(params, network=writes) on the smallest core: the memories and registers start
-    with the network (every field as narrow as the mapping allows); no configuration write."""
+    with the network (every field as narrow as the mapping allows); no configuration write.
+    Cases 2 and 3 have 4 synapse lanes: the built-in words go to their banks."""
     from snnc.hw.mapping import core_params_for
     rng = np.random.default_rng([seed, case, 13])
-    g = (random_conv_graph(rng, max_hw=5, timesteps=2) if case else
+    g = (random_conv_graph(rng, max_hw=5, timesteps=2) if case % 2 else
          random_graph(rng, residual=True, timesteps=2))
-    image = map_graph(g)
+    image = map_graph(g, lanes=4 if case >= 2 else 1)
     params = core_params_for(image, timesteps=g.timesteps)
     xs = random_inputs(rng, g, 2)
     results = rtl_run(params, image, xs, g.timesteps, seed=seed + case, built_in=True)
