@@ -22,9 +22,14 @@ are the synaptic operations the core performs (the input's once when it is walke
 "reference SOPs/cycle" divides the reference model's count (the contract's, the input at every
 timestep) by the same cycles.
 
-Today's core has one synapse lane (issue 9 asks for 2, 4 and 8).
+The split is for one synapse lane. A second table runs each network (conv lists by class, input
+once) at 1, 2, 4 and 8 lanes: SOPs done, cycles, SOP/cycle, SOP/cycle per lane, and the cycles
+lost to membrane-bank conflicts (docs/architecture.md, "Synapse lanes"). With ``--fpga BOARD``
+it also compiles each network at each lane count and builds it for BOARD (``snnc build``, seed
+1, several minutes per build), adding the logic (LUTs, or iCE40 logic cells) and Fmax.
 
     .venv/bin/python benchmarks/throughput.py [BUNDLE_DIR DATA.npz ...] [--no-strided]
+                                              [--fpga ulx3s-85f]
 """
 
 import argparse
@@ -124,12 +129,42 @@ def measure(graph, x, layout, input_once):
     return image, parts, total
 
 
+def measure_lanes(graph, x, lanes):
+    """The default compile (class lists, input once) at ``lanes`` lanes, on the cycle model."""
+    T = graph.timesteps
+    image = map_graph(graph, "class", lanes)
+    params = core_params_for(image, timesteps=T, input_once=True)
+    run = CoreModel(params).run(image, x, T)
+    return image, int(run.synops.sum()), int(run.cycles.sum()), int(run.bank_stalls.sum())
+
+
+def fpga_figures(graph, lanes, board, work):
+    """LUTs (or logic cells) and Fmax of the network's default compile at ``lanes`` lanes,
+    built for ``board`` by ``snnc build`` (seed 1)."""
+    import json
+    import subprocess
+    from snnc.compiler.bundle import write_bundle
+    bdir, out = work / f"bundle-{lanes}", work / f"build-{lanes}"
+    write_bundle(bdir, graph, {}, lanes=lanes)
+    done = subprocess.run([sys.executable, "-m", "snnc", "build", str(bdir), "--board", board,
+                           "-o", str(out)], capture_output=True, text=True)
+    if done.returncode:
+        return None, None, done.stderr.strip().splitlines()[-1] if done.stderr else "failed"
+    rep = json.loads((out / "build.json").read_text())
+    util = rep["utilization"]
+    logic = next((v["used"] for k, v in util.items() if k in ("TRELLIS_COMB", "ICESTORM_LC")), None)
+    return logic, rep["fmax"]["achieved_mhz"], ""
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("pairs", nargs="*", help="BUNDLE_DIR DATA.npz, repeated")
     ap.add_argument("--no-strided", action="store_true",
                     help="skip the strided CNN (trained here, about 10 s)")
+    ap.add_argument("--fpga", metavar="BOARD",
+                    help="also build every network at every lane count for BOARD (snnc build "
+                         "--board BOARD) and report its logic and Fmax")
     args = ap.parse_args()
     if len(args.pairs) % 2:
         ap.error("give BUNDLE_DIR DATA.npz pairs")
@@ -177,6 +212,27 @@ def main():
     for name, layout, walk, sops, cyc, rate, eff, wasted, entries in rows:
         print(f"| {name} | {layout} | {walk} | {sops:,.0f} | {cyc:,.0f} | {rate:.2f} | "
               f"{eff:.2f} | {wasted:.1f}% | {entries:,} |")
+
+    import tempfile
+    fpga = f" | logic ({args.fpga}) | Fmax" if args.fpga else ""
+    print("\nSynapse lanes (conv lists by class, input once):\n")
+    print("| network | lanes | SOPs done | cycles | SOP/cycle | SOP/cycle per lane | "
+          f"bank-conflict stalls | synapse entries{fpga} |")
+    print("|---|---|---|---|---|---|---|---|" + ("---|---|" if args.fpga else ""))
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, (name, g, x) in enumerate(nets):
+            for lanes in (1, 2, 4, 8):
+                image, sops, cyc, stalls = measure_lanes(g, x, lanes)
+                extra = ""
+                if args.fpga:
+                    work = Path(tmp) / f"net{i}"
+                    logic, fmax, why = fpga_figures(g, lanes, args.fpga, work)
+                    extra = (f" | {logic:,} | {fmax:.1f} MHz" if logic is not None
+                             else f" | does not build: {why} | - ")
+                print(f"| {name.split(' (')[0]} | {lanes} | {sops / len(x):,.0f} | "
+                      f"{cyc / len(x):,.0f} | {sops / cyc:.2f} | {sops / cyc / lanes:.2f} | "
+                      f"{stalls / len(x):,.1f} ({100 * stalls / cyc:.1f}%) | "
+                      f"{image.n_entries:,}{extra} |", flush=True)
 
 
 if __name__ == "__main__":

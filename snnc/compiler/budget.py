@@ -219,7 +219,7 @@ def memory_shapes(params: CoreParams) -> dict[str, tuple[int, int]]:
             "spc_mem": (p.max_pops, p.counter_bits)} | (
                 {"icur_mem": (p.input_current_depth, p.v_bits)} if p.input_once else {})
     if p.lanes > 1:        # banked: tgt0_mem ... of ceil(depth / lanes) words each
-        for name in ("tgt_mem", "wgt_mem", "v_mem", "icur_mem"):
+        for name in ("tgt_mem", "wgt_mem", "bias_mem", "v_mem", "icur_mem"):
             if name in shapes:
                 depth, width = shapes.pop(name)
                 stem = name.removesuffix("_mem")

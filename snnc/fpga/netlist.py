@@ -30,7 +30,8 @@ __all__ = ["SYNTH_SCRIPT", "COLLISION_FREE", "collision_free_commands", "Synthes
 #: multiplexers that would model read-before-write on a same-address collision; ``snnc build``
 #: and the netlists here do the same.
 COLLISION_FREE = ("wgt_mem", "bias_mem", "spk_mem", "rec_mem", "spc_mem",
-                  *(f"wgt{b}_mem" for b in range(8)))   # the weight banks of a core with lanes
+                  # the weight and bias banks of a core with lanes
+                  *(f"{m}{b}_mem" for m in ("wgt", "bias") for b in range(8)))
 
 
 def collision_free_commands(module: str, cell: str = "$memrd_v2", param: str = "COLLISION_X_MASK"):

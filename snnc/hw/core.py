@@ -190,20 +190,28 @@ class Core(wiring.Component):
         ptr_mem = loaded("ptr", p.ptr_bits, p.max_sources)
         tgt_mems = banked("tgt", p.tgt_bits, p.max_synapses)
         wgt_mems = banked("wgt", 8, p.weight_depth)
-        bias_mem = loaded("bias", signed(vb), p.max_neurons)
+        bias_mems = banked("bias", signed(vb), p.max_neurons)
         v_mems = membrane_banks("v", p.max_neurons)
         m.submodules.spk_mem = spk_mem = memory.Memory(
             shape=p.source_addr_bits + sb, depth=p.max_pop_size, init=[])
         ptr_w = ptr_mem.write_port()
         tgt_ws = [mem.write_port() for mem in tgt_mems]
         wgt_ws = [mem.write_port() for mem in wgt_mems]
-        bias_w = bias_mem.write_port()
+        if L == 1:
+            bias_w = bias_mems[0].write_port()
+            bias_ws = [bias_w]
+        else:
+            bias_ws = [mem.write_port() for mem in bias_mems]
         v_ws = [mem.write_port() for mem in v_mems]
         spk_w = spk_mem.write_port()
         ptr_r = ptr_mem.read_port()
         tgt_rs = [mem.read_port() for mem in tgt_mems]
         wgt_rs = [mem.read_port() for mem in wgt_mems]
-        bias_r = bias_mem.read_port()
+        if L == 1:
+            bias_r = bias_mems[0].read_port()
+            bias_rs = [bias_r]
+        else:
+            bias_rs = [mem.read_port() for mem in bias_mems]
         v_rs = [mem.read_port(transparent_for=(w,)) for mem, w in zip(v_mems, v_ws)]
         spk_r = spk_mem.read_port()
         # Input current per neuron (``input_current_depth`` > 0: the input is walked once per
@@ -307,16 +315,18 @@ class Core(wiring.Component):
         stall_out = Signal()
         wait_in = Signal()
         m.d.comb += [stall_out.eq(self.out.valid & ~self.out.ready), en.eq(~stall_out & ~wait_in)]
+        # The sweep of a core with lanes emits one spike per cycle: a group of neurons with
+        # more spikes holds the sweep (``hold_sw``; ``en_sw = en & ~hold_sw``).
         if L == 1:
-            hold, en_up = 0, en
+            hold, en_up, hold_sw, en_sw = 0, en, 0, en
         else:
-            hold, en_up = Signal(), Signal()
-            m.d.comb += en_up.eq(en & ~hold)
+            hold, en_up, hold_sw, en_sw = Signal(), Signal(), Signal(), Signal()
+            m.d.comb += [en_up.eq(en & ~hold), en_sw.eq(en & ~hold_sw)]
         # The walk's ports hold with ``en_up``; the membrane, input-current and bias ports
-        # (S4 and the sweep) advance with ``en``.
-        by_stage = {id(port) for port in [bias_r] + v_rs + (icur_rs if io else [])}
-        for port in [ptr_r] + tgt_rs + wgt_rs + [bias_r] + v_rs + [spk_r, cnt_r] + (icur_rs if io else []):
-            m.d.comb += port.en.eq(en if id(port) in by_stage else en_up)
+        # (S4 and the sweep) advance with ``en_sw``.
+        by_stage = {id(port) for port in bias_rs + v_rs + (icur_rs if io else [])}
+        for port in [ptr_r] + tgt_rs + wgt_rs + bias_rs + v_rs + [spk_r, cnt_r] + (icur_rs if io else []):
+            m.d.comb += port.en.eq(en_sw if id(port) in by_stage else en_up)
 
         # Configuration writes (idle only; the host guarantees it). A banked memory's bank is
         # the address's low ``lane_bits`` bits.
@@ -332,7 +342,7 @@ class Core(wiring.Component):
                 w.en.eq(we & (sel == which) & (addr[:lb] == b)))]
         m.d.comb += [ptr_w.addr.eq(addr), ptr_w.data.eq(wdata), ptr_w.en.eq(we & (sel == CfgSel.PTR)),
                      *bank_writes(tgt_ws, CfgSel.TGT), *bank_writes(wgt_ws, CfgSel.WGT),
-                     bias_w.addr.eq(addr), bias_w.data.eq(wdata), bias_w.en.eq(we & (sel == CfgSel.BIAS))]
+                     *bank_writes(bias_ws, CfgSel.BIAS)]
         if self.ram_records:
             pwrite = we & (sel == CfgSel.PARAM)
             m.d.comb += rec_w.addr.eq(addr[4:])
@@ -355,11 +365,15 @@ class Core(wiring.Component):
                     m.d.sync += n_clear.eq(wdata)
         _register_file_writes(m, we & (sel == CfgSel.CONV), addr, wdata, cregs, clayout, ConvField)
 
-        # Neuron unit.
-        m.submodules.neuron = nu = NeuronUnit(p.neuron, tag_bits=p.local_bits)
-        m.d.comb += [nu.en.eq(en), nu.theta.eq(cur.THETA), nu.smax.eq(cur.SMAX),
-                     nu.smax_theta.eq(cur.SMAX_THETA), nu.vmin.eq(cur.VMIN), nu.vmax.eq(cur.VMAX),
-                     nu.spiking.eq(cur.SPIKING), nu.gate.eq(cur.GATE)]
+        # Neuron unit (one per lane: the sweep takes ``lanes`` neurons per cycle).
+        nus = []
+        for j in range(L):
+            nu = NeuronUnit(p.neuron, tag_bits=p.local_bits)
+            m.submodules["neuron" if L == 1 else f"neuron{j}"] = nu
+            m.d.comb += [nu.en.eq(en_sw), nu.theta.eq(cur.THETA), nu.smax.eq(cur.SMAX),
+                         nu.smax_theta.eq(cur.SMAX_THETA), nu.vmin.eq(cur.VMIN),
+                         nu.vmax.eq(cur.VMAX), nu.spiking.eq(cur.SPIKING), nu.gate.eq(cur.GATE)]
+            nus.append(nu)
 
         # Synapse pipeline (6 stages): S0 reads the entry and its weight; S1 selects the weight
         # lane and decodes the kernel tap; S2 multiplies and divides by the stride; S3 checks
@@ -548,31 +562,54 @@ class Core(wiring.Component):
                 m.d.sync += cnt_synops.eq(cnt_synops + sum(l5["valid"] for l5 in s5l))
 
         # Sweep pipeline: W0 issues V/bias reads, W1 feeds U = V + bias to the neuron unit.
+        # With lanes, W0 reads the group of ``lanes`` neurons NBASE + sweep_i + j, one from each
+        # bank (as the walker reads entries), and W1 feeds neuron j of the group to unit j.
         sweep_issue = Signal()
         sweep_i = Signal(p.local_bits + 1)
-        w1_valid = Signal()
-        w1_i = Signal(p.local_bits)
-        with m.If(en):
-            m.d.sync += [w1_valid.eq(sweep_issue), w1_i.eq(sweep_i)]
         sweep_n = cur.NBASE + sweep_i
-        # The bank the sweep (or the readback) read a cycle ago.
         if L == 1:
+            w1_valid = Signal()
+            w1_i = Signal(p.local_bits)
+            with m.If(en):
+                m.d.sync += [w1_valid.eq(sweep_issue), w1_i.eq(sweep_i)]
             v_sw, icur_sw = v_rs[0].data, (icur_rs[0].data if io else None)
+            u_in = v_sw + bias_rs[0].data
+            if io:
+                # The input current of the neurons the input feeds (0 for the others).
+                w1_icur = Signal()
+                with m.If(en):
+                    m.d.sync += w1_icur.eq(cur.NBASE + sweep_i < p.input_current_depth)
+                u_in = u_in + Mux(w1_icur, icur_sw, 0)
+            m.d.comb += [nu.i_valid.eq(w1_valid), nu.i_u.eq(u_in), nu.i_tag.eq(w1_i),
+                         bias_rs[0].addr.eq(cur.NBASE + sweep_i)]
+            sweep_rows = [cur.NBASE + sweep_i]
         else:
+            # The readback's bank (read a cycle ago).
             v_bank_q = Signal(lb)
-            with m.If(en):
-                m.d.sync += v_bank_q.eq(Mux(sweep_issue, sweep_n[:lb], self.rb_addr[:lb]))
+            m.d.sync += v_bank_q.eq(self.rb_addr[:lb])
             v_sw = Array(r.data for r in v_rs)[v_bank_q]
-            icur_sw = Array(r.data for r in icur_rs)[v_bank_q] if io else None
-        u_in = v_sw + bias_r.data
-        if io:
-            # The input current of the neurons the input feeds (0 for the others).
-            w1_icur = Signal()
-            with m.If(en):
-                m.d.sync += w1_icur.eq(cur.NBASE + sweep_i < p.input_current_depth)
-            u_in = u_in + Mux(w1_icur, icur_sw, 0)
-        m.d.comb += [nu.i_valid.eq(w1_valid), nu.i_u.eq(u_in), nu.i_tag.eq(w1_i),
-                     bias_r.addr.eq(cur.NBASE + sweep_i)]
+            sw_lo = sweep_n[:lb]
+            sweep_rows = [Signal(p.neuron_addr_bits, name=f"sweep_row{k}") for k in range(L)]
+            for k in range(L):
+                m.d.comb += [sweep_rows[k].eq((sweep_n >> lb) + (sw_lo > k)),
+                             bias_rs[k].addr.eq(sweep_rows[k])]
+            w1_lo = Signal(lb)
+            with m.If(en_sw):
+                m.d.sync += w1_lo.eq(sw_lo)
+            for j, nu in enumerate(nus):
+                w1_valid = Signal(name=f"w1_valid{j}")
+                w1_i = Signal(p.local_bits + 1, name=f"w1_i{j}")
+                with m.If(en_sw):
+                    m.d.sync += [w1_valid.eq(sweep_issue & (sweep_i + j <= cur_size_m1)),
+                                 w1_i.eq(sweep_i + j)]
+                bank = (w1_lo + j)[:lb]                 # neuron j of the group is in this bank
+                u_in = Array(r.data for r in v_rs)[bank] + Array(r.data for r in bias_rs)[bank]
+                if io:
+                    w1_icur = Signal(name=f"w1_icur{j}")
+                    with m.If(en_sw):
+                        m.d.sync += w1_icur.eq(sweep_n + j < p.input_current_depth)
+                    u_in = u_in + Mux(w1_icur, Array(r.data for r in icur_rs)[bank], 0)
+                m.d.comb += [nu.i_valid.eq(w1_valid), nu.i_u.eq(u_in), nu.i_tag.eq(w1_i)]
 
         # Spike buffer write pointer / read pointer.
         spk_wp = Signal(p.local_bits + 1)
@@ -581,8 +618,6 @@ class Core(wiring.Component):
         # V memory ports are shared by phase: sweep issue, synapse walk, or readback / clear.
         clear_i = Signal(p.clear_bits + 1)
         clearing = Signal()
-        _, sweep_row = bank_of(sweep_n)
-
         def in_bank(cond, bank, k):
             return cond if L == 1 else cond & (bank == k)
 
@@ -591,14 +626,14 @@ class Core(wiring.Component):
             return contextlib.nullcontext() if L == 1 else m.If(l5["valid"] & (bank == k))
         for k in range(L):
             with m.If(sweep_issue):
-                m.d.comb += v_rs[k].addr.eq(sweep_row)
+                m.d.comb += v_rs[k].addr.eq(sweep_rows[k])
             with m.Elif(idle):
                 m.d.comb += v_rs[k].addr.eq(bank_of(self.rb_addr)[1])
             with m.Else():
                 m.d.comb += v_rs[k].addr.eq(s4_row[k])
         if io:
             for k in range(L):
-                m.d.comb += icur_rs[k].addr.eq(Mux(sweep_issue, sweep_row, s4_row[k]))
+                m.d.comb += icur_rs[k].addr.eq(Mux(sweep_issue, sweep_rows[k], s4_row[k]))
                 bank_c, row_c = bank_of(clear_i)
                 with m.If(s5_any & s5["ic"]):
                     for b, l5 in enumerate(s5l):
@@ -610,14 +645,17 @@ class Core(wiring.Component):
                     m.d.comb += [icur_ws[k].addr.eq(row_c), icur_ws[k].data.eq(0),
                                  icur_ws[k].en.eq(in_bank(clear_i < p.input_current_depth,
                                                           bank_c, k))]
-        out_n = cur.NBASE + nu.o_tag
+        nu_any = nu.o_valid if L == 1 else Cat(u.o_valid for u in nus).any()
         for k in range(L):
             v_w = v_ws[k]
-            bank_o, row_o = bank_of(out_n)
             bank_c, row_c = bank_of(clear_i)
             bank_a, row_a = bank_of(addr)
-            with m.If(nu.o_valid):
-                m.d.comb += [v_w.addr.eq(row_o), v_w.data.eq(nu.o_v), v_w.en.eq(in_bank(en, bank_o, k))]
+            with m.If(nu_any):
+                # The units' outputs (the same values again while the sweep holds).
+                for u in nus:
+                    bank_o, row_o = bank_of(cur.NBASE + u.o_tag)
+                    with (contextlib.nullcontext() if L == 1 else m.If(u.o_valid & (bank_o == k))):
+                        m.d.comb += [v_w.addr.eq(row_o), v_w.data.eq(u.o_v), v_w.en.eq(en)]
             with m.Elif(s5_any & ~s5["ic"]):
                 for b, l5 in enumerate(s5l):
                     bank_t, row_t = bank_of(l5["t"])
@@ -630,11 +668,26 @@ class Core(wiring.Component):
                 m.d.comb += [v_w.addr.eq(row_a), v_w.data.eq(wdata),
                              v_w.en.eq(in_bank(we & (sel == CfgSel.VMEM), bank_a, k))]
 
-        # Neuron unit outputs: spike buffer, output stream, spike counters.
-        spike = nu.o_valid & (nu.o_s != 0)
+        # Neuron unit outputs: spike buffer, output stream, spike counters. With lanes, the
+        # group's spikes leave one per cycle in neuron order (``sw_done``: those already out);
+        # the sweep holds while more than one is left.
+        if L == 1:
+            spike, o_tag, o_s = nu.o_valid & (nu.o_s != 0), nu.o_tag, nu.o_s
+        else:
+            sw_done = Signal(L)
+            left = [(u.o_valid & (u.o_s != 0)) & ~sw_done[j] for j, u in enumerate(nus)]
+            first = [left[j] & ~Cat(left[:j]).any() if j else left[0] for j in range(L)]
+            spike, o_tag, o_s = Signal(), Signal(p.local_bits), Signal(sb)
+            m.d.comb += [spike.eq(Cat(left).any()),
+                         hold_sw.eq(Cat(lf & ~fs for lf, fs in zip(left, first)).any())]
+            for j, u in enumerate(nus):
+                with m.If(first[j]):
+                    m.d.comb += [o_tag.eq(u.o_tag), o_s.eq(u.o_s)]
+            with m.If(en):
+                m.d.sync += sw_done.eq(Mux(hold_sw, sw_done | Cat(first), 0))
         spk_src = Signal(p.source_addr_bits)
-        m.d.comb += [spk_src.eq(cur.SBASE + nu.o_tag),
-                     spk_w.addr.eq(spk_wp), spk_w.data.eq(Cat(spk_src, nu.o_s)),
+        m.d.comb += [spk_src.eq(cur.SBASE + o_tag),
+                     spk_w.addr.eq(spk_wp), spk_w.data.eq(Cat(spk_src, o_s)),
                      spk_w.en.eq(en & spike)]
         out_load = Signal()
         out_payload = Signal(output_layout(p))
@@ -643,8 +696,8 @@ class Core(wiring.Component):
         with m.If(en & out_load):
             m.d.sync += [self.out.valid.eq(1), self.out.payload.eq(out_payload)]
         with m.If(en & spike):
-            m.d.comb += [out_load.eq(1), out_payload.pop.eq(cur_pop), out_payload.index.eq(nu.o_tag),
-                         out_payload.strength.eq(nu.o_s)]
+            m.d.comb += [out_load.eq(1), out_payload.pop.eq(cur_pop), out_payload.index.eq(o_tag),
+                         out_payload.strength.eq(o_s)]
             m.d.sync += [spk_wp.eq(spk_wp + 1), pop_spikes.eq(pop_spikes + 1)]
 
         # Readback.
@@ -793,13 +846,13 @@ class Core(wiring.Component):
                         m.next = "SWEEP"
             with m.State("SWEEP"):
                 m.d.comb += sweep_issue.eq(1)
-                with m.If(en):
-                    m.d.sync += sweep_i.eq(sweep_i + 1)
-                    with m.If(sweep_i == cur_size_m1):
+                with m.If(en_sw):
+                    m.d.sync += sweep_i.eq(sweep_i + L)
+                    with m.If((sweep_i == cur_size_m1) if L == 1 else (sweep_i + L > cur_size_m1)):
                         m.d.sync += drain_left.eq(p.sweep_latency - 1)
                         m.next = "SWEEP_DRAIN"
             with m.State("SWEEP_DRAIN"):
-                with m.If(en):
+                with m.If(en_sw):
                     m.d.sync += drain_left.eq(drain_left - 1)
                     with m.If(drain_left == 0):
                         # The sweep is over: its spike count goes back to the counter memory.

@@ -180,6 +180,16 @@ class CoreParams:
         feeds) instead of ``V``, every sweep adds ``icur`` the way it adds the bias, and in later
         timesteps the input tokens are only consumed. The inputs must then be the same every
         timestep (direct encoding, the contract's input); 0 walks them every timestep.
+    lanes : int
+        Synapse lanes, 1, 2, 4 or 8: a walk issues up to ``lanes`` consecutive entries of an
+        event's list per cycle, and the sweep takes ``lanes`` neurons per cycle (one neuron
+        unit each). The target and weight memories are split into ``lanes`` banks by entry
+        (entry ``e`` in bank ``e % lanes``), the membrane, bias and input-current memories into
+        ``lanes`` banks by neuron (neuron ``n`` in bank ``n % lanes``). Entries of one issue
+        whose targets share a membrane bank take one cycle per entry in that bank, and a
+        sweep group with several spikes one cycle per spike (see docs/architecture.md,
+        "Synapse lanes"). The images must be mapped for the same lane count
+        (:func:`snnc.hw.mapping.map_graph`).
     """
     max_neurons: int = 256
     max_sources: int = 512

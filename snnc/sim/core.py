@@ -8,12 +8,13 @@ a loop per clock), with the fixed costs in :data:`snnc.hw.params.TIMING`:
 per timestep ``t``::
 
     input_phase + sum over nonzero inputs i      max(issues[i], input_event) + stall[i]
-  + sum over populations p >= 1                 (drain + size[p] + sweep_latency)
+  + sum over populations p >= 1                 (drain + groups[p] + sweep_latency)
   + sum over spiking p >= 1   (spike_phase + sum over spikes j of p
                                                max(issues[j], spike_event) + stall[j])
   + emit_eot
 
-where a source's ``issues`` is ``ceil(fanout / lanes)`` and its ``stall`` the membrane-bank
+where ``groups[p]`` is ``ceil(size[p] / lanes)`` plus, per group of ``lanes`` neurons, its
+spikes beyond the first (``size[p]`` at one lane), a source's ``issues`` is ``ceil(fanout / lanes)`` and its ``stall`` the membrane-bank
 conflicts of its list (:meth:`CoreModel._walk_cost`; both 0-stall and ``issues = fanout`` at
 one lane).
 
@@ -73,6 +74,9 @@ class CoreRun:
         Cycles of the clear sweep after ``start`` (counted in ``TOTAL``, not in ``ACTIVE``).
     bank_stalls : int64 (B,)
         Cycles of ``cycles`` the synapse lanes lost to membrane-bank conflicts (0 at 1 lane).
+    sweep_stalls : int64 (B,)
+        Cycles of ``cycles`` a sweep of ``lanes`` neurons per cycle waited to emit its spikes
+        one per cycle (0 at 1 lane).
     """
     events: list
     v_final: np.ndarray
@@ -85,6 +89,7 @@ class CoreRun:
     clear_cycles: int = 0
     spike_buffer_high_water: np.ndarray | None = None
     bank_stalls: np.ndarray | None = None
+    sweep_stalls: np.ndarray | None = None
     lanes: int = 1
 
     def occupancy(self, b: int) -> dict:
@@ -204,6 +209,7 @@ class CoreModel:
         spikes = [np.zeros((T, B, image.pop_sizes[k]), np.int64) for k in range(1, K)]
         synops = np.zeros(B, np.int64)
         stalls = np.zeros(B, np.int64)
+        sweep_stalls = np.zeros(B, np.int64)
         counts = np.zeros((B, K), np.int64)
         cyc_t = np.zeros((B, T), np.int64)
         phase = {"input": np.zeros((B, T), np.int64)}
@@ -238,6 +244,14 @@ class CoreModel:
                     V[:, nb:nb + n] = np.clip(u - s * pk["THETA"], pk["VMIN"], pk["VMAX"])
                 spikes[k - 1][t] = s
                 c = TIMING.drain + n + p.sweep_latency
+                if p.lanes > 1:
+                    # ceil(n / lanes) groups, each one more cycle per spike beyond its first
+                    L = p.lanes
+                    groups = -(-n // L)
+                    per = np.pad(s != 0, ((0, 0), (0, groups * L - n))).reshape(B, groups, L).sum(axis=2)
+                    extra = np.maximum(per - 1, 0).sum(axis=1)
+                    c = c - n + groups + extra
+                    sweep_stalls += extra
                 if pk["SPIKING"]:
                     on = s != 0
                     if k in gates:
@@ -266,7 +280,7 @@ class CoreModel:
         return CoreRun(events=events, v_final=V, spikes=spikes, synops=synops, spike_counts=counts,
                        cycles=cyc_t.sum(axis=1), cycles_per_timestep=cyc_t, cycles_per_phase=phase,
                        clear_cycles=clear_length(image) + 1, spike_buffer_high_water=high,
-                       bank_stalls=stalls, lanes=p.lanes)
+                       bank_stalls=stalls, sweep_stalls=sweep_stalls, lanes=p.lanes)
 
 
 def recip_array(stride: np.ndarray, params: CoreParams) -> np.ndarray:

@@ -261,8 +261,8 @@ def test_synapse_lanes(seed, lanes, case):
 def test_bank_conflicts_cost_what_the_twin_says():
     """Two lanes, one input feeding neurons 0, 2 and 4, all in membrane bank 0: two issues,
     the first with two targets in bank 0 -> one stall cycle, which the twin counts and the
-    RTL's ACTIVE counter shows (the input event costs 2 issues + 1 stall instead of 3 cycles
-    at one lane)."""
+    RTL's ACTIVE counter shows (the input event costs 2 issues + 1 stall, as many cycles as at
+    one lane)."""
     from snnc.ir import Dense, Graph, InputPopulation, Population
     g = Graph(input=InputPopulation("in", (1,), False),
               populations=(Population("h", 6, np.zeros(6, np.int64), 4, 3, -100, 100, False),),
@@ -273,8 +273,37 @@ def test_bank_conflicts_cost_what_the_twin_says():
     params = dataclasses.replace(PARAMS, lanes=2)
     model = CoreModel(params).run(map_graph(g, "class", 2), xs, 1)
     assert int(model.bank_stalls[0]) == 1 and int(one.bank_stalls[0]) == 0
-    assert int(model.cycles[0]) == int(one.cycles[0])          # 2 + 1 == 3
+    # the input event: 2 issues + 1 stall == 3 cycles at one lane; the sweep of the 6 neurons
+    # (no spikes: the population integrates): 3 groups of 2 instead of 6 cycles
+    assert int(model.cycles[0]) == int(one.cycles[0]) - 3
     results = rtl_run(params, map_graph(g, "class", 2), xs, 1, seed=3)
+    assert results[0][2]["active"] == model.cycles[0]
+    check_against_model(g, xs, results, params=params)
+
+
+def test_lane_sweep_emits_one_spike_per_cycle():
+    """Four lanes, a hidden population of 5 neurons that all spike at t=0 (strengths 1, 2, 3,
+    1, 2) and feed one output: the sweep's groups are {0..3} (4 spikes: 3 extra cycles) and
+    {4} (1 spike); the spikes leave in neuron order, and the RTL's ACTIVE counter equals the
+    twin's: 2 groups + 3 instead of 5 sweep cycles."""
+    from snnc.ir import Dense, Graph, InputPopulation, Population
+    g = Graph(input=InputPopulation("in", (1,), False),
+              populations=(Population("h", 5, np.zeros(5, np.int64), 2, 3, -100, 100),
+                           Population("o", 1, np.zeros(1, np.int64), 1, 1, -100, 100, False)),
+              projections=(Dense(0, 1, np.array([[2], [4], [6], [2], [4]]), 8),
+                           Dense(1, 2, np.ones((1, 5), np.int64), 8)),
+              timesteps=1)
+    xs = np.array([[1]])
+    params = dataclasses.replace(PARAMS, lanes=4)
+    image = map_graph(g, "class", 4)
+    model = CoreModel(params).run(image, xs, 1)
+    assert int(model.sweep_stalls[0]) == 3
+    assert model.events[0] == [(0, 1, 0, 1), (0, 1, 1, 2), (0, 1, 2, 3), (0, 1, 3, 1), (0, 1, 4, 2)]
+    one = CoreModel(PARAMS).run(map_graph(g), xs, 1)
+    # hidden sweep 2 + 3 instead of 5; output sweep 1 either way; the 5 spikes walk one entry
+    # each (spike cost 2 either way); the input walks 5 entries in 2 issues instead of 5
+    assert int(model.cycles[0]) == int(one.cycles[0]) - 3
+    results = rtl_run(params, image, xs, 1, seed=5)
     assert results[0][2]["active"] == model.cycles[0]
     check_against_model(g, xs, results, params=params)
 
