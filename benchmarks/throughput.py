@@ -162,6 +162,8 @@ def main():
     ap.add_argument("pairs", nargs="*", help="BUNDLE_DIR DATA.npz, repeated")
     ap.add_argument("--no-strided", action="store_true",
                     help="skip the strided CNN (trained here, about 10 s)")
+    ap.add_argument("--lanes", default="1,2,4,8",
+                    help="lane counts of the lanes table (default 1,2,4,8)")
     ap.add_argument("--fpga", metavar="BOARD",
                     help="also build every network at every lane count for BOARD (snnc build "
                          "--board BOARD) and report its logic and Fmax")
@@ -221,7 +223,7 @@ def main():
     print("|---|---|---|---|---|---|---|---|" + ("---|---|" if args.fpga else ""))
     with tempfile.TemporaryDirectory() as tmp:
         for i, (name, g, x) in enumerate(nets):
-            for lanes in (1, 2, 4, 8):
+            for lanes in [int(v) for v in args.lanes.split(",")]:
                 image, sops, cyc, stalls = measure_lanes(g, x, lanes)
                 extra = ""
                 if args.fpga:
