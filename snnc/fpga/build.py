@@ -251,8 +251,8 @@ def _report(root: Path, name: str, target_mhz: float) -> dict:
 
 def layout_hint(bundle) -> str:
     """What a smaller compile of the bundle saves (an addition to a message about a design
-    that does not fit): per-channel convolution lists instead of lists by class, and the input
-    walked every timestep instead of an input-current memory."""
+    that does not fit): per-channel convolution lists instead of lists by class, the input
+    walked every timestep instead of an input-current memory, and fewer synapse lanes."""
     from ..compiler.budget import graph_footprint
     from ..ir import Conv
     hints = []
@@ -270,6 +270,10 @@ def layout_hint(bundle) -> str:
         hints.append(f"the core walks the input once, into an input-current memory of "
                      f"{depth:,} x {bits} bits; compiled with --input-walk every-timestep it "
                      f"has none (more cycles: the input is walked every timestep)")
+    if bundle.lanes > 1:
+        hints.append(f"the core has {bundle.lanes} synapse lanes, each with its own "
+                     f"multipliers, neuron unit and memory banks; compiled with fewer --lanes it "
+                     f"needs less logic (more cycles)")
     return "".join(f". {h[0].upper()}{h[1:]}" for h in hints)
 
 

@@ -217,6 +217,31 @@ def test_board_top_holds_the_bundles_network_in_block_ram(tmp_path, seed):
     assert not any(init["v_mem"])
 
 
+def test_board_top_of_a_core_with_lanes_holds_each_bank(tmp_path, seed):
+    """A 4-lane bundle's images (weights interleaved by bank) become the banks' initial
+    contents: bank b of tgt, wgt and bias holds words b, b + 4, ... of the images."""
+    from snnc.compiler.bundle import load_bundle
+    from snnc.fpga.build import BoardTop, bundle_writes
+    from snnc.hw.images import initial_contents
+    from snnc.hw.mapping import config_writes, map_graph
+    g = random_graph(np.random.default_rng(seed), max_in=6, max_size=9, timesteps=2)
+    write_bundle(tmp_path / "b", g, lanes=4)
+    bundle = load_bundle(tmp_path / "b")
+    params = CoreParams(**bundle.core["params"])
+    assert params.lanes == 4
+    writes = bundle_writes(bundle, params)
+    assert writes == config_writes(map_graph(g, lanes=4), params, 2)
+    plan = BOARDS["ulx3s-85f"].platform().prepare(BoardTop(params, network=writes), name="top")
+    rtlil = plan.files["top.il"]
+    init = _meminit(rtlil if isinstance(rtlil, str) else rtlil.decode())
+    want = initial_contents(writes, params).memories
+    for name, bits in (("tgt", params.tgt_bits), ("wgt", 8), ("bias", params.v_bits)):
+        for b in range(4):
+            words = [w & ((1 << bits) - 1) for w in want[name][b::4]]
+            got = init[f"{name}{b}_mem"]
+            assert got[:len(words)] == words and not any(got[len(words):]), (name, b)
+
+
 @pytest.mark.slow
 def test_demo_mlp_bitstream_for_icebreaker(tmp_path, capsys):
     """A real bitstream: the demo MLP at 4 bits, iCEBreaker, with the UART host interface, at
@@ -275,6 +300,10 @@ def test_a_design_that_does_not_fit_names_the_smaller_compiles(tmp_path):
     assert (f"The core walks the input once, into an input-current memory of {depth:,} x "
             f"{once.core['params']['v_bits']} bits; compiled with --input-walk every-timestep it "
             f"has none" in build.layout_hint(once))
+    lanes = write_bundle(tmp_path / "dense-lanes", dense, input_once=False, lanes=4)
+    assert build.layout_hint(lanes) == (". The core has 4 synapse lanes, each with its own "
+                                        "multipliers, neuron unit and memory banks; compiled "
+                                        "with fewer --lanes it needs less logic (more cycles)")
     # the hint follows the memory plan's refusal
     big = by_class.core["params"] | {"max_synapses": 1 << 20}
     by_class.core["params"] = big
