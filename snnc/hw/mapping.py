@@ -141,24 +141,47 @@ def pack_banked(weights: np.ndarray, bits: int, lanes: int) -> np.ndarray:
     return out
 
 
+def _issue_cost(banks: np.ndarray, lanes: int) -> int:
+    """Cycles the walk of entries with membrane ``banks`` takes, in this order: per issue of
+    ``lanes`` entries, the most entries of one bank (at least 1)."""
+    return sum(max(1, int(np.bincount(banks[i:i + lanes], minlength=lanes).max()))
+               for i in range(0, len(banks), lanes))
+
+
 def order_for_banks(targets: np.ndarray, lanes: int) -> np.ndarray:
-    """An order of one event's entries (their membrane ``targets``) that the lanes walk with
-    few bank conflicts: issues of ``lanes`` consecutive entries, each filled first with one
-    entry of every bank that has entries left (the fullest banks first), then, when fewer banks
-    than lanes are left, with more of the fullest. Returns the permutation."""
+    """An order of one event's entries (their membrane ``targets``) that the lanes walk in as
+    few cycles as the banks allow. The walk takes at least ``M = max(issues, largest bank)``
+    cycles; the order gives issue ``g`` a cap ``m_g`` (the caps add up to ``M``) and fills it
+    round by round with one entry of each bank below its cap, the fullest banks first, raising
+    the cap only when no bank is left below it. The input order is kept when it is as cheap.
+    Returns the permutation."""
+    targets = np.asarray(targets)
     n = len(targets)
     if lanes == 1 or n <= 1:
         return np.arange(n)
-    banks = [list(np.flatnonzero((targets & (lanes - 1)) == b)[::-1]) for b in range(lanes)]
+    banks = targets & (lanes - 1)
+    left = [list(np.flatnonzero(banks == b)[::-1]) for b in range(lanes)]
+    groups = -(-n // lanes)
+    most = max(groups, max(len(q) for q in left))
     order = []
-    while len(order) < n:
+    for g in range(groups):
         size = min(lanes, n - len(order))
-        by_left = sorted(range(lanes), key=lambda b: -len(banks[b]))
-        issue = [banks[b].pop() for b in by_left[:size] if banks[b]]
-        while len(issue) < size:
-            issue.append(banks[max(range(lanes), key=lambda b: len(banks[b]))].pop())
-        order.extend(issue)
-    return np.array(order, dtype=np.int64)
+        cap = most // groups + (g < most % groups)
+        took = [0] * lanes
+        while size:
+            ready = [b for b in sorted(range(lanes), key=lambda b: -len(left[b]))
+                     if left[b] and took[b] < cap]
+            if not ready:
+                cap += 1
+                continue
+            for b in ready[:size]:
+                order.append(left[b].pop())
+                took[b] += 1
+                size -= 1
+    order = np.array(order, dtype=np.int64)
+    if _issue_cost(banks, lanes) <= _issue_cost(banks[order], lanes):
+        return np.arange(n)
+    return order
 
 
 def _source_mode(graph: Graph, k: int) -> SourceMode:

@@ -30,6 +30,45 @@ def test_weights_pack_and_unpack(seed):
         assert np.array_equal(unpack_weights(_pack(w, bits), 0, len(w), shift), w)
 
 
+@pytest.mark.parametrize("lanes", [2, 4, 8])
+def test_banked_weights_pack_and_unpack(seed, lanes):
+    """pack_banked: bank b packs entries b, b + lanes, ... byte by byte, interleaved; the
+    twin's unpack (the core's bank and sub-word select) gives every weight back."""
+    from snnc.hw.mapping import pack_banked
+    rng = np.random.default_rng([seed, lanes])
+    for bits, shift in ((8, 0), (4, 1), (2, 2)):
+        lim = (1 << (bits - 1)) - 1
+        w = rng.integers(-lim, lim + 1, size=int(rng.integers(0, 70)))
+        words = pack_banked(w, bits, lanes)
+        assert len(words) % lanes == 0
+        assert np.array_equal(unpack_weights(words, 0, len(w), shift, lanes), w)
+
+
+@pytest.mark.parametrize("lanes", [2, 4, 8])
+def test_order_for_banks(seed, lanes):
+    """A permutation; each issue of ``lanes`` entries holds one entry of every bank that still
+    has entries; so the walk costs max(ceil(f / lanes), largest bank) cycles when the banks
+    are balanced enough, and never more issue cycles than the input order."""
+    from snnc.hw.mapping import order_for_banks
+
+    def cost(t):
+        return sum(max(1, int(np.bincount(t[i:i + lanes] % lanes).max()))
+                   for i in range(0, len(t), lanes))
+    rng = np.random.default_rng([seed, lanes, 1])
+    for _ in range(200):
+        t = np.sort(rng.choice(200, size=int(rng.integers(1, 60)), replace=False))
+        perm = order_for_banks(t, lanes)
+        assert sorted(perm.tolist()) == list(range(len(t)))
+        counts = np.bincount(t % lanes, minlength=lanes)
+        best = max(-(-len(t) // lanes), int(counts.max()))
+        assert cost(t[perm]) <= cost(t)
+        if (counts >= len(t) // lanes).all():          # every bank fills every full issue
+            assert cost(t[perm]) == best
+    # all targets in one bank: one cycle per entry, whatever the order
+    t = np.arange(0, 40, lanes)
+    assert cost(t[order_for_banks(t, lanes)]) == len(t)
+
+
 def conv_net(c_in=2, hw=6, c_out=3, k=3, density=1.0, seed=0):
     rng = np.random.default_rng(seed)
     w = rng.integers(-7, 8, (c_out, c_in, k, k)) * (rng.random((c_out, c_in, k, k)) < density)
