@@ -24,7 +24,8 @@ timestep) by the same cycles.
 
 The split is for one synapse lane. A second table runs each network (conv lists by class, input
 once) at 1, 2, 4 and 8 lanes: SOPs done, cycles, SOP/cycle, SOP/cycle per lane, and the cycles
-lost to membrane-bank conflicts (docs/architecture.md, "Synapse lanes"). With ``--fpga BOARD``
+lost to membrane-bank conflicts and to a sweep group's spikes leaving one per cycle
+(docs/architecture.md, "Synapse lanes"), with the membrane-bank skew snnc compile chooses. With ``--fpga BOARD``
 it also compiles each network at each lane count and builds it for BOARD (``snnc build``, seed
 1, several minutes per build), adding the logic (LUTs, or iCE40 logic cells) and Fmax.
 
@@ -130,12 +131,16 @@ def measure(graph, x, layout, input_once):
 
 
 def measure_lanes(graph, x, lanes):
-    """The default compile (class lists, input once) at ``lanes`` lanes, on the cycle model."""
+    """The default compile (class lists, input once, the bank skew snnc compile chooses) at
+    ``lanes`` lanes, on the cycle model."""
+    from snnc.compiler.banks import choose_bank_skew
     T = graph.timesteps
-    image = map_graph(graph, "class", lanes)
+    skew = choose_bank_skew(graph, "class", lanes)
+    image = map_graph(graph, "class", lanes, skew)
     params = core_params_for(image, timesteps=T, input_once=True)
     run = CoreModel(params).run(image, x, T)
-    return image, int(run.synops.sum()), int(run.cycles.sum()), int(run.bank_stalls.sum())
+    return (image, skew, int(run.synops.sum()), int(run.cycles.sum()),
+            int(run.bank_stalls.sum()), int(run.sweep_stalls.sum()))
 
 
 def fpga_figures(graph, lanes, board, work):
@@ -218,22 +223,23 @@ def main():
     import tempfile
     fpga = f" | logic ({args.fpga}) | Fmax" if args.fpga else ""
     print("\nSynapse lanes (conv lists by class, input once):\n")
-    print("| network | lanes | SOPs done | cycles | SOP/cycle | SOP/cycle per lane | "
-          f"bank-conflict stalls | synapse entries{fpga} |")
-    print("|---|---|---|---|---|---|---|---|" + ("---|---|" if args.fpga else ""))
+    print("| network | lanes | bank skew | SOPs done | cycles | SOP/cycle | SOP/cycle per lane | "
+          f"bank-conflict stalls | sweep spike stalls | synapse entries{fpga} |")
+    print("|---|---|---|---|---|---|---|---|---|---|" + ("---|---|" if args.fpga else ""))
     with tempfile.TemporaryDirectory() as tmp:
         for i, (name, g, x) in enumerate(nets):
             for lanes in [int(v) for v in args.lanes.split(",")]:
-                image, sops, cyc, stalls = measure_lanes(g, x, lanes)
+                image, skew, sops, cyc, stalls, sweep = measure_lanes(g, x, lanes)
                 extra = ""
                 if args.fpga:
                     work = Path(tmp) / f"net{i}"
                     logic, fmax, why = fpga_figures(g, lanes, args.fpga, work)
                     extra = (f" | {logic:,} | {fmax:.1f} MHz" if logic is not None
                              else f" | does not build: {why} | - ")
-                print(f"| {name.split(' (')[0]} | {lanes} | {sops / len(x):,.0f} | "
+                print(f"| {name.split(' (')[0]} | {lanes} | {skew} | {sops / len(x):,.0f} | "
                       f"{cyc / len(x):,.0f} | {sops / cyc:.2f} | {sops / cyc / lanes:.2f} | "
                       f"{stalls / len(x):,.1f} ({100 * stalls / cyc:.1f}%) | "
+                      f"{sweep / len(x):,.1f} ({100 * sweep / cyc:.1f}%) | "
                       f"{image.n_entries:,}{extra} |", flush=True)
 
 

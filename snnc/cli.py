@@ -436,6 +436,12 @@ def cmd_compile(args) -> int:
     mem = bundle.core["usage"]["memory_bits"]
     print("  core memory, bits: " + ", ".join(f"{k} {v:,}" for k, v in mem.items() if v) +
           f" (total {sum(mem.values()):,})")
+    params = bundle.core["params"]
+    if params.get("lanes", 1) > 1:
+        k = params.get("bank_skew", 0)
+        bank = f"(n + (n >> {k})) % {params['lanes']}" if k else f"n % {params['lanes']}"
+        print(f"  synapse lanes: {params['lanes']}; neuron n in membrane bank {bank} (the fewest "
+              "bank conflicts of the choices)")
     print(f"  files: {_files(args.out)}")
     return 0
 

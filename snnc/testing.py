@@ -23,7 +23,8 @@ def draw_fitting(rng: np.random.Generator, make, params, *, tries: int = 200) ->
     for _ in range(tries):
         g = make(rng)
         try:
-            check_fits(map_graph(g, lanes=params.lanes), params, g.timesteps)
+            check_fits(map_graph(g, lanes=params.lanes, bank_skew=params.bank_skew), params,
+                       g.timesteps)
             return g
         except MappingError as e:
             last = e

@@ -535,6 +535,8 @@ def test_lanes_option_end_to_end(model_files, capsys):
         assert main(["compile", str(d / "net.pt2"), "--bits", "4", "--calib", str(d / "calib.npz"),
                      "--lanes", str(lanes), "-o", str(out)]) == 0
         assert load_bundle(out).core["params"]["lanes"] == lanes
+        assert ("synapse lanes: 4; neuron n in membrane bank" in capsys.readouterr().out) == \
+            (lanes == 4)
         assert ("tgt3_mem" in (out / "core.v").read_text()) == (lanes == 4)
         capsys.readouterr()
         assert main(["simulate", str(out), "--data", str(d / "calib.npz"), "--cycle-accurate",

@@ -78,9 +78,11 @@ class Bundle:
 
     def image(self):
         """The bundle's network laid out as its memory images are
-        (:func:`snnc.hw.mapping.map_graph` with the bundle's ``conv_lists`` and ``lanes``)."""
+        (:func:`snnc.hw.mapping.map_graph` with the bundle's ``conv_lists``, lanes and bank
+        skew)."""
         from ..hw.mapping import map_graph
-        return map_graph(self.graph, self.conv_lists, self.lanes)
+        return map_graph(self.graph, self.conv_lists, self.lanes,
+                         int(self.core.get("params", {}).get("bank_skew", 0)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -283,14 +285,15 @@ def _install(tmp: Path, out: Path) -> None:
 
 def write_bundle(out_dir, graph: Graph, meta: dict | None = None, *, hardware: bool = True,
                  conv_lists: str = DEFAULT_CONV_LISTS, input_once: bool = True,
-                 lanes: int = 1) -> Bundle:
+                 lanes: int = 1, bank_skew: int | None = None) -> Bundle:
     """Write ``graph`` (verified first) and ``meta`` to the bundle directory ``out_dir``.
 
     With ``hardware=True`` the bundle also gets the generated core (``core.v``) and its memory
     images; the core is sized for this network (see :func:`snnc.hw.mapping.core_params_for`),
     with convolution taps listed by ``conv_lists`` (:mod:`snnc.hw.convlists`) and, with
     ``input_once``, an input-current memory so that the input is walked once per inference
-    (:class:`snnc.hw.params.CoreParams`, ``input_current_depth``), with ``lanes`` synapse lanes.
+    (:class:`snnc.hw.params.CoreParams`, ``input_current_depth``), with ``lanes`` synapse lanes
+    and their membrane banks by ``bank_skew`` (None: :func:`snnc.compiler.banks.choose_bank_skew`).
     The target is checked first (:func:`check_bundle_target`); the bundle is written beside it
     and renamed into place, so ``out_dir`` is never left half-written. Before anything is
     written, a network too large for a generated core, for this machine's memory or for the free
@@ -314,7 +317,11 @@ def write_bundle(out_dir, graph: Graph, meta: dict | None = None, *, hardware: b
         core: dict = {}
         if hardware:
             from ..hw.mapping import write_hardware
-            core = write_hardware(tmp, graph, conv_lists, input_once=input_once, lanes=lanes)
+            if bank_skew is None:
+                from .banks import choose_bank_skew
+                bank_skew = choose_bank_skew(graph, conv_lists, lanes)
+            core = write_hardware(tmp, graph, conv_lists, input_once=input_once, lanes=lanes,
+                                  bank_skew=bank_skew)
         np.savez_compressed(tmp / "arrays.npz", **arrays)
         files = {name: {"bytes": (tmp / name).stat().st_size, "sha256": file_digest(tmp / name)}
                  for name in _listing(tmp)}

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 
-from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import C, Array, Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -164,7 +164,12 @@ class Core(wiring.Component):
 
         def loaded(name, shape, depth, bank=None):
             words = [] if ini is None else ini.memories[name]
-            if bank is not None:            # bank ``bank`` of ``lanes``: words bank, bank + L, ...
+            if bank is not None and name == "bias":  # by neuron: row r holds r*L + j in
+                rows = p.bank_depth(depth)            # bank neuron_bank(r*L + j)
+                idx = [r * L + (bank - p.bank_rotation(r)) % L for r in range(rows)]
+                words = [words[i] if i < len(words) else 0 for i in idx] if words else []
+                depth, name = rows, f"{name}{bank}"
+            elif bank is not None:          # by entry: words bank, bank + L, ...
                 words, depth, name = words[bank::L], p.bank_depth(depth), f"{name}{bank}"
             if name in self.spram:
                 mem = SPRAMMemory(shape=shape, depth=depth, name=f"{name}_spram")
@@ -222,9 +227,15 @@ class Core(wiring.Component):
             icur_ws = [mem.write_port() for mem in icur_mems]
             icur_rs = [mem.read_port(transparent_for=(w,)) for mem, w in zip(icur_mems, icur_ws)]
 
+        def nbank(n):
+            """Membrane bank of neuron address ``n`` (:meth:`CoreParams.neuron_bank`)."""
+            if p.bank_skew:
+                return (n[:lb] + (n >> p.bank_skew)[:lb])[:lb]
+            return n[:lb]
+
         def bank_of(addr):
-            """(bank, row) of a neuron or entry address."""
-            return (addr[:lb] if L > 1 else 0), (addr >> lb if L > 1 else addr)
+            """(bank, row) of a neuron address."""
+            return (nbank(addr) if L > 1 else 0), (addr >> lb if L > 1 else addr)
 
         # Accumulated strength of each max-pool member (indexed by global source).
         m.submodules.cnt_mem = cnt_mem = memory.Memory(shape=p.pool_count_bits, depth=p.pool_depth, init=[])
@@ -333,16 +344,16 @@ class Core(wiring.Component):
         sel, addr, wdata = self.cfg_sel, self.cfg_addr, self.cfg_data
         we = self.cfg_we
 
-        def bank_writes(ports, which):
+        def bank_writes(ports, which, bank=lambda a: a[:lb]):
             if L == 1:
                 (w,) = ports
                 return [w.addr.eq(addr), w.data.eq(wdata), w.en.eq(we & (sel == which))]
             return [st for b, w in enumerate(ports) for st in (
                 w.addr.eq(addr >> lb), w.data.eq(wdata),
-                w.en.eq(we & (sel == which) & (addr[:lb] == b)))]
+                w.en.eq(we & (sel == which) & (bank(addr) == b)))]
         m.d.comb += [ptr_w.addr.eq(addr), ptr_w.data.eq(wdata), ptr_w.en.eq(we & (sel == CfgSel.PTR)),
                      *bank_writes(tgt_ws, CfgSel.TGT), *bank_writes(wgt_ws, CfgSel.WGT),
-                     *bank_writes(bias_ws, CfgSel.BIAS)]
+                     *bank_writes(bias_ws, CfgSel.BIAS, nbank)]
         if self.ram_records:
             pwrite = we & (sel == CfgSel.PARAM)
             m.d.comb += rec_w.addr.eq(addr[4:])
@@ -510,7 +521,7 @@ class Core(wiring.Component):
         else:
             s4_done = Signal(L)
             rem = [l4["valid"] & ~s4_done[b] for b, l4 in enumerate(s4l)]
-            bank4 = [l4["t"][:lb] for l4 in s4l]
+            bank4 = [nbank(l4["t"]) for l4 in s4l]
             issue = [Signal(name=f"s4_issue{b}") for b in range(L)]
             for b in range(L):
                 first = rem[b]
@@ -535,7 +546,7 @@ class Core(wiring.Component):
 
         def bank_data(ports, t):
             """What the bank of neuron ``t`` read (the address was issued a cycle before)."""
-            return ports[0].data if L == 1 else Array(r.data for r in ports)[t[:lb]]
+            return ports[0].data if L == 1 else Array(r.data for r in ports)[nbank(t)]
         s5_write, s5_data = [], []
         for b, l5 in enumerate(s5l):
             vd = bank_data(v_rs, l5["t"])
@@ -566,7 +577,6 @@ class Core(wiring.Component):
         # bank (as the walker reads entries), and W1 feeds neuron j of the group to unit j.
         sweep_issue = Signal()
         sweep_i = Signal(p.local_bits + 1)
-        sweep_n = cur.NBASE + sweep_i
         if L == 1:
             w1_valid = Signal()
             w1_i = Signal(p.local_bits)
@@ -586,28 +596,34 @@ class Core(wiring.Component):
         else:
             # The readback's bank (read a cycle ago).
             v_bank_q = Signal(lb)
-            m.d.sync += v_bank_q.eq(self.rb_addr[:lb])
+            m.d.sync += v_bank_q.eq(nbank(self.rb_addr))
             v_sw = Array(r.data for r in v_rs)[v_bank_q]
-            sw_lo = sweep_n[:lb]
-            sweep_rows = [Signal(p.neuron_addr_bits, name=f"sweep_row{k}") for k in range(L)]
+            # The sweep goes row by row (a row: the ``lanes`` neurons row*L .. row*L + L - 1,
+            # one in each bank), from the row of NBASE to the row of its last neuron; lane j
+            # takes neuron row*L + j when it is the population's.
+            sw_row = Signal(p.neuron_addr_bits)
+            last_row = (cur.NBASE + cur_size_m1) >> lb
+            sweep_rows = [sw_row] * L
             for k in range(L):
-                m.d.comb += [sweep_rows[k].eq((sweep_n >> lb) + (sw_lo > k)),
-                             bias_rs[k].addr.eq(sweep_rows[k])]
-            w1_lo = Signal(lb)
+                m.d.comb += bias_rs[k].addr.eq(sw_row)
+            w1_row = Signal(p.neuron_addr_bits)
             with m.If(en_sw):
-                m.d.sync += w1_lo.eq(sw_lo)
+                m.d.sync += w1_row.eq(sw_row)
+            rot = ((w1_row >> (p.bank_skew - lb))[:lb] if p.bank_skew else 0)
             for j, nu in enumerate(nus):
                 w1_valid = Signal(name=f"w1_valid{j}")
                 w1_i = Signal(p.local_bits + 1, name=f"w1_i{j}")
+                n_j = Cat(C(j, lb), sw_row)
                 with m.If(en_sw):
-                    m.d.sync += [w1_valid.eq(sweep_issue & (sweep_i + j <= cur_size_m1)),
-                                 w1_i.eq(sweep_i + j)]
-                bank = (w1_lo + j)[:lb]                 # neuron j of the group is in this bank
+                    m.d.sync += [w1_valid.eq(sweep_issue & (n_j >= cur.NBASE) &
+                                             (n_j <= cur.NBASE + cur_size_m1)),
+                                 w1_i.eq(n_j - cur.NBASE)]
+                bank = (rot + j)[:lb] if p.bank_skew else j  # neuron row*L + j is in this bank
                 u_in = Array(r.data for r in v_rs)[bank] + Array(r.data for r in bias_rs)[bank]
                 if io:
                     w1_icur = Signal(name=f"w1_icur{j}")
                     with m.If(en_sw):
-                        m.d.sync += w1_icur.eq(sweep_n + j < p.input_current_depth)
+                        m.d.sync += w1_icur.eq(n_j < p.input_current_depth)
                     u_in = u_in + Mux(w1_icur, Array(r.data for r in icur_rs)[bank], 0)
                 m.d.comb += [nu.i_valid.eq(w1_valid), nu.i_u.eq(u_in), nu.i_tag.eq(w1_i)]
 
@@ -842,13 +858,20 @@ class Core(wiring.Component):
             with m.State("DRAIN"):
                 with m.If(en_up):
                     m.d.sync += [drain_left.eq(drain_left - 1), sweep_i.eq(0)]
+                    if L > 1:
+                        m.d.sync += sw_row.eq(cur.NBASE >> lb)
                     with m.If(drain_left == 0):
                         m.next = "SWEEP"
             with m.State("SWEEP"):
                 m.d.comb += sweep_issue.eq(1)
                 with m.If(en_sw):
-                    m.d.sync += sweep_i.eq(sweep_i + L)
-                    with m.If((sweep_i == cur_size_m1) if L == 1 else (sweep_i + L > cur_size_m1)):
+                    if L == 1:
+                        m.d.sync += sweep_i.eq(sweep_i + 1)
+                        done = sweep_i == cur_size_m1
+                    else:
+                        m.d.sync += sw_row.eq(sw_row + 1)
+                        done = sw_row == last_row
+                    with m.If(done):
                         m.d.sync += drain_left.eq(p.sweep_latency - 1)
                         m.next = "SWEEP_DRAIN"
             with m.State("SWEEP_DRAIN"):

@@ -82,6 +82,7 @@ class CoreImage:
     pool_strength: int
     input_fed: int = 0
     lanes: int = 1
+    bank_skew: int = 0
 
     @property
     def fanout(self) -> np.ndarray:
@@ -149,12 +150,13 @@ def _issue_cost(banks: np.ndarray, lanes: int) -> int:
 
 
 def order_for_banks(targets: np.ndarray, lanes: int) -> np.ndarray:
-    """An order of one event's entries (their membrane ``targets``) that the lanes walk in as
+    """An order of one event's entries that the lanes walk in as
     few cycles as the banks allow. The walk takes at least ``M = max(issues, largest bank)``
     cycles; the order gives issue ``g`` a cap ``m_g`` (the caps add up to ``M``) and fills it
     round by round with one entry of each bank below its cap, the fullest banks first, raising
     the cap only when no bank is left below it. The input order is kept when it is as cheap.
-    Returns the permutation."""
+    ``targets`` are the entries' membrane banks, or their target neurons when the bank is the
+    neuron's low bits (``bank_skew = 0``). Returns the permutation."""
     targets = np.asarray(targets)
     n = len(targets)
     if lanes == 1 or n <= 1:
@@ -221,14 +223,17 @@ def input_fed(graph: Graph) -> int:
     return max((int(nbase[p.dst - 1]) + graph.size(p.dst) for p in graph.outgoing(0)), default=0)
 
 
-def map_graph(graph: Graph, conv_layout: str = DEFAULT_CONV_LISTS, lanes: int = 1) -> CoreImage:
+def map_graph(graph: Graph, conv_layout: str = DEFAULT_CONV_LISTS, lanes: int = 1,
+              bank_skew: int = 0) -> CoreImage:
     """Lay ``graph`` out in the core's memories (independent of any core's capacity).
 
     ``conv_layout`` is how convolution taps are listed (:mod:`snnc.hw.convlists`); ``lanes``
-    the synapse lanes of the core it is for (:attr:`CoreParams.lanes`).
+    and ``bank_skew`` the synapse lanes and the membrane-bank function of the core it is for
+    (:class:`CoreParams`).
     """
     if lanes not in (1, 2, 4, 8):
         raise MappingError(f"lanes must be 1, 2, 4 or 8, not {lanes!r}")
+    banking = CoreParams(lanes=lanes, bank_skew=bank_skew)
     verify(graph)
     K = graph.n_pops
     nbase, n = [0] * K, 0
@@ -275,7 +280,7 @@ def map_graph(graph: Graph, conv_layout: str = DEFAULT_CONV_LISTS, lanes: int = 
             start = np.concatenate([[0], np.cumsum(cnt)[:-1]]).astype(np.int64)
             if lanes > 1:
                 for a, c in zip(start, cnt):
-                    perm = a + order_for_banks(tgt[a:a + c], lanes)
+                    perm = a + order_for_banks(banking.neuron_bank(tgt[a:a + c]), lanes)
                     tgt[a:a + c], w[a:a + c] = tgt[perm], w[perm]
             ky = kx = conv = np.zeros(len(tgt), np.int64)
         elif mode is SourceMode.CONV:
@@ -347,7 +352,8 @@ def map_graph(graph: Graph, conv_layout: str = DEFAULT_CONV_LISTS, lanes: int = 
         pop_sizes=tuple(graph.size(k) for k in range(K)),
         max_strength=max(p.s_max for p in graph.populations),
         state_bits=required_state_bits(graph), max_side=max(sides, default=1),
-        pool_strength=max(pools, default=0), input_fed=input_fed(graph), lanes=lanes)
+        pool_strength=max(pools, default=0), input_fed=input_fed(graph), lanes=lanes,
+        bank_skew=bank_skew)
 
 
 def _gate_bits(image: CoreImage, params: CoreParams) -> int:
@@ -374,7 +380,7 @@ def core_params_for(image: CoreImage, *, timesteps: int = 1, input_once: bool = 
         max_convs=max(1, image.n_convs), coord_bits=bits_for(max(1, image.max_side - 1)),
         pool_count_bits=pool_bits,
         input_current_depth=image.input_fed if input_once else 0,
-        lanes=getattr(image, "lanes", 1),
+        lanes=getattr(image, "lanes", 1), bank_skew=getattr(image, "bank_skew", 0),
         v_bits=max(4, image.state_bits,
                    (pool_bits + MEMBER_BITS + strength_bits + 1) if image.has_pool else 0))
     fields.update(overrides)
@@ -384,9 +390,11 @@ def core_params_for(image: CoreImage, *, timesteps: int = 1, input_once: bool = 
 def check_fits(image: CoreImage, params: CoreParams, timesteps: int = 1) -> None:
     """Raise :class:`MappingError` naming every limit ``image`` exceeds on ``params``."""
     problems = params.fits(image.needs(timesteps))
-    if image.lanes != params.lanes:
-        problems.append(f"synapse lanes: the images are mapped for {image.lanes}, the core has "
-                        f"{params.lanes} (map the network with lanes={params.lanes})")
+    if (image.lanes, image.bank_skew) != (params.lanes, params.bank_skew):
+        problems.append(f"synapse lanes: the images are mapped for {image.lanes} lanes and bank "
+                        f"skew {image.bank_skew}, the core has {params.lanes} and "
+                        f"{params.bank_skew} (map the network with lanes={params.lanes}, "
+                        f"bank_skew={params.bank_skew})")
     if params.input_once and image.input_fed > params.input_current_depth:
         problems.append(f"input-current neurons: the input feeds neurons up to {image.input_fed}, "
                         f"the core holds {params.input_current_depth}")
@@ -467,7 +475,7 @@ def _hex(path: Path, values, bits: int) -> None:
 
 
 def write_hardware(out_dir, graph: Graph, conv_layout: str = DEFAULT_CONV_LISTS, *,
-                   input_once: bool = True, lanes: int = 1) -> dict:
+                   input_once: bool = True, lanes: int = 1, bank_skew: int = 0) -> dict:
     """Write ``core.v`` (a core sized for ``graph``, walking the input once per inference when
     ``input_once`` and the network allows it, with ``lanes`` synapse lanes) and the memory
     images; return the config."""
@@ -475,7 +483,7 @@ def write_hardware(out_dir, graph: Graph, conv_layout: str = DEFAULT_CONV_LISTS,
     from .core import Core
 
     out = Path(out_dir)
-    image = map_graph(graph, conv_layout, lanes)
+    image = map_graph(graph, conv_layout, lanes, bank_skew)
     params = core_params_for(image, timesteps=graph.timesteps, input_once=input_once)
     mem = out / "mem"
     mem.mkdir(parents=True, exist_ok=True)

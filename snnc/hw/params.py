@@ -190,6 +190,12 @@ class CoreParams:
         sweep group with several spikes one cycle per spike (see docs/architecture.md,
         "Synapse lanes"). The images must be mapped for the same lane count
         (:func:`snnc.hw.mapping.map_graph`).
+    bank_skew : int
+        With lanes: 0 puts neuron ``n`` in membrane bank ``n % lanes``; ``k >= lane_bits``
+        in bank ``(n + (n >> k)) % lanes`` (:meth:`neuron_bank`), which spreads targets that
+        differ by multiples of ``2**k`` (convolution channels and rows) over the banks. The row
+        is ``n // lanes`` either way. ``snnc compile`` chooses it
+        (:func:`snnc.compiler.banks.choose_bank_skew`); it must be 0 at one lane.
     """
     max_neurons: int = 256
     max_sources: int = 512
@@ -207,6 +213,7 @@ class CoreParams:
     max_pool_sources: int | None = None
     input_current_depth: int = 0
     lanes: int = 1
+    bank_skew: int = 0
 
     def __post_init__(self):
         if self.lanes not in LANES:
@@ -227,6 +234,9 @@ class CoreParams:
         _check_int("pool_count_bits", self.pool_count_bits, 1, 32)
         _check_int("input_current_depth", self.input_current_depth, 0, self.max_neurons)
         NeuronParams(v_bits=self.v_bits, strength_bits=self.strength_bits)
+        if self.bank_skew and not (self.lanes > 1 and self.lane_bits <= self.bank_skew < 32):
+            raise ValueError(f"bank_skew must be 0 or in {self.lane_bits}..31 with lanes > 1, "
+                             f"not {self.bank_skew} with {self.lanes} lanes")
 
     @property
     def weight_depth(self) -> int:
@@ -247,6 +257,15 @@ class CoreParams:
     def lane_bits(self) -> int:
         """log2(lanes): the bank of an entry or neuron is its low ``lane_bits`` bits."""
         return self.lanes.bit_length() - 1
+
+    def neuron_bank(self, n):
+        """Membrane bank of neuron ``n`` (an int or an integer numpy array)."""
+        k = self.bank_skew
+        return (n + (n >> k)) % self.lanes if k else n % self.lanes
+
+    def bank_rotation(self, row):
+        """``neuron_bank(row * lanes + j) == (j + bank_rotation(row)) % lanes``."""
+        return (row >> (self.bank_skew - self.lane_bits)) % self.lanes if self.bank_skew else 0 * row
 
     def bank_depth(self, depth: int) -> int:
         """Words of one bank of a ``depth``-word memory split into ``lanes`` banks."""

@@ -33,7 +33,7 @@ def network_job(graph: Graph, params: CoreParams, xs: np.ndarray, timesteps: int
                 model: CoreRun, writes=None, *, conv_lists: str = DEFAULT_CONV_LISTS) -> dict:
     """The cocotb job for one network; ``writes`` (default: mapped from ``graph`` with
     ``conv_lists``) load the core."""
-    image = map_graph(graph, conv_lists, params.lanes)
+    image = map_graph(graph, conv_lists, params.lanes, params.bank_skew)
     if writes is None:
         writes = config_writes(image, params, timesteps)
     return {"writes": [list(w) for w in writes], "samples": xs.tolist(),
@@ -65,7 +65,7 @@ def compare_sample(graph: Graph, params: CoreParams, model: CoreRun, b: int, got
     Without ``stalls`` (no input gaps, no output backpressure) the core's TOTAL counter must be
     exactly the clear sweep plus ACTIVE; with stalls it can only be larger.
     """
-    image = map_graph(graph, lanes=params.lanes)
+    image = map_graph(graph, lanes=params.lanes, bank_skew=params.bank_skew)
     out = []
     want_ev = [list(e) for e in model.events[b]]
     got_ev = got["events"]
@@ -147,7 +147,8 @@ def run_networks(items, params: CoreParams, verilog: str, *, simulator="verilato
     for graph, xs, T, *writes in items:
         xs = np.asarray(xs, dtype=np.int64)
         ref = ref_run(graph, xs, T)
-        model = CoreModel(params).run(map_graph(graph, conv_lists, params.lanes), xs, T)
+        model = CoreModel(params).run(map_graph(graph, conv_lists, params.lanes, params.bank_skew),
+                                      xs, T)
         if not np.array_equal(model.v_final, np.concatenate(ref.v_final, axis=1)):
             raise AssertionError("cycle model and reference disagree on membranes")
         models.append(model)

@@ -13,8 +13,9 @@ per timestep ``t``::
                                                max(issues[j], spike_event) + stall[j])
   + emit_eot
 
-where ``groups[p]`` is ``ceil(size[p] / lanes)`` plus, per group of ``lanes`` neurons, its
-spikes beyond the first (``size[p]`` at one lane), a source's ``issues`` is ``ceil(fanout / lanes)`` and its ``stall`` the membrane-bank
+where ``groups[p]`` is the number of membrane rows (``lanes`` neurons, ``n // lanes``) the
+population's neurons occupy plus, per row, its spikes beyond the first (``size[p]`` at one
+lane), a source's ``issues`` is ``ceil(fanout / lanes)`` and its ``stall`` the membrane-bank
 conflicts of its list (:meth:`CoreModel._walk_cost`; both 0-stall and ``issues = fanout`` at
 one lane).
 
@@ -163,7 +164,7 @@ class CoreModel:
             return issues, np.zeros_like(issues)
         src, tgt, _, valid, _ = self._entries(image, k)
         pos = np.arange(len(src)) - np.repeat(np.cumsum(count) - count, count)
-        key = (src[valid] * int(issues.max()) + pos[valid] // L) * L + (tgt[valid] & (L - 1))
+        key = (src[valid] * int(issues.max()) + pos[valid] // L) * L + self.params.neuron_bank(tgt[valid])
         keys, mult = np.unique(key, return_counts=True)
         issue_key = keys // L
         worst = np.zeros(int(issue_key.max()) + 1, np.int64)
@@ -245,10 +246,13 @@ class CoreModel:
                 spikes[k - 1][t] = s
                 c = TIMING.drain + n + p.sweep_latency
                 if p.lanes > 1:
-                    # ceil(n / lanes) groups, each one more cycle per spike beyond its first
+                    # one group per membrane row the population touches, each one more cycle
+                    # per spike beyond its first
                     L = p.lanes
-                    groups = -(-n // L)
-                    per = np.pad(s != 0, ((0, 0), (0, groups * L - n))).reshape(B, groups, L).sum(axis=2)
+                    lead = nb % L
+                    groups = -(-(lead + n) // L)
+                    per = np.pad(s != 0, ((0, 0), (lead, groups * L - n - lead))).reshape(
+                        B, groups, L).sum(axis=2)
                     extra = np.maximum(per - 1, 0).sum(axis=1)
                     c = c - n + groups + extra
                     sweep_stalls += extra

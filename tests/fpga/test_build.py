@@ -219,25 +219,32 @@ def test_board_top_holds_the_bundles_network_in_block_ram(tmp_path, seed):
 
 def test_board_top_of_a_core_with_lanes_holds_each_bank(tmp_path, seed):
     """A 4-lane bundle's images (weights interleaved by bank) become the banks' initial
-    contents: bank b of tgt, wgt and bias holds words b, b + 4, ... of the images."""
+    contents: bank b of tgt and wgt holds words b, b + 4, ... of the images; with the membrane
+    banks skewed (n + (n >> 3)) % 4, bias bank b holds in row r the neuron of row r in bank b."""
     from snnc.compiler.bundle import load_bundle
     from snnc.fpga.build import BoardTop, bundle_writes
     from snnc.hw.images import initial_contents
     from snnc.hw.mapping import config_writes, map_graph
     g = random_graph(np.random.default_rng(seed), max_in=6, max_size=9, timesteps=2)
-    write_bundle(tmp_path / "b", g, lanes=4)
+    write_bundle(tmp_path / "b", g, lanes=4, bank_skew=3)
     bundle = load_bundle(tmp_path / "b")
     params = CoreParams(**bundle.core["params"])
-    assert params.lanes == 4
+    assert (params.lanes, params.bank_skew) == (4, 3)
     writes = bundle_writes(bundle, params)
-    assert writes == config_writes(map_graph(g, lanes=4), params, 2)
+    assert writes == config_writes(map_graph(g, lanes=4, bank_skew=3), params, 2)
     plan = BOARDS["ulx3s-85f"].platform().prepare(BoardTop(params, network=writes), name="top")
     rtlil = plan.files["top.il"]
     init = _meminit(rtlil if isinstance(rtlil, str) else rtlil.decode())
     want = initial_contents(writes, params).memories
     for name, bits in (("tgt", params.tgt_bits), ("wgt", 8), ("bias", params.v_bits)):
         for b in range(4):
-            words = [w & ((1 << bits) - 1) for w in want[name][b::4]]
+            if name == "bias":        # by neuron: row r, bank b holds the neuron of that bank
+                rows = params.bank_depth(params.max_neurons)
+                idx = [r * 4 + (b - params.bank_rotation(r)) % 4 for r in range(rows)]
+                assert all(params.neuron_bank(i) == b for i in idx)
+                words = [want[name][i] & ((1 << bits) - 1) for i in idx if i < len(want[name])]
+            else:                     # by entry: words b, b + 4, ...
+                words = [w & ((1 << bits) - 1) for w in want[name][b::4]]
             got = init[f"{name}{b}_mem"]
             assert got[:len(words)] == words and not any(got[len(words):]), (name, b)
 

@@ -128,7 +128,7 @@ def contract_state(image, params, n, word):
 
 
 def check_against_model(graph, xs, results, params=PARAMS, layout="class"):
-    image = map_graph(graph, layout, params.lanes)
+    image = map_graph(graph, layout, params.lanes, params.bank_skew)
     model = CoreModel(params).run(image, xs, graph.timesteps)
     ref = ref_run(graph, xs)
     ref_v = np.concatenate(ref.v_final, axis=1)
@@ -241,18 +241,20 @@ def test_input_walked_once_by_hand():
 def test_synapse_lanes(seed, lanes, case):
     """Cores with 2, 4 and 8 synapse lanes (banked target, weight, membrane and input-current
     memories) on dense, residual and convolution networks (class and channel lists), input
-    walked every timestep and once, with input gaps and output stalls: the events, membranes
-    and counters of the reference, and the twin's cycles including its bank-conflict stalls
-    (ACTIVE ==)."""
+    walked every timestep and once, membrane banks by the neuron's low bits and skewed
+    (``bank_skew``), with input gaps and output stalls: the events, membranes and counters of
+    the reference, and the twin's cycles including its bank-conflict stalls (ACTIVE ==)."""
     rng = np.random.default_rng([seed, case, lanes, 17])
-    params = dataclasses.replace(PARAMS_ONCE if case >= 2 else PARAMS, lanes=lanes)
+    lb = lanes.bit_length() - 1
+    params = dataclasses.replace(PARAMS_ONCE if case >= 2 else PARAMS, lanes=lanes,
+                                 bank_skew=[0, lb + 1, lb, lb + 2][case])
     layout = "channel" if case == 3 else "class"
     make = ((lambda r: random_conv_graph(r, max_hw=6, timesteps=int(r.integers(1, 3))))
             if case % 2 else
             (lambda r: random_graph(r, max_in=12, max_size=12, max_hidden=2, residual=case == 2,
                                     timesteps=int(r.integers(1, 4)))))
     g = draw_fitting(rng, make, params)
-    image = map_graph(g, layout, lanes)
+    image = map_graph(g, layout, lanes, params.bank_skew)
     xs = random_inputs(rng, g, 3)
     results = rtl_run(params, image, xs, g.timesteps, seed=seed + case)
     check_against_model(g, xs, results, params=params, layout=layout)

@@ -103,14 +103,16 @@ def test_random_conv_networks_bit_exact(simulator, core_verilog, seed):
     assert not failures, "\n".join(failures[:20])
 
 
-@pytest.mark.parametrize("sim,lanes", [("verilator", 2), ("icarus", 4), ("verilator", 8)])
-def test_synapse_lanes_bit_exact(sim, lanes, seed):
-    """Cores with 2, 4 (input walked once) and 8 synapse lanes: dense and convolution networks
-    with input gaps and output stalls, every event, membrane and counter, and ACTIVE == the
-    twin's cycles with its bank-conflict stalls; some of the networks do stall."""
+@pytest.mark.parametrize("sim,lanes,skew", [("verilator", 2, 0), ("icarus", 4, 4),
+                                            ("verilator", 8, 3)])
+def test_synapse_lanes_bit_exact(sim, lanes, skew, seed):
+    """Cores with 2, 4 (input walked once, banks skewed by n >> 4) and 8 synapse lanes (banks
+    skewed by n >> 3): dense and convolution networks with input gaps and output stalls, every
+    event, membrane and counter, and ACTIVE == the twin's cycles with its bank-conflict
+    stalls; some of the networks do stall."""
     from tests.rtl.conftest import require
     require(sim)
-    params = dataclasses.replace(PARAMS, lanes=lanes,
+    params = dataclasses.replace(PARAMS, lanes=lanes, bank_skew=skew,
                                  input_current_depth=PARAMS.max_neurons if lanes == 4 else 0)
     v = verilog.convert(Core(params), name="snnc_core")
     items = regression_set(seed, 16, params) + conv_regression_set(seed, 10, params)
