@@ -106,11 +106,16 @@ def test_built_in_network_runs_without_configuration_and_after_a_reset(seed):
     board.write(encode_frame(Cmd.RUN, T.to_bytes(2, "little")))
     # The ACK (6 bytes) and the first byte of an EVENT or TICK frame: the core is running.
     assert len(board.read(7, 2e-3)) == 7
+    assert board.framing_errors == 0
     board.reset()
     client.resync()
+    # The reset can cut the byte on the line; its frame is the only malformed one (a start
+    # bit cut to less than half a bit time reads as a frame without a start bit).
+    cut = board.framing_errors
+    assert cut <= 1
     assert mismatches(client.run_samples(writes, x, T, load=[])) == [[], []]
     assert _config_records(board, record) == 1
-    assert board.framing_errors == 0
+    assert board.framing_errors == cut
 
 
 SMALL = CoreParams(max_neurons=4, max_sources=4, max_synapses=8, max_pops=3, max_pop_size=4,
