@@ -23,6 +23,10 @@ slice of the list it walks (docs/architecture.md, section 5). Two layouts:
 
 The walk, the hardware and the cycle formula are the same for both: a source walks
 ``ptr.count`` entries (its fan-out). Only the lists and the descriptors differ.
+
+On a core with synapse lanes the entries of one issue whose targets share a membrane bank cost a
+cycle each; :func:`order_for_banks` reorders the lists (inside what every slice covers whole)
+against these conflicts, summed over all the sources that walk them.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ import numpy as np
 from ..ir import Conv, Graph
 
 __all__ = ["CONV_LISTS", "DEFAULT_CONV_LISTS", "ConvLists", "conv_lists", "check_layout",
-           "landing_taps"]
+           "landing_taps", "landing_targets", "bank_stalls", "order_for_banks"]
 
 #: The layouts, and the one snnc uses unless told otherwise.
 CONV_LISTS = ("class", "channel")
@@ -62,6 +66,12 @@ class ConvLists:
     @property
     def n_entries(self) -> int:
         return len(self.co)
+
+    def permuted(self, perm: np.ndarray) -> "ConvLists":
+        """The same lists with the entries in the order ``perm`` (the slices unchanged: ``perm``
+        must keep every slice's entries inside it)."""
+        return ConvLists(proj=self.proj[perm], ci=self.ci[perm], co=self.co[perm],
+                         ky=self.ky[perm], kx=self.kx[perm], start=self.start, count=self.count)
 
 
 def _landing(n: int, projs, graph: Graph, axis: int) -> list[tuple]:
@@ -189,3 +199,105 @@ def _channel(nz, C, H, W) -> ConvLists:
     cat = {name: (np.concatenate(v) if v else np.zeros(0, np.int64)) for name, v in parts.items()}
     return ConvLists(proj=cat["proj"], ci=cat["ci"], co=cat["co"], ky=cat["ky"], kx=cat["kx"],
                      start=np.where(counts[ch] == 0, 0, starts[ch]), count=counts[ch])
+
+
+# Ordering against membrane-bank conflicts (synapse lanes) ---------------------------------------
+
+def landing_targets(lists: ConvLists, graph: Graph, k: int, bases: np.ndarray,
+                    entries: np.ndarray, sources: np.ndarray) -> np.ndarray:
+    """The neuron that entry ``entries`` updates when source ``sources`` (flattened index in
+    population ``k``) walks it, or -1 where the tap lands outside the output or on another
+    stride phase: the core's check (docs/architecture.md, section 5), broadcast over the two
+    index arrays. ``bases[e]`` is entry ``e``'s stored target (``NBASE_dst + co*H_out*W_out``)."""
+    projs = list(graph.outgoing(k))
+    _, H, W = graph.shape(k)
+    geo = np.array([(p.padding[0], p.padding[1], p.stride[0], p.stride[1],
+                     graph.shape(p.dst)[1], graph.shape(p.dst)[2]) for p in projs], np.int64)
+    pad_y, pad_x, s_y, s_x, ho, wo = np.moveaxis(geo[lists.proj[entries]], -1, 0)
+    sources = np.asarray(sources)
+    ny = (sources // W) % H + pad_y - lists.ky[entries]
+    nx = sources % W + pad_x - lists.kx[entries]
+    qy, qx = ny // s_y, nx // s_x
+    ok = (ny >= 0) & (nx >= 0) & (ny % s_y == 0) & (nx % s_x == 0) & (qy < ho) & (qx < wo)
+    return np.where(ok, bases[entries] + qy * wo + qx, -1)
+
+
+def bank_stalls(lists: ConvLists, graph: Graph, k: int, bases: np.ndarray, bank_of,
+                lanes: int) -> np.ndarray:
+    """Per source of population ``k``: the bank-conflict stall cycles of one walk of its slice
+    on ``lanes`` lanes (per issue of ``lanes`` consecutive entries, the most landing targets in
+    one membrane bank ``bank_of(neuron)``, less one), as the core and its cycle model count
+    them."""
+    count = lists.count
+    src = np.repeat(np.arange(len(count)), count)
+    pos = np.arange(len(src)) - np.repeat(np.cumsum(count) - count, count)
+    tgt = landing_targets(lists, graph, k, bases, lists.start[src] + pos, src)
+    hit = tgt >= 0
+    if not hit.any():
+        return np.zeros(len(count), np.int64)
+    windows = int(-(-count.max() // lanes))
+    key = ((src[hit] * windows + pos[hit] // lanes) * lanes + bank_of(tgt[hit]))
+    keys, mult = np.unique(key, return_counts=True)
+    worst = np.zeros(len(count) * windows, np.int64)
+    np.maximum.at(worst, keys // lanes, mult)
+    return np.maximum(worst - 1, 0).reshape(len(count), windows).sum(axis=1)
+
+
+def order_for_banks(lists: ConvLists, graph: Graph, k: int, bases: np.ndarray, bank_of,
+                    lanes: int) -> np.ndarray:
+    """An order of the entries of ``lists`` (population ``k``'s) that the sources walk with few
+    membrane-bank conflicts on ``lanes`` lanes; returns the permutation.
+
+    A convolution target depends on the source's coordinates, so the cost of an order is the sum
+    over every source of the stalls of its own walk (:func:`bank_stalls`), each source with its
+    own issue boundaries (its slice's start). The order only moves entries inside a *group*: a
+    run of entries of one channel, projection and kernel row that every slice covers whole or
+    not at all, so every slice keeps its entries. Position by position, it takes the group's
+    entry that adds the fewest stall cycles over the sources walking the group (given the
+    entries already in each source's current issue), on ties the one whose banks hold the most
+    entries still to place (the fullest banks first, as the dense order does), then the earliest.
+    The input order is kept when it is as cheap.
+    """
+    n, L = lists.n_entries, lanes
+    perm = np.arange(n)
+    if L == 1 or n <= 1:
+        return perm
+    start, count = lists.start, lists.count
+    walking = np.flatnonzero(count > 0)
+    s_start, s_end = start[walking], start[walking] + count[walking]
+    key = np.stack([lists.ci, lists.proj, lists.ky])
+    cuts = np.unique(np.concatenate([[0, n], s_start, s_end,
+                                     np.flatnonzero((key[:, 1:] != key[:, :-1]).any(axis=0)) + 1]))
+    win_at = np.full(len(count), -1, np.int64)        # each source's current issue ...
+    win_cnt = np.zeros((len(count), L), np.int64)     # ... and its landing entries per bank
+    for a, b in zip(cuts[:-1], cuts[1:]):
+        cover = walking[(s_start <= a) & (s_end >= b)]
+        if len(cover) == 0:
+            continue
+        tgt = landing_targets(lists, graph, k, bases, np.arange(a, b)[:, None], cover[None, :])
+        bank = np.where(tgt >= 0, bank_of(np.maximum(tgt, 0)), -1)     # (entry, source)
+        lands = bank >= 0
+        sidx = np.arange(len(cover))
+        rem = np.zeros((len(cover), L), np.int64)
+        np.add.at(rem, (np.broadcast_to(sidx, bank.shape)[lands], bank[lands]), 1)
+        left = np.arange(b - a)
+        for j in range(a, b):
+            w = (j - start[cover]) // L
+            fresh = win_at[cover] != w
+            win_at[cover[fresh]] = w[fresh]
+            win_cnt[cover[fresh]] = 0
+            cnt = win_cnt[cover]
+            top = np.maximum(cnt.max(axis=1), 1)
+            bl, ok = np.maximum(bank[left], 0), lands[left]
+            adds = (ok & (cnt[sidx, bl] + 1 > top)).sum(axis=1)
+            need = np.where(ok, rem[sidx, bl], 0).sum(axis=1)
+            pick = np.lexsort((left, -need, adds))[0]
+            e = left[pick]
+            left = np.delete(left, pick)
+            perm[j] = a + e
+            hit = lands[e]
+            win_cnt[cover[hit], bank[e, hit]] += 1
+            rem[sidx[hit], bank[e, hit]] -= 1
+    before = bank_stalls(lists, graph, k, bases, bank_of, L).sum()
+    after = bank_stalls(lists.permuted(perm), graph, k, bases[perm], bank_of, L).sum()
+    return perm if after < before else np.arange(n)

@@ -15,7 +15,9 @@ With ``lanes`` synapse lanes (:attr:`CoreParams.lanes`, ``L``) each fan-out regi
 multiple of ``L`` entries, each bank ``b`` of the weight memory packs the region's entries
 ``b, b + L, b + 2L, ...`` (bank-local byte ``j`` of bank ``b`` at image address ``j * L + b``),
 and every dense list is ordered so that each issue of ``L`` consecutive entries hits as few
-entries per membrane bank as it can (:func:`order_for_banks`).
+entries per membrane bank as it can (:func:`order_for_banks`); so is every convolution list,
+against the conflicts of all the sources that walk it
+(:func:`snnc.hw.convlists.order_for_banks`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import numpy as np
 from ..ir import Graph, required_state_bits, verify
 from ..ir import Conv, MaxPool
 from .convlists import DEFAULT_CONV_LISTS, conv_lists
+from .convlists import order_for_banks as order_conv_for_banks
 from .params import (MEMBER_BITS, CfgSel, ConvField, CoreParams, ParamField, SourceMode,
                      bits_for)
 
@@ -289,6 +292,10 @@ def map_graph(graph: Graph, conv_layout: str = DEFAULT_CONV_LISTS, lanes: int = 
             plane = np.array([graph.shape(p.dst)[1] * graph.shape(p.dst)[2] for p in out],
                              dtype=np.int64)
             ids = np.array([conv_ids[(p.src, p.dst)] for p in out], dtype=np.int64)
+            if lanes > 1:
+                bases = dst_base[lists.proj] + lists.co * plane[lists.proj]
+                lists = lists.permuted(order_conv_for_banks(lists, graph, k, bases,
+                                                            banking.neuron_bank, lanes))
             tgt = dst_base[lists.proj] + lists.co * plane[lists.proj]
             ky, kx, conv = lists.ky, lists.kx, ids[lists.proj]
             w = np.zeros(lists.n_entries, dtype=np.int64)

@@ -102,3 +102,71 @@ def test_both_layouts_give_the_reference_result_and_class_walks_no_wasted_tap(se
             assert all(np.array_equal(a, b) for a, b in zip(m.spikes, ref.spikes)), (case, layout)
             cycles[layout] = m.cycles
         assert (cycles["class"] <= cycles["channel"]).all(), case
+
+
+# Ordering against membrane-bank conflicts (synapse lanes) ---------------------------------------
+
+def _bases(graph, k, lists, image):
+    projs = list(graph.outgoing(k))
+    nbase = np.array([image.pops[p.dst]["NBASE"] for p in projs], np.int64)
+    plane = np.array([graph.shape(p.dst)[1] * graph.shape(p.dst)[2] for p in projs], np.int64)
+    return nbase[lists.proj] + lists.co * plane[lists.proj]
+
+
+def test_bank_order_keeps_every_walk_and_costs_what_the_cycle_model_counts(seed):
+    """On random convolution networks, lanes 2/4/8, skews 0 and random, both layouts: the order
+    is a permutation that leaves each source's walk the same set of taps, never costs more
+    stalls than the lists' own order, and its stalls per source are the ones the cycle model
+    counts on the mapped image."""
+    from snnc.hw.convlists import bank_stalls, order_for_banks
+    from snnc.hw.params import CoreParams
+    rng = np.random.default_rng(seed)
+    print("seed", seed)
+    for case in range(10):
+        g = random_conv_graph(rng)
+        lanes = int(rng.choice([2, 4, 8]))
+        lane_bits = lanes.bit_length() - 1
+        skew = int(rng.choice([0, int(rng.integers(lane_bits, 9))]))
+        bank_of = CoreParams(lanes=lanes, bank_skew=skew).neuron_bank
+        for layout in ("class", "channel"):
+            image = map_graph(g, layout, lanes, skew)
+            model = CoreModel(core_params_for(image, timesteps=g.timesteps))
+            for k in conv_sources(g):
+                lists = conv_lists(g, k, layout)
+                bases = _bases(g, k, lists, image)
+                perm = order_for_banks(lists, g, k, bases, bank_of, lanes)
+                assert sorted(perm) == list(range(lists.n_entries)), (case, layout, k)
+                ordered = lists.permuted(perm)
+                for s in range(len(lists.count)):
+                    assert sorted(walked(ordered, s)) == sorted(walked(lists, s)), (case, k, s)
+                before = bank_stalls(lists, g, k, bases, bank_of, lanes)
+                after = bank_stalls(ordered, g, k, bases[perm], bank_of, lanes)
+                assert after.sum() <= before.sum(), (case, layout, k)
+                # map_graph applies this order: the cycle model's stalls are these
+                assert np.array_equal(model._walk_cost(image, k)[1], after), (case, layout, k)
+
+
+def test_bank_order_reaches_zero_stalls_where_the_list_order_conflicts():
+    """One 4x4 channel, a dense 3x3 convolution (padding 1) to 4 channels of 4x4, 4 lanes, skew
+    4: output neuron (co, y', x') is in bank (x' + co) % 4. A source in the first column walks
+    the taps kx = 0, 1 of each (co, ky): banks (1 - kx + co) % 4, each bank twice per kernel
+    row, so an order with no conflict exists, while the lists' (co, kx) order puts (co 0, kx 0)
+    and (co 1, kx 1) in bank 1 of one issue."""
+    from snnc.hw.convlists import bank_stalls, order_for_banks
+    from snnc.hw.params import CoreParams
+    inp = InputPopulation("in", (1, 4, 4), False)
+    pop = Population("c", 64, np.zeros(64, np.int64), 3, 3, -10**4, 10**4, False, (4, 4, 4))
+    g = Graph(inp, (pop,), (Conv(0, 1, np.ones((4, 1, 3, 3), np.int64), 4, (1, 1), (1, 1)),),
+              timesteps=1)
+    bank_of = CoreParams(lanes=4, bank_skew=4).neuron_bank
+    assert [int(bank_of(co * 16 + y * 4 + x)) for co in range(4) for y in (0, 3) for x in (0, 3)] \
+        == [(x + co) % 4 for co in range(4) for y in (0, 3) for x in (0, 3)]
+    lists = conv_lists(g, 0, "class")
+    bases = lists.co * 16
+    before = bank_stalls(lists, g, 0, bases, bank_of, 4)
+    assert before.sum() > 0 and before[0] > 0       # source (0, 0)
+    perm = order_for_banks(lists, g, 0, bases, bank_of, 4)
+    assert bank_stalls(lists.permuted(perm), g, 0, bases[perm], bank_of, 4).sum() == 0
+    image = map_graph(g, "class", 4, 4)
+    model = CoreModel(core_params_for(image, timesteps=1))
+    assert model._walk_cost(image, 0)[1].sum() == 0
