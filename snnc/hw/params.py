@@ -9,7 +9,8 @@ import enum
 from dataclasses import dataclass
 
 __all__ = ["NeuronParams", "CoreParams", "CfgSel", "ParamField", "ConvField", "SourceMode",
-           "Counter", "TIMING", "bits_for", "MEMBER_BITS", "CORE_LIMITS", "LANES"]
+           "Counter", "TIMING", "bits_for", "MEMBER_BITS", "CORE_LIMITS", "LANES", "MeshParams",
+           "Port"]
 
 #: Synapse lane counts a core can be built with (:attr:`CoreParams.lanes`).
 LANES = (1, 2, 4, 8)
@@ -365,3 +366,61 @@ class CoreParams:
         cap = self.capacity()
         return [f"{what}: the network needs {n}, the core holds {cap[what]}"
                 for what, n in needs.items() if n > cap[what]]
+
+
+# The tile mesh ---------------------------------------------------------------------------------
+
+class Port(enum.IntEnum):
+    """A router's ports: its own tile, then the four neighbours (``x`` grows east, ``y`` south)."""
+    LOCAL = 0
+    EAST = 1
+    WEST = 2
+    SOUTH = 3
+    NORTH = 4
+
+
+@dataclass(frozen=True, kw_only=True)
+class MeshParams:
+    """A ``cols`` x ``rows`` mesh of routers (docs/architecture.md, "The mesh").
+
+    Tile ``t`` sits at ``(x, y) = (t % cols, t // cols)``. A flit is a destination set (one bit
+    per tile) and a ``payload_bits``-bit payload the mesh does not look at. Each router input
+    buffers ``depth`` flits.
+    """
+    cols: int = 1
+    rows: int = 1
+    payload_bits: int = 32
+    depth: int = 2
+
+    def __post_init__(self):
+        _check_int("cols", self.cols, 1, 16)
+        _check_int("rows", self.rows, 1, 16)
+        _check_int("payload_bits", self.payload_bits, 1, 256)
+        _check_int("depth", self.depth, 1, 64)
+        if self.cols * self.rows > 64:
+            raise ValueError(f"a mesh holds at most 64 tiles, not {self.cols} x {self.rows}")
+
+    @property
+    def n_tiles(self) -> int:
+        return self.cols * self.rows
+
+    def position(self, tile: int) -> tuple[int, int]:
+        return tile % self.cols, tile // self.cols
+
+    def region(self, x: int, y: int, port: Port) -> int:
+        """The destination set router ``(x, y)`` sends out of ``port`` (XY routing: first along
+        ``x``, then along ``y``): tiles east or west of its column, then tiles of its own column
+        south or north of it, then itself."""
+        mask = 0
+        for t in range(self.n_tiles):
+            tx, ty = self.position(t)
+            hit = {Port.EAST: tx > x, Port.WEST: tx < x,
+                   Port.SOUTH: tx == x and ty > y, Port.NORTH: tx == x and ty < y,
+                   Port.LOCAL: tx == x and ty == y}[Port(port)]
+            mask |= int(hit) << t
+        return mask
+
+    def hops(self, src: int, dst: int) -> int:
+        """Routers a flit passes between tiles ``src`` and ``dst``, both ends included."""
+        (sx, sy), (dx, dy) = self.position(src), self.position(dst)
+        return abs(sx - dx) + abs(sy - dy) + 1
