@@ -37,7 +37,8 @@ _EPILOG = f"""\
 examples:
   snnc demo                                  train, compile and verify the digits MLP
   snnc demo --model cnn                      the digits CNN: accuracy table over bits and T
-  snnc compile model.pt2 --bits 4 --calib calib.npz -o build/net
+  snnc compile model.pt2 --bits 4 -o build/net   no data: thresholds from weight bounds
+  snnc compile model.pt2 --bits 4 --calib calib.npz -o build/net   thresholds from data (better)
   snnc compile weights.pt --arch mynets:MLP --bits 8 --calib calib.npz -o build/net
   snnc simulate build/net --data test.npz --json results.json
   snnc simulate build/net --data test.npz --cycle-accurate --clock-mhz 48
@@ -99,6 +100,16 @@ def _shape(text: str) -> tuple[int, ...]:
     return dims
 
 
+def _range(text: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LO,HI like 0,1 or -1,1, not {text!r}") from None
+    if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
+        raise argparse.ArgumentTypeError(f"expected finite LO < HI, not {text!r}")
+    return lo, hi
+
+
 def _out_dir(text: str) -> Path:
     if not text.strip():
         raise argparse.ArgumentTypeError("the bundle directory name is empty (e.g. -o build/net)")
@@ -137,7 +148,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "(e.g. 7,conv1=3,fc1=15); 1 gives binary spikes (default: %(default)s)")
     p.add_argument("--calib", type=Path, metavar="FILE",
                    help="calibration data (.npz with float x, optional labels y): "
-                        "representative inputs, e.g. a few hundred training samples")
+                        "representative inputs, e.g. a few hundred training samples. Each "
+                        "layer's threshold comes from its activations on them. Without it the "
+                        "thresholds come from the weights and biases (model-based: safe bounds, "
+                        "usually less accurate at few timesteps)")
+    p.add_argument("--input-range", type=_range, metavar="LO,HI",
+                   help="without --calib: the range of every raw input value (default: 0,1, "
+                        "images as ToTensor gives them)")
     p.add_argument("--percentile", type=float, default=99.9, metavar="P",
                    help="activation percentile that sets each layer's scale "
                         "(default: %(default)s)")
@@ -422,7 +439,8 @@ def cmd_compile(args) -> int:
                                 max_strength=args.max_strength, calib=args.calib,
                                 percentile=args.percentile, arch=args.arch,
                                 trust_model=args.trust_model, input_shape=args.input_shape,
-                                readout=args.readout, hardware=True)
+                                readout=args.readout, hardware=True,
+                                input_range=args.input_range)
     try:
         bundle = write_bundle(args.out, graph, meta, hardware=True, conv_lists=args.conv_lists,
                               input_once=args.input_walk == "once", lanes=args.lanes)

@@ -101,8 +101,9 @@ def test_untrusted_pickle_message(model_files, capsys):
 
 def test_user_errors_exit_2_without_traceback(model_files, capsys):
     d = model_files
-    assert "--calib FILE.npz is required" in error_of(
-        capsys, ["compile", str(d / "net.pt2"), "--bits", "4", "-o", str(d / "o")])
+    assert "--input-range is for compiling without --calib" in error_of(
+        capsys, ["compile", str(d / "net.pt2"), "--bits", "4", "--calib", str(d / "calib.npz"),
+                 "--input-range", "0,1", "-o", str(d / "o")])
     assert "does not exist" in error_of(
         capsys, ["compile", str(d / "nope.pt2"), "--bits", "4", "--calib", "c.npz", "-o", "o"])
     assert "not a bundle directory" in error_of(
@@ -134,7 +135,20 @@ def test_python_dash_m(tmp_path):
                            "--bits", "4", "-o", str(tmp_path / "o")],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
-    assert proc.stderr.startswith("snnc: error: --calib FILE.npz is required")
+    assert proc.stderr.startswith("snnc: error: ") and "does not exist" in proc.stderr
+
+
+def test_compile_without_calibration_data(model_files, capsys):
+    """The first command users type works: no --calib, one note line on how to do better."""
+    d = model_files
+    assert main(["compile", str(d / "net.pt2"), "--bits", "4", "-o", str(d / "nocal")]) == 0
+    out = capsys.readouterr().out
+    notes = [line for line in out.splitlines() if "no --calib" in line]
+    assert len(notes) == 1 and "--calib FILE.npz" in notes[0], out
+    for bad in ("1,0", "0", "a,b", "0,inf"):
+        assert main(["compile", str(d / "net.pt2"), "--bits", "4", "--input-range", bad,
+                     "-o", str(d / "x")]) == 2
+        assert "expected" in capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")

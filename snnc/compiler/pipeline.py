@@ -29,7 +29,7 @@ from .errors import SnncError
 from .extract import extract_layers
 from .floatnet import FloatNet
 from .load import LoadedModel, load_model
-from .quantize import Calibration, calibrate
+from .quantize import DEFAULT_INPUT_RANGE, Calibration, calibrate, calibrate_from_bounds
 from .report import accuracy_warnings, data_warnings, snn_accuracy, weight_warnings
 
 __all__ = ["DEFAULT_TIMESTEPS", "DEFAULT_MAX_STRENGTH", "Options", "Compilation", "PASSES",
@@ -58,6 +58,7 @@ class Options:
     readout: str = "membrane"
     evaluate: bool = True
     hardware: bool = False
+    input_range: tuple[float, float] | None = None
 
 
 def readout_mode(text: str) -> Readout:
@@ -92,11 +93,9 @@ def check(c: Compilation) -> Compilation:
     readout_mode(o.readout)
     if o.input_shape is not None and (not o.input_shape or any(d < 1 for d in o.input_shape)):
         raise SnncError(f"--input-shape must be positive sizes, not {list(o.input_shape)}")
-    if o.calib is None:
-        raise SnncError("--calib FILE.npz is required: snnc picks each layer's firing threshold "
-                        "from the network's activations on representative inputs (an .npz with "
-                        "a float array 'x', e.g. a few hundred training samples, and optional "
-                        "labels 'y')")
+    if o.calib is not None and o.input_range is not None:
+        raise SnncError("--input-range is for compiling without --calib (model-based "
+                        "thresholds); with --calib the data's own range is used: drop one")
     return c
 
 
@@ -122,6 +121,8 @@ def read_calibration(c: Compilation) -> Compilation:
     """Read the calibration set (a path to an .npz, or an ``(x, y)`` pair) as it is stored:
     before extraction, so that its sample shape can serve as the model's input shape."""
     calib = c.options.calib
+    if calib is None:
+        return c
     if isinstance(calib, (str, Path)):
         x, y = load_npz(calib)
         source = str(calib)
@@ -144,6 +145,8 @@ def extract(c: Compilation) -> Compilation:
 
 def check_calibration(c: Compilation) -> Compilation:
     """The calibration samples in the network's input shape (flattened samples are accepted)."""
+    if c.calib_x is None:
+        return c
     x = check_samples(c.calib_x, c.net.input_shape,
                       what=f"the calibration set ({c.calib_source})")
     return dataclasses.replace(c, calib_x=x,
@@ -151,6 +154,18 @@ def check_calibration(c: Compilation) -> Compilation:
 
 
 def calibrate_pass(c: Compilation) -> Compilation:
+    """Scales from the calibration data, or, without it, from the weights and biases
+    (model-based normalization, :func:`~snnc.compiler.quantize.calibrate_from_bounds`)."""
+    if c.calib_x is None:
+        lo, hi = c.options.input_range or DEFAULT_INPUT_RANGE
+        cal = calibrate_from_bounds(c.net, (lo, hi))
+        note = (f"no --calib: thresholds from weight and bias bounds for inputs in [{lo:g}, "
+                f"{hi:g}] (model-based; --input-range LO,HI to change); calibrating on data is "
+                "usually more accurate: --calib FILE.npz (float 'x', a few hundred samples, "
+                "optional labels 'y')")
+        cal = dataclasses.replace(cal, notes=(note,) + cal.notes)
+        return dataclasses.replace(c, calibration=cal,
+                                   calib_source=f"model-based, inputs in [{lo:g}, {hi:g}]")
     cal = calibrate(c.net, c.calib_x, c.calib_y, percentile=c.options.percentile)
     return dataclasses.replace(c, calibration=cal)
 
@@ -216,10 +231,11 @@ def build_meta(c: Compilation) -> dict:
     }
 
 
-def compile_model(path, *, bits: int, timesteps: int, max_strength, calib,
+def compile_model(path, *, bits: int, timesteps: int, max_strength, calib=None,
                   percentile: float = 99.9, arch: str | None = None, trust_model: bool = False,
                   input_shape=None, readout: str = "membrane",
-                  evaluate: bool = True, hardware: bool = False) -> tuple[Graph, dict]:
+                  evaluate: bool = True, hardware: bool = False,
+                  input_range=None) -> tuple[Graph, dict]:
     """Compile a model file into a verified SNN graph and its metadata.
 
     Parameters
@@ -232,8 +248,9 @@ def compile_model(path, *, bits: int, timesteps: int, max_strength, calib,
     max_strength : int in 1..15, or str
         For every spiking layer, or per layer: ``"7,conv1=3,fc1=15"``
         (:func:`~snnc.compiler.convert.parse_max_strength`).
-    calib : str, Path or (x, y)
-        Calibration data: an ``.npz`` path or arrays (``y`` may be None).
+    calib : str, Path or (x, y), optional
+        Calibration data: an ``.npz`` path or arrays (``y`` may be None). Without it the
+        scales come from the weights and biases for inputs in ``input_range``.
     percentile : float in (0, 100]
     arch : str, optional
         ``module:Class`` for state_dict files.
@@ -247,6 +264,8 @@ def compile_model(path, *, bits: int, timesteps: int, max_strength, calib,
     hardware : bool
         The graph is meant for a generated core (``write_bundle(..., hardware=True)``): refuse a
         network certainly too large for it before quantizing (:func:`size_check`).
+    input_range : (float, float), optional
+        Without ``calib``: the range of every raw input (default ``(0, 1)``).
 
     Returns
     -------
@@ -260,13 +279,14 @@ def compile_model(path, *, bits: int, timesteps: int, max_strength, calib,
         path, [{"bits": bits, "timesteps": timesteps, "max_strength": max_strength,
                 "readout": readout}],
         calib=calib, percentile=percentile, arch=arch, trust_model=trust_model,
-        input_shape=input_shape, evaluate=evaluate, hardware=hardware)
+        input_shape=input_shape, evaluate=evaluate, hardware=hardware, input_range=input_range)
     return graph, meta
 
 
-def compile_variants(path, variants, *, calib, percentile: float = 99.9, arch: str | None = None,
-                     trust_model: bool = False, input_shape=None,
-                     evaluate: bool = True, hardware: bool = False) -> list[tuple[Graph, dict]]:
+def compile_variants(path, variants, *, calib=None, percentile: float = 99.9,
+                     arch: str | None = None, trust_model: bool = False, input_shape=None,
+                     evaluate: bool = True, hardware: bool = False,
+                     input_range=None) -> list[tuple[Graph, dict]]:
     """Compile one model at several settings, loading, extracting and calibrating it once.
 
     ``variants`` is a sequence of dicts with ``bits``, ``timesteps``, ``max_strength`` and
@@ -277,7 +297,7 @@ def compile_variants(path, variants, *, calib, percentile: float = 99.9, arch: s
     """
     return _compile(Path(path), None, variants, calib=calib, percentile=percentile, arch=arch,
                     trust_model=trust_model, input_shape=input_shape, evaluate=evaluate,
-                    hardware=hardware)
+                    hardware=hardware, input_range=input_range)
 
 
 def compile_module(module, variants, *, calib, percentile: float = 99.9,
@@ -293,7 +313,8 @@ def compile_module(module, variants, *, calib, percentile: float = 99.9,
 
 
 def _compile(path: Path, module, variants, *, calib, percentile, arch=None, trust_model=False,
-             input_shape=None, evaluate=True, hardware=False) -> list[tuple[Graph, dict]]:
+             input_shape=None, evaluate=True, hardware=False,
+             input_range=None) -> list[tuple[Graph, dict]]:
     shape = None if input_shape is None else tuple(int(d) for d in input_shape)
     variants = [dict(v) for v in variants]
     if not variants:
@@ -301,6 +322,8 @@ def _compile(path: Path, module, variants, *, calib, percentile, arch=None, trus
     base = Compilation(Options(path, calib=calib, percentile=percentile, arch=arch,
                                trust_model=trust_model, input_shape=shape, evaluate=evaluate,
                                hardware=hardware,
+                               input_range=None if input_range is None else
+                               tuple(float(v) for v in input_range),
                                **variants[0]))
     for v in variants[1:]:
         check(dataclasses.replace(base, options=dataclasses.replace(base.options, **v)))

@@ -12,6 +12,15 @@ calibration value is >= 0, else signed. With
 ``m = max |x|`` over the calibration set, ``s_in = m / 255`` (unsigned, events in ``[0, 255]``) or
 ``m / 127`` (signed, events in ``[-127, 127]``); see :func:`snnc.compiler.data.quantize_inputs`.
 
+Without calibration data (model-based normalization, Diehl et al. 2015, Rueckauer et al.
+2017): :func:`calibrate_from_bounds` bounds every activation from the weights and biases alone,
+for raw inputs in a given range (default ``[0, 1]``), by interval arithmetic: a linear term maps
+bounds ``[lo, hi]`` to ``[W+ lo + W- hi, W+ hi + W- lo]`` (``W+``, ``W-`` the positive and
+negative parts), ReLU and caps clip them, and pools pool them. ``lambda_l`` is the largest upper
+bound of layer ``l``; the input scale comes from the bounds of the transformed input. These
+scales are never exceeded, so no neuron saturates, but they are loose: spikes are rarer and
+accuracy at few timesteps is lower than with data.
+
 Weights: symmetric per-layer quantization to ``b`` bits, integers in ``[-q, q]`` with
 ``q = 2**(b-1) - 1`` (so 2 bits is ternary {-1, 0, 1}). The scale ``s_w`` minimizes the mean squared
 error ``mean((s_w * W_q - W)**2)`` over the candidates ``s_w = max|W| * f / q`` for ``f`` in
@@ -27,6 +36,7 @@ its inputs share one current unit ``c``: :func:`quantize_terms` quantizes the *e
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,7 +46,12 @@ from .errors import SnncError
 from .floatnet import FloatNet
 
 __all__ = ["SCALE_FACTORS", "round_half_away", "QuantizedWeights", "quantize_weights",
-           "quantize_terms", "input_scale", "Calibration", "calibrate"]
+           "quantize_terms", "input_scale", "Calibration", "calibrate", "calibrate_from_bounds",
+           "activation_bounds", "DEFAULT_INPUT_RANGE"]
+
+#: The raw input range model-based calibration assumes unless told otherwise (images as
+#: ``torchvision.transforms.ToTensor`` gives them).
+DEFAULT_INPUT_RANGE = (0.0, 1.0)
 
 #: Candidate clipping factors for the weight scale search, largest first (ties keep the largest).
 SCALE_FACTORS = tuple(round(1.0 - 0.01 * i, 2) for i in range(71))
@@ -225,3 +240,67 @@ def calibrate(net: FloatNet, x, y=None, *, percentile: float = 99.9,
     readout_lambda = float(np.percentile(positive, percentile)) if positive.size else 1.0
     return Calibration(tuple(lambdas), s_in, signed, int(len(x)), acc, tuple(notes),
                        readout_lambda=readout_lambda or 1.0)
+
+
+def activation_bounds(net: FloatNet, input_range=DEFAULT_INPUT_RANGE) -> dict:
+    """``name -> (lo, hi)`` (float64 arrays, flattened) for the input (``"input"``, after the
+    input transform) and every node, when each raw input lies in ``input_range``: interval
+    arithmetic through every term, ReLU, cap and pool (module docstring)."""
+    import torch
+    import torch.nn.functional as F
+    from .floatnet import INPUT, Pool
+    lo_raw, hi_raw = (float(v) for v in input_range)
+    if not lo_raw < hi_raw:
+        raise SnncError(f"--input-range must be LO,HI with LO < HI, not {lo_raw},{hi_raw}")
+    n = int(np.prod(net.input_shape))
+    a = net.transform_input(np.full((1, n), lo_raw)).reshape(-1)
+    b = net.transform_input(np.full((1, n), hi_raw)).reshape(-1)
+    bounds = {INPUT: (np.minimum(a, b), np.maximum(a, b))}
+    for node in net.nodes:
+        if isinstance(node, Pool):
+            lo, hi = (torch.from_numpy(v).reshape(1, *net.shape(node.src))
+                      for v in bounds[node.src])
+            pool = F.max_pool2d if node.kind == "max" else F.avg_pool2d
+            bounds[node.name] = tuple(pool(v, node.kernel, node.kernel).reshape(-1).numpy()
+                                      for v in (lo, hi))
+            continue
+        lo = node.bias.astype(np.float64).copy()
+        hi = lo.copy()
+        for term in node.terms:
+            s_lo, s_hi = (torch.from_numpy(v).reshape(1, -1) for v in bounds[term.src])
+            shape = net.shape(term.src)
+            pos = dataclasses.replace(term, weight=np.maximum(term.weight, 0.0))
+            neg = dataclasses.replace(term, weight=np.minimum(term.weight, 0.0))
+            with torch.no_grad():
+                hi += (pos.apply(s_hi, shape) + neg.apply(s_lo, shape)).reshape(-1).numpy()
+                lo += (pos.apply(s_lo, shape) + neg.apply(s_hi, shape)).reshape(-1).numpy()
+        if node.relu:
+            lo, hi = np.maximum(lo, 0.0), np.maximum(hi, 0.0)
+            if node.cap is not None:
+                lo, hi = np.minimum(lo, node.cap), np.minimum(hi, node.cap)
+        bounds[node.name] = (lo, hi)
+    return bounds
+
+
+def calibrate_from_bounds(net: FloatNet, input_range=DEFAULT_INPUT_RANGE) -> Calibration:
+    """Model-based normalization (no data): each spiking layer's scale is the largest upper
+    bound of its activations (:func:`activation_bounds`), the input scale that of the
+    transformed input's bounds, the readout's that of its positive outputs."""
+    from .floatnet import INPUT
+    bounds = activation_bounds(net, input_range)
+    lambdas, notes = [], []
+    for layer in net.spiking:
+        lam = float(bounds[layer.name][1].max(initial=0.0))
+        if lam <= 0.0:
+            lam = 1.0
+            notes.append(f"layer '{layer.name}' can never activate for inputs in "
+                         f"[{input_range[0]}, {input_range[1]}]")
+        lambdas.append(lam)
+    lo, hi = bounds[INPUT]
+    signed = bool((lo < 0).any())
+    m = float(max(np.abs(lo).max(initial=0.0), np.abs(hi).max(initial=0.0)))
+    if m == 0.0:
+        raise SnncError("the input range maps every input to 0; give --input-range")
+    readout_hi = float(bounds[net.readout.name][1].max(initial=0.0))
+    return Calibration(tuple(lambdas), m / (127 if signed else 255), signed, 0, None,
+                       tuple(notes), readout_lambda=readout_hi if readout_hi > 0 else 1.0)

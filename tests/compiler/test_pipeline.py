@@ -77,7 +77,7 @@ def test_signed_inputs(nets, tmp_path):
     ({"timesteps": 0}, "--timesteps must be an integer in 1..4096"),
     ({"max_strength": 16}, "--max-strength must be an integer in 1..15"),
     ({"percentile": 0}, r"--percentile must be in \(0, 100\]"),
-    ({"calib": None}, "--calib FILE.npz is required"),
+    ({"input_range": (0.0, 1.0)}, "--input-range is for compiling without --calib"),
     ({"input_shape": (0, 3)}, "--input-shape must be positive"),
 ])
 def test_options_are_checked_before_loading(tmp_path, kwargs, match):
@@ -179,3 +179,25 @@ def test_an_ignored_input_shape_is_a_warning(tmp_path):
                                 "be given in either shape)"]
     assert meta["input_shape"] == [1, 8, 8]
     assert compile_model(path, input_shape=(1, 8, 8), **opts)[1]["warnings"] == []
+
+
+def test_without_calibration_data_the_scales_come_from_weight_bounds(nets, tmp_path):
+    """No --calib: model-based scales (the largest activation bound of each layer), a note that
+    says data is better and how to pass it, and a graph that runs; --input-range moves the
+    input scale."""
+    from snnc.compiler.extract import extract_layers
+    from snnc.compiler.quantize import activation_bounds
+    from snnc.sim.reference import run
+    paths = save_all_formats(seeded_mlp(nets), tmp_path)
+    graph, meta = compile_model(paths["exported"], bits=4, timesteps=4, max_strength=7)
+    assert meta["calibration"]["source"] == "model-based, inputs in [0, 1]"
+    assert meta["calibration"]["samples"] == 0 and meta["snn_calib_accuracy"] is None
+    assert meta["notes"][0].startswith("no --calib: thresholds from weight and bias bounds")
+    assert "--calib FILE.npz" in meta["notes"][0]
+    assert meta["input_scale"] == 1 / 255 and not meta["input_signed"]
+    x, _ = calib_data(n=8)
+    run(graph, np.clip(np.round(x * 255), 0, 255).astype(np.int64).reshape(8, -1))
+    g2, meta2 = compile_model(paths["exported"], bits=4, timesteps=4, max_strength=7,
+                              input_range=(-2.0, 2.0))
+    assert meta2["input_signed"] and meta2["input_scale"] == 2 / 127
+    assert meta2["calibration"]["source"] == "model-based, inputs in [-2, 2]"

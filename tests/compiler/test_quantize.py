@@ -116,3 +116,64 @@ def test_relu6_caps_the_activation_scale():
     assert calibrate(net, x, percentile=99).lambdas == (pytest.approx(np.percentile(x, 99)),)
     assert calibrate(capped, x, percentile=99).lambdas == (6.0,)
     assert capped.forward(x).max() == 6.0
+
+
+# Model-based scales (no calibration data) ------------------------------------------------------
+
+def test_activation_bounds_by_hand():
+    """x in [0, 1]^2; h = relu([1, -2] x + 0.5) is in [0, 1.5]; out = 3 h - 1 in [-1, 3.5]."""
+    from snnc.compiler.quantize import activation_bounds, calibrate_from_bounds
+    net = FloatNet.from_dense((2,), [("h", [[1.0, -2.0]], [0.5]), ("out", [[3.0]], [-1.0])])
+    b = activation_bounds(net)
+    assert b["h"][0].tolist() == [0.0] and b["h"][1].tolist() == [1.5]
+    assert b["out"][0].tolist() == [-1.0] and b["out"][1].tolist() == [3.5]
+    cal = calibrate_from_bounds(net)
+    assert cal.lambdas == (1.5,) and cal.input_scale == 1 / 255 and not cal.input_signed
+    assert cal.readout_lambda == 3.5 and cal.samples == 0
+    cal = calibrate_from_bounds(net, (-1.0, 1.0))      # h in [0, 3.5]
+    assert cal.lambdas == (3.5,) and cal.input_signed and cal.input_scale == 1 / 127
+    with pytest.raises(SnncError, match="LO < HI"):
+        activation_bounds(net, (1.0, 1.0))
+
+
+def test_activation_bounds_hold_on_random_inputs(seed):
+    """On CNNs with max and average pools, a residual sum, a ReLU6 cap and an input transform,
+    no activation of any input in the range leaves its bounds (the scales never saturate)."""
+    import torch
+    from torch import nn
+    from snnc.compiler.extract import extract_layers
+    from snnc.compiler.quantize import activation_bounds
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1 = nn.Conv2d(2, 4, 3, padding=1)
+            self.c2 = nn.Conv2d(4, 4, 3, padding=1)
+            self.s = nn.Conv2d(2, 4, 1)
+            self.c3 = nn.Conv2d(4, 6, 2, stride=2)
+            self.fc = nn.Linear(6, 3)
+
+        def forward(self, x):
+            x = (x - 0.3) / 0.2
+            a = torch.relu(self.c1(x))
+            b = torch.nn.functional.relu6(self.c2(a) + self.s(x))
+            p = torch.nn.functional.avg_pool2d(b, 2)                    # 4 x 4
+            c = torch.nn.functional.max_pool2d(torch.relu(self.c3(p)), 2)   # 1 x 1
+            return self.fc(torch.flatten(c, 1))
+
+    torch.manual_seed(seed % (2 ** 31))
+    print("seed", seed)
+    model = Net().eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(3.0)
+    ep = torch.export.export(model, (torch.zeros(2, 2, 8, 8),))
+    net = extract_layers(ep.module())
+    rng = np.random.default_rng(seed)
+    for lo, hi in ((0.0, 1.0), (-1.0, 2.0)):
+        bounds = activation_bounds(net, (lo, hi))
+        x = rng.uniform(lo, hi, (300, 2, 8, 8))
+        x[:20] = rng.choice([lo, hi], (20, 2, 8, 8))      # corners
+        acts = net.activations(x)
+        for name, (b_lo, b_hi) in bounds.items():
+            assert (acts[name] >= b_lo - 1e-9).all() and (acts[name] <= b_hi + 1e-9).all(), name
