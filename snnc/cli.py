@@ -100,6 +100,16 @@ def _shape(text: str) -> tuple[int, ...]:
     return dims
 
 
+def _fraction(text: str) -> float:
+    try:
+        f = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fraction like 0.9, not {text!r}") from None
+    if not 0.0 <= f < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1) like 0.9, not {text!r}")
+    return f
+
+
 def _range(text: str) -> tuple[float, float]:
     try:
         lo, hi = (float(v) for v in text.split(","))
@@ -152,6 +162,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "layer's threshold comes from its activations on them. Without it the "
                         "thresholds come from the weights and biases (model-based: safe bounds, "
                         "usually less accurate at few timesteps)")
+    p.add_argument("--prune", type=_fraction, default=0.0, metavar="F",
+                   help="magnitude pruning before quantization: make a fraction F of the "
+                        "weights zero, e.g. 0.9 (zeros are neither stored nor walked: fewer "
+                        "cycles and synapse memory). Zeros already in the model count and stay. "
+                        "Default 0 (none)")
+    p.add_argument("--prune-scope", choices=("layer", "global"), default="layer",
+                   help="'layer' (default): every layer reaches F; 'global': one magnitude "
+                        "threshold over all layers")
     p.add_argument("--input-range", type=_range, metavar="LO,HI",
                    help="without --calib: the range of every raw input value (default: 0,1, "
                         "images as ToTensor gives them)")
@@ -419,6 +437,13 @@ def _summary(graph: Graph, meta: dict) -> list[str]:
     elif meta.get("ann_calib_accuracy") is not None:
         lines.append(f"  float ANN accuracy on the calibration set: "
                      f"{meta['ann_calib_accuracy']:.2%}")
+    pruning = meta.get("pruning")
+    if pruning:
+        parts = [f"{r['name']} {r['zeros_after'] / r['weights']:.1%}"
+                 + (f" (had {r['zeros_before'] / r['weights']:.1%})" if r["zeros_before"] else "")
+                 for r in pruning["layers"]]
+        lines.append(f"  pruned to {pruning['fraction']:.1%} zeros ({pruning['scope']}), before "
+                     f"quantization: {', '.join(parts)}")
     for note in meta.get("notes", []):
         lines.append(f"  note: {note}")
     return lines
@@ -440,7 +465,8 @@ def cmd_compile(args) -> int:
                                 percentile=args.percentile, arch=args.arch,
                                 trust_model=args.trust_model, input_shape=args.input_shape,
                                 readout=args.readout, hardware=True,
-                                input_range=args.input_range)
+                                input_range=args.input_range, prune=args.prune,
+                                prune_scope=args.prune_scope)
     try:
         bundle = write_bundle(args.out, graph, meta, hardware=True, conv_lists=args.conv_lists,
                               input_once=args.input_walk == "once", lanes=args.lanes)

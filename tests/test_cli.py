@@ -145,6 +145,14 @@ def test_compile_without_calibration_data(model_files, capsys):
     out = capsys.readouterr().out
     notes = [line for line in out.splitlines() if "no --calib" in line]
     assert len(notes) == 1 and "--calib FILE.npz" in notes[0], out
+    assert main(["compile", str(d / "net.pt2"), "--bits", "4", "--prune", "0.5",
+                 "--prune-scope", "global", "-o", str(d / "pruned")]) == 0
+    out = capsys.readouterr().out
+    assert "pruned to 50.0% zeros (global), before quantization: " in out, out
+    for bad in ("1", "-0.1", "x"):
+        assert main(["compile", str(d / "net.pt2"), "--bits", "4", "--prune", bad,
+                     "-o", str(d / "x")]) == 2
+        assert "expected a fraction" in capsys.readouterr().err
     for bad in ("1,0", "0", "a,b", "0,inf"):
         assert main(["compile", str(d / "net.pt2"), "--bits", "4", "--input-range", bad,
                      "-o", str(d / "x")]) == 2

@@ -29,6 +29,7 @@ from .errors import SnncError
 from .extract import extract_layers
 from .floatnet import FloatNet
 from .load import LoadedModel, load_model
+from .prune import PRUNE_SCOPES, PruneReport, prune
 from .quantize import DEFAULT_INPUT_RANGE, Calibration, calibrate, calibrate_from_bounds
 from .report import accuracy_warnings, data_warnings, snn_accuracy, weight_warnings
 
@@ -59,6 +60,8 @@ class Options:
     evaluate: bool = True
     hardware: bool = False
     input_range: tuple[float, float] | None = None
+    prune: float = 0.0
+    prune_scope: str = "layer"
 
 
 def readout_mode(text: str) -> Readout:
@@ -79,6 +82,7 @@ class Compilation:
     calib_y: np.ndarray | None = None
     calib_source: str | None = None
     calibration: Calibration | None = None
+    prune_report: PruneReport | None = None
     graph: Graph | None = None
     layers: tuple[dict, ...] = ()
     snn_accuracy: float | None = None
@@ -93,6 +97,12 @@ def check(c: Compilation) -> Compilation:
     readout_mode(o.readout)
     if o.input_shape is not None and (not o.input_shape or any(d < 1 for d in o.input_shape)):
         raise SnncError(f"--input-shape must be positive sizes, not {list(o.input_shape)}")
+    if not isinstance(o.prune, (int, float)) or not 0.0 <= o.prune < 1.0:
+        raise SnncError(f"--prune must be a fraction in [0, 1), e.g. 0.9 for 90% zeros, not "
+                        f"{o.prune!r}")
+    if o.prune_scope not in PRUNE_SCOPES:
+        raise SnncError(f"--prune-scope must be one of {', '.join(PRUNE_SCOPES)}, not "
+                        f"{o.prune_scope!r}")
     if o.calib is not None and o.input_range is not None:
         raise SnncError("--input-range is for compiling without --calib (model-based "
                         "thresholds); with --calib the data's own range is used: drop one")
@@ -141,6 +151,15 @@ def extract(c: Compilation) -> Compilation:
         else None
     return dataclasses.replace(c, net=extract_layers(c.model.module, c.options.input_shape,
                                                      data_shape))
+
+
+def prune_pass(c: Compilation) -> Compilation:
+    """With ``--prune F``: magnitude pruning of the float network (:mod:`.prune`), before the
+    size check and the calibration, which then see the pruned network."""
+    if not c.options.prune:
+        return c
+    net, report = prune(c.net, c.options.prune, c.options.prune_scope)
+    return dataclasses.replace(c, net=net, prune_report=report)
 
 
 def check_calibration(c: Compilation) -> Compilation:
@@ -199,8 +218,8 @@ def _input_meta(c: Compilation) -> dict:
 
 
 #: The passes that do not depend on bits, timesteps or strengths.
-FRONT_PASSES = (check, load, read_calibration, extract, size_check, check_calibration,
-                calibrate_pass)
+FRONT_PASSES = (check, load, read_calibration, extract, prune_pass, size_check,
+                check_calibration, calibrate_pass)
 #: The passes, in order.
 PASSES = FRONT_PASSES + (convert_pass, evaluate_pass)
 
@@ -223,6 +242,7 @@ def build_meta(c: Compilation) -> dict:
         "state_bits": required_state_bits(c.graph),
         "calibration": {"source": c.calib_source, "samples": cal.samples,
                         "ann_accuracy": cal.ann_accuracy},
+        "pruning": None if c.prune_report is None else c.prune_report.as_json(),
         "ann_calib_accuracy": cal.ann_accuracy,
         "snn_calib_accuracy": c.snn_accuracy,
         "dropped_ops": list(c.net.dropped),
@@ -235,7 +255,8 @@ def compile_model(path, *, bits: int, timesteps: int, max_strength, calib=None,
                   percentile: float = 99.9, arch: str | None = None, trust_model: bool = False,
                   input_shape=None, readout: str = "membrane",
                   evaluate: bool = True, hardware: bool = False,
-                  input_range=None) -> tuple[Graph, dict]:
+                  input_range=None, prune: float = 0.0,
+                  prune_scope: str = "layer") -> tuple[Graph, dict]:
     """Compile a model file into a verified SNN graph and its metadata.
 
     Parameters
@@ -266,6 +287,9 @@ def compile_model(path, *, bits: int, timesteps: int, max_strength, calib=None,
         network certainly too large for it before quantizing (:func:`size_check`).
     input_range : (float, float), optional
         Without ``calib``: the range of every raw input (default ``(0, 1)``).
+    prune : float in [0, 1)
+        Magnitude pruning: the fraction of each layer's weights (``prune_scope="layer"``) or of
+        all weights (``"global"``) that is zero before quantization (:mod:`.prune`).
 
     Returns
     -------
@@ -279,14 +303,16 @@ def compile_model(path, *, bits: int, timesteps: int, max_strength, calib=None,
         path, [{"bits": bits, "timesteps": timesteps, "max_strength": max_strength,
                 "readout": readout}],
         calib=calib, percentile=percentile, arch=arch, trust_model=trust_model,
-        input_shape=input_shape, evaluate=evaluate, hardware=hardware, input_range=input_range)
+        input_shape=input_shape, evaluate=evaluate, hardware=hardware, input_range=input_range,
+        prune=prune, prune_scope=prune_scope)
     return graph, meta
 
 
 def compile_variants(path, variants, *, calib=None, percentile: float = 99.9,
                      arch: str | None = None, trust_model: bool = False, input_shape=None,
                      evaluate: bool = True, hardware: bool = False,
-                     input_range=None) -> list[tuple[Graph, dict]]:
+                     input_range=None, prune: float = 0.0,
+                     prune_scope: str = "layer") -> list[tuple[Graph, dict]]:
     """Compile one model at several settings, loading, extracting and calibrating it once.
 
     ``variants`` is a sequence of dicts with ``bits``, ``timesteps``, ``max_strength`` and
@@ -297,7 +323,8 @@ def compile_variants(path, variants, *, calib=None, percentile: float = 99.9,
     """
     return _compile(Path(path), None, variants, calib=calib, percentile=percentile, arch=arch,
                     trust_model=trust_model, input_shape=input_shape, evaluate=evaluate,
-                    hardware=hardware, input_range=input_range)
+                    hardware=hardware, input_range=input_range, prune=prune,
+                    prune_scope=prune_scope)
 
 
 def compile_module(module, variants, *, calib, percentile: float = 99.9,
@@ -314,7 +341,7 @@ def compile_module(module, variants, *, calib, percentile: float = 99.9,
 
 def _compile(path: Path, module, variants, *, calib, percentile, arch=None, trust_model=False,
              input_shape=None, evaluate=True, hardware=False,
-             input_range=None) -> list[tuple[Graph, dict]]:
+             input_range=None, prune=0.0, prune_scope="layer") -> list[tuple[Graph, dict]]:
     shape = None if input_shape is None else tuple(int(d) for d in input_shape)
     variants = [dict(v) for v in variants]
     if not variants:
@@ -324,6 +351,7 @@ def _compile(path: Path, module, variants, *, calib, percentile, arch=None, trus
                                hardware=hardware,
                                input_range=None if input_range is None else
                                tuple(float(v) for v in input_range),
+                               prune=prune, prune_scope=prune_scope,
                                **variants[0]))
     for v in variants[1:]:
         check(dataclasses.replace(base, options=dataclasses.replace(base.options, **v)))

@@ -96,7 +96,8 @@ def test_calibration_shape_must_match(nets, tmp_path):
 
 def test_pipeline_is_an_explicit_tuple():
     assert isinstance(PASSES, tuple) and all(callable(p) for p in PASSES)
-    assert [p.__name__ for p in PASSES] == ["check", "load", "read_calibration", "extract", "size_check",
+    assert [p.__name__ for p in PASSES] == ["check", "load", "read_calibration", "extract",
+                                            "prune_pass", "size_check",
                                             "check_calibration", "calibrate_pass",
                                             "convert_pass", "evaluate_pass"]
 
@@ -201,3 +202,22 @@ def test_without_calibration_data_the_scales_come_from_weight_bounds(nets, tmp_p
                               input_range=(-2.0, 2.0))
     assert meta2["input_signed"] and meta2["input_scale"] == 2 / 127
     assert meta2["calibration"]["source"] == "model-based, inputs in [-2, 2]"
+
+
+def test_prune_option_zeroes_weights_before_calibration(nets, tmp_path):
+    """--prune 0.5: half of each layer's float weights are zero before quantization (so at
+    least half of the stored synapses are gone), the metadata reports it, and 0 is no pass."""
+    paths = save_all_formats(seeded_mlp(nets), tmp_path)
+    x, y = calib_data()
+    opts = {"bits": 8, "timesteps": 4, "max_strength": 7, "calib": (x, y)}
+    g0, m0 = compile_model(paths["exported"], **opts)
+    g1, m1 = compile_model(paths["exported"], prune=0.5, **opts)
+    assert m0["pruning"] is None
+    assert m1["pruning"]["fraction"] == 0.5 and m1["pruning"]["scope"] == "layer"
+    rows = {r["name"]: r for r in m1["pruning"]["layers"]}
+    assert {n: (r["weights"], r["zeros_after"]) for n, r in rows.items()} == \
+        {"fc1": (30, 15), "fc2": (15, 8)}
+    for p0, p1 in zip(g0.projections, g1.projections):
+        assert np.count_nonzero(p1.weights) <= p0.weights.size // 2 + 1
+    with pytest.raises(SnncError, match="--prune-scope must be one of layer, global"):
+        compile_model(paths["exported"], prune=0.5, prune_scope="rows", **opts)
