@@ -578,3 +578,23 @@ def test_lanes_option_end_to_end(model_files, capsys):
     assert rep["all_exact"] and len(rep["samples"]) == 3
     assert "--lanes" in error_of(capsys, ["compile", str(d / "net.pt2"), "--lanes", "3",
                                           "-o", str(d / "x")])
+
+
+def test_pruned_model_compiles_and_verifies_on_the_rtl(model_files, capsys):
+    """--prune 0.6 without --calib: the compile report gives the pruned layers, the bundle has
+    fewer synapses than the unpruned one, and verify runs it on Icarus bit for bit."""
+    from tests.rtl.conftest import require
+    d = model_files
+    assert main(["compile", str(d / "net.pt2"), "--bits", "4", "-o", str(d / "full")]) == 0
+    assert main(["compile", str(d / "net.pt2"), "--bits", "4", "--prune", "0.6",
+                 "-o", str(d / "sparse")]) == 0
+    assert "pruned to 60.0% zeros (layer)" in capsys.readouterr().out
+    full = json.loads((d / "full" / "manifest.json").read_text())
+    sparse = json.loads((d / "sparse" / "manifest.json").read_text())
+    assert sum(sparse["core"]["usage"]["memory_bits"].values()) < \
+        sum(full["core"]["usage"]["memory_bits"].values())
+    require("icarus")
+    assert main(["verify", str(d / "sparse"), "--data", str(d / "calib.npz"), "--samples", "4",
+                 "--simulator", "icarus", "--json", str(d / "v.json")]) == 0
+    rep = json.loads((d / "v.json").read_text())
+    assert rep["all_exact"] and len(rep["samples"]) == 4
