@@ -162,6 +162,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "layer's threshold comes from its activations on them. Without it the "
                         "thresholds come from the weights and biases (model-based: safe bounds, "
                         "usually less accurate at few timesteps)")
+    p.add_argument("--bits-override", metavar="LAYER=B,...",
+                   help="mixed precision: other weight widths for some layers, e.g. "
+                        "conv1=8,fc=8 (first and last layers often need more bits); layer names "
+                        "are those compile prints")
     p.add_argument("--prune", type=_fraction, default=0.0, metavar="F",
                    help="magnitude pruning before quantization: make a fraction F of the "
                         "weights zero, e.g. 0.9 (zeros are neither stored nor walked: fewer "
@@ -466,7 +470,7 @@ def cmd_compile(args) -> int:
                                 trust_model=args.trust_model, input_shape=args.input_shape,
                                 readout=args.readout, hardware=True,
                                 input_range=args.input_range, prune=args.prune,
-                                prune_scope=args.prune_scope)
+                                prune_scope=args.prune_scope, bits_override=args.bits_override)
     try:
         bundle = write_bundle(args.out, graph, meta, hardware=True, conv_lists=args.conv_lists,
                               input_once=args.input_walk == "once", lanes=args.lanes)

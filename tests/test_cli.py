@@ -598,3 +598,28 @@ def test_pruned_model_compiles_and_verifies_on_the_rtl(model_files, capsys):
                  "--simulator", "icarus", "--json", str(d / "v.json")]) == 0
     rep = json.loads((d / "v.json").read_text())
     assert rep["all_exact"] and len(rep["samples"]) == 4
+
+
+def test_mixed_precision_compiles_and_verifies_on_the_rtl(model_files, capsys):
+    """--bits 2 --bits-override with the last layer at 8 bits: the report shows both widths,
+    and the core (one width per source population, each its own) runs it bit for bit."""
+    from tests.rtl.conftest import require
+    d = model_files
+    capsys.readouterr()
+    assert main(["compile", str(d / "net.pt2"), "--bits", "2", "--calib", str(d / "calib.npz"),
+                 "-o", str(d / "plain")]) == 0
+    names = [line.split()[0] for line in capsys.readouterr().out.splitlines()
+             if "readout" in line and "integrator" in line]
+    assert len(names) == 1
+    assert main(["compile", str(d / "net.pt2"), "--bits", "2", "--bits-override",
+                 f"{names[0]}=8", "--calib", str(d / "calib.npz"), "-o", str(d / "mixed")]) == 0
+    out = capsys.readouterr().out
+    assert "dense 2-bit" in out and "dense 8-bit" in out, out
+    manifest = json.loads((d / "mixed" / "manifest.json").read_text())
+    assert manifest["meta"]["bits_override"] == {names[0]: 8}
+    assert "--bits-override" in error_of(capsys, ["compile", str(d / "net.pt2"), "--bits", "2",
+                                                  "--bits-override", "nope=8", "-o", str(d / "x")])
+    require("icarus")
+    assert main(["verify", str(d / "mixed"), "--data", str(d / "calib.npz"), "--samples", "4",
+                 "--simulator", "icarus", "--json", str(d / "v.json")]) == 0
+    assert json.loads((d / "v.json").read_text())["all_exact"]

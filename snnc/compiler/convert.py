@@ -70,7 +70,7 @@ from .floatnet import INPUT, FloatNet, Layer, Pool
 from .quantize import Calibration, quantize_terms, quantize_weights, round_half_away
 
 __all__ = ["STRENGTH_WIDTH", "StrengthSpec", "parse_max_strength", "check_timesteps", "check_options", "convert",
-           "check_core_rules", "apply_clamps", "clamp_bound"]
+           "check_core_rules", "apply_clamps", "clamp_bound", "parse_bits_override"]
 
 #: Spike strengths travel in a 4-bit field of the core's event word.
 STRENGTH_WIDTH = 4
@@ -139,6 +139,51 @@ def parse_max_strength(value, default: int = STRENGTH_LIMIT) -> StrengthSpec:
     return StrengthSpec(default if found_default is None else found_default, tuple(layers.items()))
 
 
+def parse_bits_override(value) -> tuple[tuple[str, int], ...]:
+    """Parse ``--bits-override``: ``LAYER=B,...`` with ``B`` in 8, 4, 2 (``()`` for none).
+
+    Examples
+    --------
+    >>> parse_bits_override("conv1=8,fc=8")
+    (('conv1', 8), ('fc', 8))
+    """
+    if value is None or value == "" or value == ():
+        return ()
+    if isinstance(value, dict):
+        value = ",".join(f"{k}={v}" for k, v in value.items())
+    if not isinstance(value, str):
+        value = ",".join(f"{k}={v}" for k, v in value)
+    layers = {}
+    for item in value.split(","):
+        name, eq, b = (part.strip() for part in item.partition("="))
+        if not eq or not name:
+            raise SnncError(f"--bits-override {value}: expected LAYER=BITS items separated by "
+                            f"commas, e.g. conv1=8,fc=8, not '{item.strip()}'")
+        if b not in ("8", "4", "2"):
+            raise SnncError(f"--bits-override {value}: layer '{name}' gets '{b}' bits; the "
+                            "core stores 8, 4 or 2-bit weights")
+        if name in layers:
+            raise SnncError(f"--bits-override {value}: layer '{name}' is given twice")
+        layers[name] = int(b)
+    return tuple(layers.items())
+
+
+def _layer_bits(net: FloatNet, bits: int, override) -> dict[str, int]:
+    """Weight width of every layer with weights; errors for names that have none."""
+    layers = [n.name for n in net.nodes if isinstance(n, Layer)]
+    named = dict(parse_bits_override(override))
+    for name in named:
+        if name in layers:
+            continue
+        node = net._index.get(name)
+        if isinstance(node, Pool):
+            raise SnncError(f"--bits-override sets '{name}', a {node.kind} pool, which has no "
+                            "weights of its own; set the layers around it")
+        raise SnncError(f"--bits-override names layer '{name}', which the network does not "
+                        f"have; its layers with weights are: {', '.join(layers)}")
+    return {name: named.get(name, bits) for name in layers}
+
+
 def check_timesteps(timesteps) -> None:
     """Refuse a ``--timesteps`` value outside ``1..MAX_TIMESTEPS`` (:class:`SnncError`)."""
     if (isinstance(timesteps, bool) or not isinstance(timesteps, (int, np.integer))
@@ -205,8 +250,12 @@ def check_core_rules(graph: Graph) -> Graph:
                             "the last feature map")
         bits = sorted({p.bits for p in out if not isinstance(p, MaxPool)})
         if len(bits) > 1:
-            raise SnncError(f"layer '{name(k)}' feeds projections with {bits} bit weights: the "
-                            "core stores a layer's outgoing weights at one width")
+            widths = ", ".join(f"'{name(p.dst)}' at {p.bits}" for p in out)
+            top = max(bits)
+            fix = ",".join(f"{name(p.dst)}={top}" for p in out)
+            raise SnncError(f"layer '{name(k)}' feeds layers with different weight widths "
+                            f"({widths} bits): the core stores a layer's outgoing weights at one "
+                            f"width; give them the same bits, e.g. --bits-override {fix}")
     return graph
 
 
@@ -267,7 +316,8 @@ def _quantize_layer(node: Layer, units: dict, bits: int):
 
 
 def convert(net: FloatNet, calib: Calibration, *, bits: int, timesteps: int, max_strength,
-            name: str = "snn", readout: Readout = Readout.MEMBRANE) -> tuple[Graph, list[dict]]:
+            name: str = "snn", readout: Readout = Readout.MEMBRANE,
+            bits_override=None) -> tuple[Graph, list[dict]]:
     """Quantize ``net`` into a verified integer SNN graph.
 
     Parameters
@@ -278,6 +328,9 @@ def convert(net: FloatNet, calib: Calibration, *, bits: int, timesteps: int, max
         One ``lambda`` per spiking layer and the input scale.
     bits, timesteps : int
         Validated by :func:`check_options`.
+    bits_override : str or sequence of (layer, bits), optional
+        Other widths for some layers (mixed precision, :func:`parse_bits_override`); a layer's
+        terms all take its width.
     max_strength : int, str or StrengthSpec
         ``S`` for every spiking layer, or per layer (:func:`parse_max_strength`).
     name : str
@@ -298,6 +351,7 @@ def convert(net: FloatNet, calib: Calibration, *, bits: int, timesteps: int, max
     """
     spec = check_options(bits=bits, timesteps=timesteps, max_strength=max_strength)
     strengths = _layer_strengths(net, spec)
+    widths = _layer_bits(net, bits, bits_override)
     if len(calib.lambdas) != len(net.spiking):
         raise SnncError(f"calibration has {len(calib.lambdas)} activation scales for "
                         f"{len(net.spiking)} spiking layers")
@@ -312,9 +366,10 @@ def convert(net: FloatNet, calib: Calibration, *, bits: int, timesteps: int, max
             inputs = [{"from": node.src, "kind": f"{node.kind}pool"}]
             kind = f"{node.kind}pool"
         else:
-            values, current = _quantize_layer(node, units, bits)
-            new = [Conv(index[t.src], k, v, bits, t.stride, t.padding) if t.conv
-                   else Dense(index[t.src], k, v, bits) for t, v in zip(node.terms, values)]
+            b = widths[node.name]
+            values, current = _quantize_layer(node, units, b)
+            new = [Conv(index[t.src], k, v, b, t.stride, t.padding) if t.conv
+                   else Dense(index[t.src], k, v, b) for t, v in zip(node.terms, values)]
             inputs = [{"from": t.src, "kind": "identity" if t.identity else
                        ("conv" if t.conv else "dense"), "weight_scale": current / units[t.src],
                        "nnz": int(np.count_nonzero(v))} for t, v in zip(node.terms, values)]
@@ -338,6 +393,7 @@ def convert(net: FloatNet, calib: Calibration, *, bits: int, timesteps: int, max
         nnz = sum(p.nnz for p in new)
         meta.append({
             "name": node.name, "kind": kind, "shape": list(node.shape), "inputs": inputs,
+            "bits": new[0].bits if new and not isinstance(new[0], MaxPool) else None,
             "lambda": lam, "unit": units[node.name] if kind != "readout" else None,
             "current_unit": current, "theta": pop.theta, "s_max": pop.s_max, "nnz": nnz,
             "density": nnz / sum(weights) if weights else None,

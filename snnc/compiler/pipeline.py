@@ -23,7 +23,7 @@ import numpy as np
 from .. import __version__
 from ..ir import Graph, Readout, required_state_bits
 from .budget import check_footprint, core_limits, float_footprint, machine
-from .convert import check_options, convert
+from .convert import check_options, convert, parse_bits_override
 from .data import check_samples, load_npz
 from .errors import SnncError
 from .extract import extract_layers
@@ -62,6 +62,7 @@ class Options:
     input_range: tuple[float, float] | None = None
     prune: float = 0.0
     prune_scope: str = "layer"
+    bits_override: tuple = ()
 
 
 def readout_mode(text: str) -> Readout:
@@ -97,6 +98,7 @@ def check(c: Compilation) -> Compilation:
     readout_mode(o.readout)
     if o.input_shape is not None and (not o.input_shape or any(d < 1 for d in o.input_shape)):
         raise SnncError(f"--input-shape must be positive sizes, not {list(o.input_shape)}")
+    parse_bits_override(o.bits_override)
     if not isinstance(o.prune, (int, float)) or not 0.0 <= o.prune < 1.0:
         raise SnncError(f"--prune must be a fraction in [0, 1), e.g. 0.9 for 90% zeros, not "
                         f"{o.prune!r}")
@@ -122,7 +124,8 @@ def size_check(c: Compilation) -> Compilation:
     :func:`~snnc.compiler.bundle.write_bundle`."""
     if c.options.hardware:
         o = c.options
-        check_footprint(float_footprint(c.net, o.bits, o.timesteps), limits=core_limits(),
+        fewest = min([o.bits] + [b for _, b in parse_bits_override(o.bits_override)])
+        check_footprint(float_footprint(c.net, fewest, o.timesteps), limits=core_limits(),
                         memory=machine(".")["memory"])
     return c
 
@@ -193,7 +196,8 @@ def convert_pass(c: Compilation) -> Compilation:
     o = c.options
     graph, layers = convert(c.net, c.calibration, bits=o.bits, timesteps=o.timesteps,
                             max_strength=o.max_strength, name=Path(o.path).stem or "snn",
-                            readout=readout_mode(o.readout))
+                            readout=readout_mode(o.readout),
+                            bits_override=o.bits_override)
     return dataclasses.replace(c, graph=graph, layers=tuple(layers))
 
 
@@ -232,6 +236,7 @@ def build_meta(c: Compilation) -> dict:
         "source": str(o.path),
         "format": c.model.format,
         "bits": o.bits,
+        "bits_override": dict(parse_bits_override(o.bits_override)),
         "timesteps": o.timesteps,
         "max_strength": check_options(bits=o.bits, timesteps=o.timesteps,
                                       max_strength=o.max_strength).as_json(),
@@ -256,7 +261,7 @@ def compile_model(path, *, bits: int, timesteps: int, max_strength, calib=None,
                   input_shape=None, readout: str = "membrane",
                   evaluate: bool = True, hardware: bool = False,
                   input_range=None, prune: float = 0.0,
-                  prune_scope: str = "layer") -> tuple[Graph, dict]:
+                  prune_scope: str = "layer", bits_override=None) -> tuple[Graph, dict]:
     """Compile a model file into a verified SNN graph and its metadata.
 
     Parameters
@@ -265,6 +270,8 @@ def compile_model(path, *, bits: int, timesteps: int, max_strength, calib=None,
         ``.pt2`` ExportedProgram, state_dict (with ``arch``), or pickled module (with
         ``trust_model``).
     bits : {8, 4, 2}
+    bits_override : str or sequence of (layer, bits), optional
+        Mixed precision: other widths for some layers, e.g. ``"conv1=8,fc=8"``.
     timesteps : int >= 1
     max_strength : int in 1..15, or str
         For every spiking layer, or per layer: ``"7,conv1=3,fc1=15"``
@@ -301,7 +308,7 @@ def compile_model(path, *, bits: int, timesteps: int, max_strength, calib=None,
     """
     ((graph, meta),) = compile_variants(
         path, [{"bits": bits, "timesteps": timesteps, "max_strength": max_strength,
-                "readout": readout}],
+                "readout": readout, "bits_override": parse_bits_override(bits_override)}],
         calib=calib, percentile=percentile, arch=arch, trust_model=trust_model,
         input_shape=input_shape, evaluate=evaluate, hardware=hardware, input_range=input_range,
         prune=prune, prune_scope=prune_scope)

@@ -53,8 +53,9 @@ def data_warnings(net: FloatNet, x, y) -> tuple[str, ...]:
     return tuple(out)
 
 
-def weight_warnings(net: FloatNet, graph: Graph, bits: int) -> tuple[str, ...]:
-    """Layers whose weights mostly quantized to zero because of an outlier."""
+def weight_warnings(net: FloatNet, graph: Graph, bits: int | None = None) -> tuple[str, ...]:
+    """Layers whose weights mostly quantized to zero because of an outlier (each layer at its
+    own width; ``bits`` is unused and kept for callers)."""
     out = []
     index = {p.name: k for k, p in enumerate(graph.populations, start=1)}
     for node in net.nodes:
@@ -67,6 +68,7 @@ def weight_warnings(net: FloatNet, graph: Graph, bits: int) -> tuple[str, ...]:
         if not w.size or not total:
             continue
         kept = sum(p.nnz for p in graph.incoming(index[node.name]))
+        bits = graph.incoming(index[node.name])[0].bits
         zeroed = 1 - kept / total
         big, p99 = float(w.max()), float(np.percentile(w, 99))
         if zeroed > 0.5 and big >= OUTLIER_RATIO * p99:

@@ -134,3 +134,50 @@ def test_convert_checks_calibration_length():
     cal = Calibration(lambdas=(1.0, 2.0), input_scale=0.01, input_signed=False, samples=1)
     with pytest.raises(SnncError, match="2 activation scales for 1 spiking layers"):
         convert(HAND, cal, bits=4, timesteps=4, max_strength=3)
+
+
+# Mixed precision (--bits-override) -------------------------------------------------------------
+
+def test_parse_bits_override():
+    from snnc.compiler.convert import parse_bits_override
+    assert parse_bits_override("conv1=8, fc=2") == (("conv1", 8), ("fc", 2))
+    assert parse_bits_override(None) == () and parse_bits_override({"a": 4}) == (("a", 4),)
+    for bad, match in (("conv1", "LAYER=BITS"), ("=8", "LAYER=BITS"), ("a=3", "8, 4 or 2"),
+                       ("a=8,a=4", "given twice")):
+        with pytest.raises(SnncError, match=match):
+            parse_bits_override(bad)
+
+
+def test_bits_override_gives_a_layer_its_own_width():
+    """A 2-layer MLP at 2 bits with the readout at 8: each projection has its layer's width, and
+    the metadata says so; a name the network does not have is refused with its layer names."""
+    from snnc.compiler.convert import convert
+    from snnc.compiler.floatnet import FloatNet
+    from snnc.compiler.quantize import Calibration
+    rng = np.random.default_rng(0)
+    net = FloatNet.from_dense((6,), [("h", rng.normal(size=(5, 6)), np.zeros(5)),
+                                     ("out", rng.normal(size=(3, 5)), np.zeros(3))])
+    cal = Calibration((2.0,), 1 / 255, False, 10)
+    g, layers = convert(net, cal, bits=2, timesteps=2, max_strength=3, bits_override="out=8")
+    assert [p.bits for p in g.projections] == [2, 8]
+    assert [layer["bits"] for layer in layers] == [2, 8]
+    assert np.abs(g.projections[1].weights).max() > 1          # 8-bit values, not ternary
+    with pytest.raises(SnncError, match="does not have; its layers with weights are: h, out"):
+        convert(net, cal, bits=2, timesteps=2, max_strength=3, bits_override="fc=8")
+
+
+def test_a_source_feeding_two_widths_is_refused_with_the_fix():
+    """The input feeds 'h' and, as a shortcut, 'out': different widths cannot share the input's
+    outgoing region; the error names both layers and an override that works."""
+    from snnc.compiler.convert import convert
+    from snnc.compiler.floatnet import INPUT, FloatNet, Layer, Term
+    from snnc.compiler.quantize import Calibration
+    rng = np.random.default_rng(1)
+    net = FloatNet((4,), (Layer("h", (4,), (Term(INPUT, rng.normal(size=(4, 4))),), np.zeros(4)),
+                          Layer("out", (2,), (Term("h", rng.normal(size=(2, 4))),
+                                              Term(INPUT, rng.normal(size=(2, 4)))),
+                                np.zeros(2), relu=False)))
+    cal = Calibration((2.0,), 1 / 255, False, 10)
+    with pytest.raises(SnncError, match=r"layer 'input' feeds layers with different weight widths "
+                                        r"\('h' at 4, 'out' at 8 bits\).*--bits-override h=8,out=8"):
+        convert(net, cal, bits=4, timesteps=2, max_strength=3, bits_override="out=8")
