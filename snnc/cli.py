@@ -159,9 +159,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calib", type=Path, metavar="FILE",
                    help="calibration data (.npz with float x, optional labels y): "
                         "representative inputs, e.g. a few hundred training samples. Each "
-                        "layer's threshold comes from its activations on them. Without it the "
-                        "thresholds come from the weights and biases (model-based: safe bounds, "
-                        "usually less accurate at few timesteps)")
+                        "layer's threshold comes from its activations on them. Without it, see "
+                        "--data-free")
+    p.add_argument("--data-free", choices=("noise", "bounds"), default="noise",
+                   help="without --calib: 'noise' (default) takes the thresholds from the "
+                        "activations on 1,024 random inputs drawn from --input-range; 'bounds' "
+                        "from the largest activation the weights and biases allow (model-based "
+                        "normalization: never saturates, but loose in deep networks)")
     p.add_argument("--bits-override", metavar="LAYER=B,...",
                    help="mixed precision: other weight widths for some layers, e.g. "
                         "conv1=8,fc=8 (first and last layers often need more bits); layer names "
@@ -470,7 +474,8 @@ def cmd_compile(args) -> int:
                                 trust_model=args.trust_model, input_shape=args.input_shape,
                                 readout=args.readout, hardware=True,
                                 input_range=args.input_range, prune=args.prune,
-                                prune_scope=args.prune_scope, bits_override=args.bits_override)
+                                prune_scope=args.prune_scope, bits_override=args.bits_override,
+                                data_free=args.data_free)
     try:
         bundle = write_bundle(args.out, graph, meta, hardware=True, conv_lists=args.conv_lists,
                               input_once=args.input_walk == "once", lanes=args.lanes)

@@ -30,7 +30,8 @@ from .extract import extract_layers
 from .floatnet import FloatNet
 from .load import LoadedModel, load_model
 from .prune import PRUNE_SCOPES, PruneReport, prune
-from .quantize import DEFAULT_INPUT_RANGE, Calibration, calibrate, calibrate_from_bounds
+from .quantize import (DATA_FREE, DEFAULT_INPUT_RANGE, Calibration, calibrate,
+                       calibrate_from_bounds, calibrate_from_noise)
 from .report import accuracy_warnings, data_warnings, snn_accuracy, weight_warnings
 
 __all__ = ["DEFAULT_TIMESTEPS", "DEFAULT_MAX_STRENGTH", "Options", "Compilation", "PASSES",
@@ -63,6 +64,7 @@ class Options:
     prune: float = 0.0
     prune_scope: str = "layer"
     bits_override: tuple = ()
+    data_free: str = "noise"
 
 
 def readout_mode(text: str) -> Readout:
@@ -105,6 +107,8 @@ def check(c: Compilation) -> Compilation:
     if o.prune_scope not in PRUNE_SCOPES:
         raise SnncError(f"--prune-scope must be one of {', '.join(PRUNE_SCOPES)}, not "
                         f"{o.prune_scope!r}")
+    if o.data_free not in DATA_FREE:
+        raise SnncError(f"--data-free must be one of {', '.join(DATA_FREE)}, not {o.data_free!r}")
     if o.calib is not None and o.input_range is not None:
         raise SnncError("--input-range is for compiling without --calib (model-based "
                         "thresholds); with --calib the data's own range is used: drop one")
@@ -179,15 +183,22 @@ def calibrate_pass(c: Compilation) -> Compilation:
     """Scales from the calibration data, or, without it, from the weights and biases
     (model-based normalization, :func:`~snnc.compiler.quantize.calibrate_from_bounds`)."""
     if c.calib_x is None:
-        lo, hi = c.options.input_range or DEFAULT_INPUT_RANGE
-        cal = calibrate_from_bounds(c.net, (lo, hi))
-        note = (f"no --calib: thresholds from weight and bias bounds for inputs in [{lo:g}, "
-                f"{hi:g}] (model-based; --input-range LO,HI to change); calibrating on data is "
-                "usually more accurate: --calib FILE.npz (float 'x', a few hundred samples, "
-                "optional labels 'y')")
+        o = c.options
+        lo, hi = o.input_range or DEFAULT_INPUT_RANGE
+        if o.data_free == "bounds":
+            cal = calibrate_from_bounds(c.net, (lo, hi))
+            how = "weight and bias bounds"
+            source = f"model-based, inputs in [{lo:g}, {hi:g}]"
+        else:
+            cal = calibrate_from_noise(c.net, (lo, hi), percentile=o.percentile)
+            how = "random inputs"
+            source = f"random inputs in [{lo:g}, {hi:g}]"
+        note = (f"no --calib: thresholds from {how} in [{lo:g}, {hi:g}] (--data-free "
+                f"{o.data_free}; --input-range LO,HI to change); calibrating on data is more "
+                "accurate: --calib FILE.npz (float 'x', a few hundred samples, optional labels "
+                "'y')")
         cal = dataclasses.replace(cal, notes=(note,) + cal.notes)
-        return dataclasses.replace(c, calibration=cal,
-                                   calib_source=f"model-based, inputs in [{lo:g}, {hi:g}]")
+        return dataclasses.replace(c, calibration=cal, calib_source=source)
     cal = calibrate(c.net, c.calib_x, c.calib_y, percentile=c.options.percentile)
     return dataclasses.replace(c, calibration=cal)
 
@@ -261,7 +272,8 @@ def compile_model(path, *, bits: int, timesteps: int, max_strength, calib=None,
                   input_shape=None, readout: str = "membrane",
                   evaluate: bool = True, hardware: bool = False,
                   input_range=None, prune: float = 0.0,
-                  prune_scope: str = "layer", bits_override=None) -> tuple[Graph, dict]:
+                  prune_scope: str = "layer", bits_override=None,
+                  data_free: str = "noise") -> tuple[Graph, dict]:
     """Compile a model file into a verified SNN graph and its metadata.
 
     Parameters
@@ -294,6 +306,9 @@ def compile_model(path, *, bits: int, timesteps: int, max_strength, calib=None,
         network certainly too large for it before quantizing (:func:`size_check`).
     input_range : (float, float), optional
         Without ``calib``: the range of every raw input (default ``(0, 1)``).
+    data_free : {"noise", "bounds"}
+        Without ``calib``: scales from random inputs in the range (default) or from weight and
+        bias bounds (:mod:`.quantize`).
     prune : float in [0, 1)
         Magnitude pruning: the fraction of each layer's weights (``prune_scope="layer"``) or of
         all weights (``"global"``) that is zero before quantization (:mod:`.prune`).
@@ -311,7 +326,7 @@ def compile_model(path, *, bits: int, timesteps: int, max_strength, calib=None,
                 "readout": readout, "bits_override": parse_bits_override(bits_override)}],
         calib=calib, percentile=percentile, arch=arch, trust_model=trust_model,
         input_shape=input_shape, evaluate=evaluate, hardware=hardware, input_range=input_range,
-        prune=prune, prune_scope=prune_scope)
+        prune=prune, prune_scope=prune_scope, data_free=data_free)
     return graph, meta
 
 
@@ -319,7 +334,8 @@ def compile_variants(path, variants, *, calib=None, percentile: float = 99.9,
                      arch: str | None = None, trust_model: bool = False, input_shape=None,
                      evaluate: bool = True, hardware: bool = False,
                      input_range=None, prune: float = 0.0,
-                     prune_scope: str = "layer") -> list[tuple[Graph, dict]]:
+                     prune_scope: str = "layer", data_free: str = "noise"
+                     ) -> list[tuple[Graph, dict]]:
     """Compile one model at several settings, loading, extracting and calibrating it once.
 
     ``variants`` is a sequence of dicts with ``bits``, ``timesteps``, ``max_strength`` and
@@ -331,7 +347,7 @@ def compile_variants(path, variants, *, calib=None, percentile: float = 99.9,
     return _compile(Path(path), None, variants, calib=calib, percentile=percentile, arch=arch,
                     trust_model=trust_model, input_shape=input_shape, evaluate=evaluate,
                     hardware=hardware, input_range=input_range, prune=prune,
-                    prune_scope=prune_scope)
+                    prune_scope=prune_scope, data_free=data_free)
 
 
 def compile_module(module, variants, *, calib, percentile: float = 99.9,
@@ -348,7 +364,8 @@ def compile_module(module, variants, *, calib, percentile: float = 99.9,
 
 def _compile(path: Path, module, variants, *, calib, percentile, arch=None, trust_model=False,
              input_shape=None, evaluate=True, hardware=False,
-             input_range=None, prune=0.0, prune_scope="layer") -> list[tuple[Graph, dict]]:
+             input_range=None, prune=0.0, prune_scope="layer",
+             data_free="noise") -> list[tuple[Graph, dict]]:
     shape = None if input_shape is None else tuple(int(d) for d in input_shape)
     variants = [dict(v) for v in variants]
     if not variants:
@@ -358,7 +375,7 @@ def _compile(path: Path, module, variants, *, calib, percentile, arch=None, trus
                                hardware=hardware,
                                input_range=None if input_range is None else
                                tuple(float(v) for v in input_range),
-                               prune=prune, prune_scope=prune_scope,
+                               prune=prune, prune_scope=prune_scope, data_free=data_free,
                                **variants[0]))
     for v in variants[1:]:
         check(dataclasses.replace(base, options=dataclasses.replace(base.options, **v)))

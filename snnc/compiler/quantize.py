@@ -21,6 +21,11 @@ bound of layer ``l``; the input scale comes from the bounds of the transformed i
 scales are never exceeded, so no neuron saturates, but they are loose: spikes are rarer and
 accuracy at few timesteps is lower than with data.
 
+The default without data (:func:`calibrate_from_noise`) is tighter: the scales are the
+``percentile`` of the activations on :data:`NOISE_SAMPLES` random inputs drawn uniformly from the
+input range (seed 0), and the input scale is that of the range, as above. On the digits CNN
+it is as accurate as data, where the bounds leave the deep layers nearly silent (README).
+
 Weights: symmetric per-layer quantization to ``b`` bits, integers in ``[-q, q]`` with
 ``q = 2**(b-1) - 1`` (so 2 bits is ternary {-1, 0, 1}). The scale ``s_w`` minimizes the mean squared
 error ``mean((s_w * W_q - W)**2)`` over the candidates ``s_w = max|W| * f / q`` for ``f`` in
@@ -47,7 +52,13 @@ from .floatnet import FloatNet
 
 __all__ = ["SCALE_FACTORS", "round_half_away", "QuantizedWeights", "quantize_weights",
            "quantize_terms", "input_scale", "Calibration", "calibrate", "calibrate_from_bounds",
-           "activation_bounds", "DEFAULT_INPUT_RANGE"]
+           "activation_bounds", "DEFAULT_INPUT_RANGE", "calibrate_from_noise", "DATA_FREE",
+           "NOISE_SAMPLES"]
+
+#: The ways to pick the scales without calibration data, the default first.
+DATA_FREE = ("noise", "bounds")
+#: Random inputs :func:`calibrate_from_noise` draws (seed 0).
+NOISE_SAMPLES = 1024
 
 #: The raw input range model-based calibration assumes unless told otherwise (images as
 #: ``torchvision.transforms.ToTensor`` gives them).
@@ -304,3 +315,18 @@ def calibrate_from_bounds(net: FloatNet, input_range=DEFAULT_INPUT_RANGE) -> Cal
     readout_hi = float(bounds[net.readout.name][1].max(initial=0.0))
     return Calibration(tuple(lambdas), m / (127 if signed else 255), signed, 0, None,
                        tuple(notes), readout_lambda=readout_hi if readout_hi > 0 else 1.0)
+
+
+def calibrate_from_noise(net: FloatNet, input_range=DEFAULT_INPUT_RANGE, *,
+                         percentile: float = 99.9, samples: int = NOISE_SAMPLES) -> Calibration:
+    """Scales without data: :func:`calibrate` on ``samples`` inputs drawn uniformly from
+    ``input_range`` (seed 0), with the input scale of the range itself
+    (:func:`calibrate_from_bounds`), so that no input in the range clips."""
+    lo, hi = (float(v) for v in input_range)
+    if not lo < hi:
+        raise SnncError(f"--input-range must be LO,HI with LO < HI, not {lo},{hi}")
+    x = np.random.default_rng(0).uniform(lo, hi, (samples, *net.input_shape))
+    cal = calibrate(net, x, None, percentile=percentile)
+    box = calibrate_from_bounds(net, (lo, hi))
+    return dataclasses.replace(cal, input_scale=box.input_scale, input_signed=box.input_signed,
+                               samples=0)

@@ -182,26 +182,32 @@ def test_an_ignored_input_shape_is_a_warning(tmp_path):
     assert compile_model(path, input_shape=(1, 8, 8), **opts)[1]["warnings"] == []
 
 
-def test_without_calibration_data_the_scales_come_from_weight_bounds(nets, tmp_path):
-    """No --calib: model-based scales (the largest activation bound of each layer), a note that
-    says data is better and how to pass it, and a graph that runs; --input-range moves the
-    input scale."""
-    from snnc.compiler.extract import extract_layers
-    from snnc.compiler.quantize import activation_bounds
+def test_without_calibration_data(nets, tmp_path):
+    """No --calib: scales from random inputs in the range (default) or from weight bounds, a
+    note that says data is better and how to pass it, and a graph that runs; --input-range
+    moves the input scale (the range's, so that no input in it clips)."""
+    from snnc.compiler.quantize import calibrate_from_bounds
     from snnc.sim.reference import run
     paths = save_all_formats(seeded_mlp(nets), tmp_path)
-    graph, meta = compile_model(paths["exported"], bits=4, timesteps=4, max_strength=7)
-    assert meta["calibration"]["source"] == "model-based, inputs in [0, 1]"
+    opts = {"bits": 4, "timesteps": 4, "max_strength": 7}
+    graph, meta = compile_model(paths["exported"], **opts)
+    assert meta["calibration"]["source"] == "random inputs in [0, 1]"
     assert meta["calibration"]["samples"] == 0 and meta["snn_calib_accuracy"] is None
-    assert meta["notes"][0].startswith("no --calib: thresholds from weight and bias bounds")
+    assert meta["notes"][0].startswith("no --calib: thresholds from random inputs in [0, 1]")
     assert "--calib FILE.npz" in meta["notes"][0]
     assert meta["input_scale"] == 1 / 255 and not meta["input_signed"]
     x, _ = calib_data(n=8)
     run(graph, np.clip(np.round(x * 255), 0, 255).astype(np.int64).reshape(8, -1))
-    g2, meta2 = compile_model(paths["exported"], bits=4, timesteps=4, max_strength=7,
-                              input_range=(-2.0, 2.0))
+    gb, mb = compile_model(paths["exported"], data_free="bounds", **opts)
+    assert mb["calibration"]["source"] == "model-based, inputs in [0, 1]"
+    assert "weight and bias bounds" in mb["notes"][0]
+    # the bounds' scale is the largest activation the weights allow: at least the noise's
+    assert mb["layers"][0]["lambda"] >= meta["layers"][0]["lambda"] > 0
+    g2, meta2 = compile_model(paths["exported"], input_range=(-2.0, 2.0), **opts)
     assert meta2["input_signed"] and meta2["input_scale"] == 2 / 127
-    assert meta2["calibration"]["source"] == "model-based, inputs in [-2, 2]"
+    assert meta2["calibration"]["source"] == "random inputs in [-2, 2]"
+    with pytest.raises(SnncError, match="--data-free must be one of noise, bounds"):
+        compile_model(paths["exported"], data_free="zeros", **opts)
 
 
 def test_prune_option_zeroes_weights_before_calibration(nets, tmp_path):

@@ -177,3 +177,23 @@ def test_activation_bounds_hold_on_random_inputs(seed):
         acts = net.activations(x)
         for name, (b_lo, b_hi) in bounds.items():
             assert (acts[name] >= b_lo - 1e-9).all() and (acts[name] <= b_hi + 1e-9).all(), name
+
+
+def test_noise_calibration_is_seeded_and_within_the_bounds():
+    """The random-input scales are the percentile of the activations on NOISE_SAMPLES uniform
+    inputs (seed 0): the same every time, never above the bounds', with the range's input
+    scale."""
+    from snnc.compiler.quantize import (NOISE_SAMPLES, calibrate_from_bounds,
+                                        calibrate_from_noise)
+    rng = np.random.default_rng(3)
+    net = FloatNet.from_dense((6,), [("h1", rng.normal(size=(8, 6)), rng.normal(size=8)),
+                                     ("h2", rng.normal(size=(5, 8)), np.zeros(5)),
+                                     ("out", rng.normal(size=(3, 5)), np.zeros(3))])
+    a, b = calibrate_from_noise(net), calibrate_from_noise(net)
+    assert a.lambdas == b.lambdas and a.samples == 0
+    bound = calibrate_from_bounds(net)
+    assert all(0 < x <= y for x, y in zip(a.lambdas, bound.lambdas))
+    assert a.input_scale == bound.input_scale == 1 / 255
+    x = np.random.default_rng(0).uniform(0.0, 1.0, (NOISE_SAMPLES, 6))
+    assert a.lambdas[0] == pytest.approx(np.percentile(net.activations(x)["h1"], 99.9), rel=0,
+                                         abs=0)
