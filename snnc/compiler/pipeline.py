@@ -29,6 +29,7 @@ from .errors import SnncError
 from .extract import extract_layers
 from .floatnet import FloatNet
 from .load import LoadedModel, load_model
+from .equalize import equalize
 from .prune import PRUNE_SCOPES, PruneReport, prune
 from .quantize import (DATA_FREE, DEFAULT_INPUT_RANGE, Calibration, calibrate,
                        calibrate_from_bounds, calibrate_from_noise)
@@ -65,6 +66,7 @@ class Options:
     prune_scope: str = "layer"
     bits_override: tuple = ()
     data_free: str = "noise"
+    equalize: bool = False
 
 
 def readout_mode(text: str) -> Readout:
@@ -169,6 +171,14 @@ def prune_pass(c: Compilation) -> Compilation:
     return dataclasses.replace(c, net=net, prune_report=report)
 
 
+def equalize_pass(c: Compilation) -> Compilation:
+    """With ``--equalize``: cross-layer equalization of the float network (:mod:`.equalize`),
+    after pruning and before calibration (the function is unchanged; the ranges move)."""
+    if not c.options.equalize:
+        return c
+    return dataclasses.replace(c, net=equalize(c.net))
+
+
 def check_calibration(c: Compilation) -> Compilation:
     """The calibration samples in the network's input shape (flattened samples are accepted)."""
     if c.calib_x is None:
@@ -233,7 +243,7 @@ def _input_meta(c: Compilation) -> dict:
 
 
 #: The passes that do not depend on bits, timesteps or strengths.
-FRONT_PASSES = (check, load, read_calibration, extract, prune_pass, size_check,
+FRONT_PASSES = (check, load, read_calibration, extract, prune_pass, equalize_pass, size_check,
                 check_calibration, calibrate_pass)
 #: The passes, in order.
 PASSES = FRONT_PASSES + (convert_pass, evaluate_pass)
@@ -259,6 +269,7 @@ def build_meta(c: Compilation) -> dict:
         "calibration": {"source": c.calib_source, "samples": cal.samples,
                         "ann_accuracy": cal.ann_accuracy},
         "pruning": None if c.prune_report is None else c.prune_report.as_json(),
+        "equalized": bool(o.equalize),
         "ann_calib_accuracy": cal.ann_accuracy,
         "snn_calib_accuracy": c.snn_accuracy,
         "dropped_ops": list(c.net.dropped),
@@ -273,7 +284,7 @@ def compile_model(path, *, bits: int, timesteps: int, max_strength, calib=None,
                   evaluate: bool = True, hardware: bool = False,
                   input_range=None, prune: float = 0.0,
                   prune_scope: str = "layer", bits_override=None,
-                  data_free: str = "noise") -> tuple[Graph, dict]:
+                  data_free: str = "noise", equalize: bool = False) -> tuple[Graph, dict]:
     """Compile a model file into a verified SNN graph and its metadata.
 
     Parameters
@@ -306,6 +317,8 @@ def compile_model(path, *, bits: int, timesteps: int, max_strength, calib=None,
         network certainly too large for it before quantizing (:func:`size_check`).
     input_range : (float, float), optional
         Without ``calib``: the range of every raw input (default ``(0, 1)``).
+    equalize : bool
+        Cross-layer equalization before calibration (:mod:`.equalize`).
     data_free : {"noise", "bounds"}
         Without ``calib``: scales from random inputs in the range (default) or from weight and
         bias bounds (:mod:`.quantize`).
@@ -326,7 +339,7 @@ def compile_model(path, *, bits: int, timesteps: int, max_strength, calib=None,
                 "readout": readout, "bits_override": parse_bits_override(bits_override)}],
         calib=calib, percentile=percentile, arch=arch, trust_model=trust_model,
         input_shape=input_shape, evaluate=evaluate, hardware=hardware, input_range=input_range,
-        prune=prune, prune_scope=prune_scope, data_free=data_free)
+        prune=prune, prune_scope=prune_scope, data_free=data_free, equalize=equalize)
     return graph, meta
 
 
@@ -334,8 +347,8 @@ def compile_variants(path, variants, *, calib=None, percentile: float = 99.9,
                      arch: str | None = None, trust_model: bool = False, input_shape=None,
                      evaluate: bool = True, hardware: bool = False,
                      input_range=None, prune: float = 0.0,
-                     prune_scope: str = "layer", data_free: str = "noise"
-                     ) -> list[tuple[Graph, dict]]:
+                     prune_scope: str = "layer", data_free: str = "noise",
+                     equalize: bool = False) -> list[tuple[Graph, dict]]:
     """Compile one model at several settings, loading, extracting and calibrating it once.
 
     ``variants`` is a sequence of dicts with ``bits``, ``timesteps``, ``max_strength`` and
@@ -347,7 +360,7 @@ def compile_variants(path, variants, *, calib=None, percentile: float = 99.9,
     return _compile(Path(path), None, variants, calib=calib, percentile=percentile, arch=arch,
                     trust_model=trust_model, input_shape=input_shape, evaluate=evaluate,
                     hardware=hardware, input_range=input_range, prune=prune,
-                    prune_scope=prune_scope, data_free=data_free)
+                    prune_scope=prune_scope, data_free=data_free, equalize=equalize)
 
 
 def compile_module(module, variants, *, calib, percentile: float = 99.9,
@@ -365,7 +378,7 @@ def compile_module(module, variants, *, calib, percentile: float = 99.9,
 def _compile(path: Path, module, variants, *, calib, percentile, arch=None, trust_model=False,
              input_shape=None, evaluate=True, hardware=False,
              input_range=None, prune=0.0, prune_scope="layer",
-             data_free="noise") -> list[tuple[Graph, dict]]:
+             data_free="noise", equalize=False) -> list[tuple[Graph, dict]]:
     shape = None if input_shape is None else tuple(int(d) for d in input_shape)
     variants = [dict(v) for v in variants]
     if not variants:
@@ -376,6 +389,7 @@ def _compile(path: Path, module, variants, *, calib, percentile, arch=None, trus
                                input_range=None if input_range is None else
                                tuple(float(v) for v in input_range),
                                prune=prune, prune_scope=prune_scope, data_free=data_free,
+                               equalize=bool(equalize),
                                **variants[0]))
     for v in variants[1:]:
         check(dataclasses.replace(base, options=dataclasses.replace(base.options, **v)))

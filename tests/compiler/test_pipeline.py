@@ -97,7 +97,7 @@ def test_calibration_shape_must_match(nets, tmp_path):
 def test_pipeline_is_an_explicit_tuple():
     assert isinstance(PASSES, tuple) and all(callable(p) for p in PASSES)
     assert [p.__name__ for p in PASSES] == ["check", "load", "read_calibration", "extract",
-                                            "prune_pass", "size_check",
+                                            "prune_pass", "equalize_pass", "size_check",
                                             "check_calibration", "calibrate_pass",
                                             "convert_pass", "evaluate_pass"]
 
