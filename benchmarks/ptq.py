@@ -1,6 +1,7 @@
 """Post-training quantization remedies, measured: accuracy of the integer SNN on the digits test
 split (540 images, the integer reference = the RTL) at 8, 4 and 2 bits, without and with
-cross-layer equalization (``snnc compile --equalize``), for the demo MLP (T=4) and the demo
+cross-layer equalization (``snnc compile --equalize``) and bias correction
+(``--bias-correct``), and both, for the demo MLP (T=4) and the demo
 CNN (T=2), S=15, calibrated on the demo calibration sets. The float accuracy is given for
 reference.
 
@@ -27,8 +28,8 @@ NETS = [("demo MLP", "build/demo/digits_mlp.pt2", "build/demo", 4),
 
 def main():
     torch.set_num_threads(1)
-    print("| network | float | bits | plain | --equalize |")
-    print("|---|---|---|---|---|")
+    print("| network | float | bits | plain | --equalize | --bias-correct | both |")
+    print("|---|---|---|---|---|---|---|")
     for name, model, d, T in NETS:
         if not Path(model).is_file():
             sys.exit(f"{model} is missing: run `make demo` and `.venv/bin/snnc demo --model cnn`")
@@ -37,12 +38,14 @@ def main():
         flt = float(np.mean(net.forward(x).argmax(axis=1) == y))
         for bits in (8, 4, 2):
             accs = []
-            for eq in (False, True):
+            for eq, bc in ((False, False), (True, False), (False, True), (True, True)):
                 g, meta = compile_model(model, bits=bits, timesteps=T, max_strength=15,
-                                        calib=f"{d}/calib.npz", equalize=eq, evaluate=False)
+                                        calib=f"{d}/calib.npz", equalize=eq, bias_correct=bc,
+                                        evaluate=False)
                 r = run(g, quantize_inputs(x, meta).reshape(len(x), -1))
                 accs.append(float(np.mean(r.prediction == y)))
-            print(f"| {name} | {flt:.2%} | {bits} | {accs[0]:.2%} | {accs[1]:.2%} |", flush=True)
+            print(f"| {name} | {flt:.2%} | {bits} | " + " | ".join(f"{a:.2%}" for a in accs)
+                  + " |", flush=True)
 
 
 if __name__ == "__main__":

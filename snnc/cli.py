@@ -175,6 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "channels against the layer reading them so that both quantize with "
                         "less error (same float function). Measured on the digits: helps at 4 "
                         "bits, hurts at 2 (README)")
+    p.add_argument("--bias-correct", action="store_true",
+                   help="with --calib: correct each layer's bias by the mean error its "
+                        "quantized weights make on the calibration data (Nagel et al. 2019)")
     p.add_argument("--prune", type=_fraction, default=0.0, metavar="F",
                    help="magnitude pruning before quantization: make a fraction F of the "
                         "weights zero, e.g. 0.9 (zeros are neither stored nor walked: fewer "
@@ -480,7 +483,8 @@ def cmd_compile(args) -> int:
                                 readout=args.readout, hardware=True,
                                 input_range=args.input_range, prune=args.prune,
                                 prune_scope=args.prune_scope, bits_override=args.bits_override,
-                                data_free=args.data_free, equalize=args.equalize)
+                                data_free=args.data_free, equalize=args.equalize,
+                                bias_correct=args.bias_correct)
     try:
         bundle = write_bundle(args.out, graph, meta, hardware=True, conv_lists=args.conv_lists,
                               input_once=args.input_walk == "once", lanes=args.lanes)

@@ -315,9 +315,23 @@ def _quantize_layer(node: Layer, units: dict, bits: int):
     return values, c
 
 
+def _bias_shift(net: FloatNet, node: Layer, values, current: float, units: dict,
+                means: dict) -> np.ndarray:
+    """``sum_t (W_hat_t - W_t) . E[x_t]``: the mean change of ``node``'s pre-activation that
+    quantizing its weights causes on the calibration data (``W_hat = c * v / u_src``)."""
+    import torch
+    shift = np.zeros(node.size)
+    for t, v in zip(node.terms, values):
+        err = dataclasses.replace(t, weight=v * (current / units[t.src]) - t.weight)
+        mean = torch.from_numpy(np.asarray(means[t.src], dtype=np.float64)).reshape(1, -1)
+        with torch.no_grad():
+            shift += err.apply(mean, net.shape(t.src)).reshape(-1).numpy()
+    return shift
+
+
 def convert(net: FloatNet, calib: Calibration, *, bits: int, timesteps: int, max_strength,
             name: str = "snn", readout: Readout = Readout.MEMBRANE,
-            bits_override=None) -> tuple[Graph, list[dict]]:
+            bits_override=None, bias_correct: bool = False) -> tuple[Graph, list[dict]]:
     """Quantize ``net`` into a verified integer SNN graph.
 
     Parameters
@@ -331,6 +345,10 @@ def convert(net: FloatNet, calib: Calibration, *, bits: int, timesteps: int, max
     bits_override : str or sequence of (layer, bits), optional
         Other widths for some layers (mixed precision, :func:`parse_bits_override`); a layer's
         terms all take its width.
+    bias_correct : bool
+        Bias correction (Nagel et al. 2019): each layer's float bias minus the mean change of
+        its pre-activation that weight quantization causes on the calibration data
+        (``calib.means``), before it is rounded to the integer bias.
     max_strength : int, str or StrengthSpec
         ``S`` for every spiking layer, or per layer (:func:`parse_max_strength`).
     name : str
@@ -350,6 +368,9 @@ def convert(net: FloatNet, calib: Calibration, *, bits: int, timesteps: int, max
         inputs, lambda, unit, current_unit, theta, s_max, nnz, density, bias_range.
     """
     spec = check_options(bits=bits, timesteps=timesteps, max_strength=max_strength)
+    if bias_correct and calib.means is None:
+        raise SnncError("--bias-correct needs calibration data (--calib FILE.npz): it corrects "
+                        "each layer's bias by the mean error of its quantized weights on it")
     strengths = _layer_strengths(net, spec)
     widths = _layer_bits(net, bits, bits_override)
     if len(calib.lambdas) != len(net.spiking):
@@ -373,7 +394,10 @@ def convert(net: FloatNet, calib: Calibration, *, bits: int, timesteps: int, max
             inputs = [{"from": t.src, "kind": "identity" if t.identity else
                        ("conv" if t.conv else "dense"), "weight_scale": current / units[t.src],
                        "nnz": int(np.count_nonzero(v))} for t, v in zip(node.terms, values)]
-            bias = round_half_away(node.bias / current).astype(np.int64)
+            b_float = node.bias
+            if bias_correct:
+                b_float = node.bias - _bias_shift(net, node, values, current, units, calib.means)
+            bias = round_half_away(b_float / current).astype(np.int64)
             spiking = node.relu or readout is Readout.SPIKE_COUNT
             if spiking:
                 if node.relu:

@@ -67,6 +67,7 @@ class Options:
     bits_override: tuple = ()
     data_free: str = "noise"
     equalize: bool = False
+    bias_correct: bool = False
 
 
 def readout_mode(text: str) -> Readout:
@@ -111,6 +112,9 @@ def check(c: Compilation) -> Compilation:
                         f"{o.prune_scope!r}")
     if o.data_free not in DATA_FREE:
         raise SnncError(f"--data-free must be one of {', '.join(DATA_FREE)}, not {o.data_free!r}")
+    if o.bias_correct and o.calib is None:
+        raise SnncError("--bias-correct needs calibration data (--calib FILE.npz): it corrects "
+                        "each layer's bias by the mean error of its quantized weights on it")
     if o.calib is not None and o.input_range is not None:
         raise SnncError("--input-range is for compiling without --calib (model-based "
                         "thresholds); with --calib the data's own range is used: drop one")
@@ -218,7 +222,7 @@ def convert_pass(c: Compilation) -> Compilation:
     graph, layers = convert(c.net, c.calibration, bits=o.bits, timesteps=o.timesteps,
                             max_strength=o.max_strength, name=Path(o.path).stem or "snn",
                             readout=readout_mode(o.readout),
-                            bits_override=o.bits_override)
+                            bits_override=o.bits_override, bias_correct=o.bias_correct)
     return dataclasses.replace(c, graph=graph, layers=tuple(layers))
 
 
@@ -270,6 +274,7 @@ def build_meta(c: Compilation) -> dict:
                         "ann_accuracy": cal.ann_accuracy},
         "pruning": None if c.prune_report is None else c.prune_report.as_json(),
         "equalized": bool(o.equalize),
+        "bias_corrected": bool(o.bias_correct),
         "ann_calib_accuracy": cal.ann_accuracy,
         "snn_calib_accuracy": c.snn_accuracy,
         "dropped_ops": list(c.net.dropped),
@@ -284,7 +289,8 @@ def compile_model(path, *, bits: int, timesteps: int, max_strength, calib=None,
                   evaluate: bool = True, hardware: bool = False,
                   input_range=None, prune: float = 0.0,
                   prune_scope: str = "layer", bits_override=None,
-                  data_free: str = "noise", equalize: bool = False) -> tuple[Graph, dict]:
+                  data_free: str = "noise", equalize: bool = False,
+                  bias_correct: bool = False) -> tuple[Graph, dict]:
     """Compile a model file into a verified SNN graph and its metadata.
 
     Parameters
@@ -319,6 +325,8 @@ def compile_model(path, *, bits: int, timesteps: int, max_strength, calib=None,
         Without ``calib``: the range of every raw input (default ``(0, 1)``).
     equalize : bool
         Cross-layer equalization before calibration (:mod:`.equalize`).
+    bias_correct : bool
+        Bias correction with the calibration data (:func:`~.convert.convert`).
     data_free : {"noise", "bounds"}
         Without ``calib``: scales from random inputs in the range (default) or from weight and
         bias bounds (:mod:`.quantize`).
@@ -339,7 +347,8 @@ def compile_model(path, *, bits: int, timesteps: int, max_strength, calib=None,
                 "readout": readout, "bits_override": parse_bits_override(bits_override)}],
         calib=calib, percentile=percentile, arch=arch, trust_model=trust_model,
         input_shape=input_shape, evaluate=evaluate, hardware=hardware, input_range=input_range,
-        prune=prune, prune_scope=prune_scope, data_free=data_free, equalize=equalize)
+        prune=prune, prune_scope=prune_scope, data_free=data_free, equalize=equalize,
+        bias_correct=bias_correct)
     return graph, meta
 
 
@@ -348,7 +357,8 @@ def compile_variants(path, variants, *, calib=None, percentile: float = 99.9,
                      evaluate: bool = True, hardware: bool = False,
                      input_range=None, prune: float = 0.0,
                      prune_scope: str = "layer", data_free: str = "noise",
-                     equalize: bool = False) -> list[tuple[Graph, dict]]:
+                     equalize: bool = False,
+                     bias_correct: bool = False) -> list[tuple[Graph, dict]]:
     """Compile one model at several settings, loading, extracting and calibrating it once.
 
     ``variants`` is a sequence of dicts with ``bits``, ``timesteps``, ``max_strength`` and
@@ -360,7 +370,8 @@ def compile_variants(path, variants, *, calib=None, percentile: float = 99.9,
     return _compile(Path(path), None, variants, calib=calib, percentile=percentile, arch=arch,
                     trust_model=trust_model, input_shape=input_shape, evaluate=evaluate,
                     hardware=hardware, input_range=input_range, prune=prune,
-                    prune_scope=prune_scope, data_free=data_free, equalize=equalize)
+                    prune_scope=prune_scope, data_free=data_free, equalize=equalize,
+                    bias_correct=bias_correct)
 
 
 def compile_module(module, variants, *, calib, percentile: float = 99.9,
@@ -378,7 +389,8 @@ def compile_module(module, variants, *, calib, percentile: float = 99.9,
 def _compile(path: Path, module, variants, *, calib, percentile, arch=None, trust_model=False,
              input_shape=None, evaluate=True, hardware=False,
              input_range=None, prune=0.0, prune_scope="layer",
-             data_free="noise", equalize=False) -> list[tuple[Graph, dict]]:
+             data_free="noise", equalize=False,
+             bias_correct=False) -> list[tuple[Graph, dict]]:
     shape = None if input_shape is None else tuple(int(d) for d in input_shape)
     variants = [dict(v) for v in variants]
     if not variants:
@@ -389,7 +401,7 @@ def _compile(path: Path, module, variants, *, calib, percentile, arch=None, trus
                                input_range=None if input_range is None else
                                tuple(float(v) for v in input_range),
                                prune=prune, prune_scope=prune_scope, data_free=data_free,
-                               equalize=bool(equalize),
+                               equalize=bool(equalize), bias_correct=bool(bias_correct),
                                **variants[0]))
     for v in variants[1:]:
         check(dataclasses.replace(base, options=dataclasses.replace(base.options, **v)))

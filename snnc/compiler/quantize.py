@@ -183,6 +183,9 @@ class Calibration:
     readout_lambda : float
         The ``percentile`` of the readout's positive outputs (logits), used when the readout
         spikes (spike-count readout).
+    means : dict or None
+        Per node (and ``"input"``, after the input transform): the mean of each output value
+        over the calibration samples (flattened), for bias correction; None without data.
     notes : tuple of str
         Fallbacks taken (a layer whose percentile was 0).
     """
@@ -193,6 +196,7 @@ class Calibration:
     ann_accuracy: float | None = None
     notes: tuple[str, ...] = ()
     readout_lambda: float = 1.0
+    means: dict | None = None
 
 
 def calibrate(net: FloatNet, x, y=None, *, percentile: float = 99.9,
@@ -222,11 +226,15 @@ def calibrate(net: FloatNet, x, y=None, *, percentile: float = 99.9,
     x = np.asarray(x, dtype=np.float64)
     names = [layer.name for layer in net.spiking] + [net.readout.name]
     parts = {name: [] for name in names}
+    sums: dict[str, np.ndarray] = {}
     for start in range(0, len(x), batch_size):
         acts = net.activations(x[start:start + batch_size])
         for name in names:
             parts[name].append(acts[name])
+        for name, a in acts.items():
+            sums[name] = sums.get(name, 0.0) + a.sum(axis=0)
     outs = {name: np.concatenate(v) for name, v in parts.items()}
+    means = {name: v / len(x) for name, v in sums.items()}
     lambdas, notes = [], []
     for layer in net.spiking:
         act = outs[layer.name]
@@ -250,7 +258,7 @@ def calibrate(net: FloatNet, x, y=None, *, percentile: float = 99.9,
     positive = logits[logits > 0]
     readout_lambda = float(np.percentile(positive, percentile)) if positive.size else 1.0
     return Calibration(tuple(lambdas), s_in, signed, int(len(x)), acc, tuple(notes),
-                       readout_lambda=readout_lambda or 1.0)
+                       readout_lambda=readout_lambda or 1.0, means=means)
 
 
 def activation_bounds(net: FloatNet, input_range=DEFAULT_INPUT_RANGE) -> dict:
@@ -329,4 +337,4 @@ def calibrate_from_noise(net: FloatNet, input_range=DEFAULT_INPUT_RANGE, *,
     cal = calibrate(net, x, None, percentile=percentile)
     box = calibrate_from_bounds(net, (lo, hi))
     return dataclasses.replace(cal, input_scale=box.input_scale, input_signed=box.input_signed,
-                               samples=0)
+                               samples=0, means=None)

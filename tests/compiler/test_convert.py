@@ -181,3 +181,35 @@ def test_a_source_feeding_two_widths_is_refused_with_the_fix():
     with pytest.raises(SnncError, match=r"layer 'input' feeds layers with different weight widths "
                                         r"\('h' at 4, 'out' at 8 bits\).*--bits-override h=8,out=8"):
         convert(net, cal, bits=4, timesteps=2, max_strength=3, bits_override="out=8")
+
+
+# Bias correction ---------------------------------------------------------------------------
+
+def test_bias_correction_removes_the_mean_quantization_error():
+    """With --bias-correct the first layer's mean pre-activation over the calibration data, in
+    float units, equals the float network's to within half a current unit (the bias's
+    rounding); without it the 2-bit error is larger. It needs calibration data."""
+    from snnc.compiler.convert import convert
+    from snnc.compiler.floatnet import FloatNet
+    from snnc.compiler.quantize import calibrate, calibrate_from_noise
+    rng = np.random.default_rng(5)
+    w = rng.normal(size=(6, 10)) + 0.3
+    net = FloatNet.from_dense((10,), [("h", w, rng.normal(size=6)),
+                                      ("out", rng.normal(size=(3, 6)), np.zeros(3))])
+    x = rng.random((200, 10))
+    cal = calibrate(net, x)
+    assert np.allclose(cal.means["input"], x.mean(axis=0))
+    errs = {}
+    for bc in (False, True):
+        g, layers = convert(net, cal, bits=2, timesteps=2, max_strength=3, bias_correct=bc)
+        c = layers[0]["current_unit"]
+        w_hat = g.projections[0].weights * c / cal.input_scale
+        got = (x @ w_hat.T).mean(axis=0) + g.populations[0].bias * c
+        want = (x @ w.T).mean(axis=0) + net.node("h").bias
+        errs[bc] = np.abs(got - want)
+        if bc:
+            assert (errs[bc] <= c / 2 + 1e-9).all()
+    assert errs[True].max() < errs[False].max()
+    with pytest.raises(SnncError, match="--bias-correct needs calibration data"):
+        convert(net, calibrate_from_noise(net), bits=2, timesteps=2, max_strength=3,
+                bias_correct=True)
