@@ -163,6 +163,8 @@ class CoreModel:
         if L == 1 or image.pops[k]["SMODE"] == SourceMode.POOL or not count.sum():
             return issues, np.zeros_like(issues)
         src, tgt, _, valid, _ = self._entries(image, k)
+        if not valid.any():               # no entry lands (taps outside every output): no bank
+            return issues, np.zeros_like(issues)
         pos = np.arange(len(src)) - np.repeat(np.cumsum(count) - count, count)
         key = (src[valid] * int(issues.max()) + pos[valid] // L) * L + self.params.neuron_bank(tgt[valid])
         keys, mult = np.unique(key, return_counts=True)

@@ -170,3 +170,23 @@ def test_bank_order_reaches_zero_stalls_where_the_list_order_conflicts():
     image = map_graph(g, "class", 4, 4)
     model = CoreModel(core_params_for(image, timesteps=1))
     assert model._walk_cost(image, 0)[1].sum() == 0
+
+
+def test_lanes_with_a_list_whose_taps_never_land():
+    """A 5x5 kernel with only tap (0, 0) on a 3x3 map with padding 1 (a 1x1 output): that tap
+    lands for no source, so the channel layout stores it and every walk of it updates nothing.
+    At 4 lanes it occupies no bank: no stall, and the cycle model still equals the reference
+    (CI found the twin failing on such a population, seed 148754558)."""
+    from snnc.sim.reference import run
+    w = np.zeros((2, 1, 5, 5), np.int64)
+    w[:, 0, 0, 0] = [3, -2]
+    inp = InputPopulation("in", (1, 3, 3), False)
+    pop = Population("c", 2, np.zeros(2, np.int64), 3, 3, -100, 100, False, (2, 1, 1))
+    g = Graph(inp, (pop,), (Conv(0, 1, w, 4, (1, 1), (1, 1)),), timesteps=2)
+    x = np.arange(9, dtype=np.int64)[None, :] % 4
+    image = map_graph(g, "channel", 4, 0)
+    assert image.n_entries >= 2
+    m = CoreModel(core_params_for(image, timesteps=2))
+    out = m.run(image, x, 2)
+    assert out.bank_stalls.sum() == 0
+    assert np.array_equal(out.v_final, np.concatenate(run(g, x).v_final, axis=1))
