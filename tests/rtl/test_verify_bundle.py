@@ -38,7 +38,13 @@ def test_verify_loads_the_bundles_own_memory_images(verilator, tmp_path, capsys,
     words = [f"{int(w, 16) ^ 0x40:02x}" for w in words]          # change every weight
     (tmp_path / "b" / "mem" / "wgt.hex").write_text("".join(w + "\n" for w in words))
     reseal_bundle(tmp_path / "b")
-    code = main(["verify", str(tmp_path / "b"), "--samples", "4", "--seed", str(seed)])
+    # verify's random inputs for --seed s are random_inputs(default_rng(s), ...); some samples
+    # are all zero, and a sample without input uses no weight (CI, seed 744715424: all four
+    # were): take the first seed from ours whose samples all have an input
+    from snnc.testing import random_inputs
+    vseed = next(s for s in range(seed, seed + 1000)
+                 if (random_inputs(np.random.default_rng(s), g, 4) != 0).any(axis=1).all())
+    code = main(["verify", str(tmp_path / "b"), "--samples", "4", "--seed", str(vseed)])
     out = capsys.readouterr().out
     assert code == 1 and "MISMATCH" in out, out
 
