@@ -72,6 +72,11 @@ from .quantize import Calibration, quantize_terms, quantize_weights, round_half_
 __all__ = ["STRENGTH_WIDTH", "StrengthSpec", "parse_max_strength", "check_timesteps", "check_options", "convert",
            "check_core_rules", "apply_clamps", "clamp_bound", "parse_bits_override"]
 
+#: The refusal of ``--bias-correct`` without calibration data.
+BIAS_CORRECT_NEEDS_DATA = ("--bias-correct needs calibration data (--calib FILE.npz): it "
+                           "corrects each layer's bias by the mean error of its quantized "
+                           "weights on it")
+
 #: Spike strengths travel in a 4-bit field of the core's event word.
 STRENGTH_WIDTH = 4
 STRENGTH_LIMIT = (1 << STRENGTH_WIDTH) - 1
@@ -369,8 +374,7 @@ def convert(net: FloatNet, calib: Calibration, *, bits: int, timesteps: int, max
     """
     spec = check_options(bits=bits, timesteps=timesteps, max_strength=max_strength)
     if bias_correct and calib.means is None:
-        raise SnncError("--bias-correct needs calibration data (--calib FILE.npz): it corrects "
-                        "each layer's bias by the mean error of its quantized weights on it")
+        raise SnncError(BIAS_CORRECT_NEEDS_DATA)
     strengths = _layer_strengths(net, spec)
     widths = _layer_bits(net, bits, bits_override)
     if len(calib.lambdas) != len(net.spiking):

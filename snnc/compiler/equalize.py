@@ -42,7 +42,7 @@ def _readers(net: FloatNet, name: str) -> list[tuple[str, int]]:
     return out
 
 
-def _in_scale(term, src_channels, per, s):
+def _in_scale(term, per, s):
     """The term's weights with input channel ``c`` multiplied by ``s[c]``."""
     if term.conv:
         return replace(term, weight=term.weight * s[None, :, None, None])
@@ -73,10 +73,7 @@ def equalize(net: FloatNet, rounds: int = 4) -> FloatNet:
             if not readers:
                 continue
             channels, per = _channels(net, node.name)
-            if node.terms[0].conv:
-                r1 = _out_range(node)
-            else:
-                r1 = _out_range(node).reshape(channels, per).max(axis=1)
+            r1 = _out_range(node)          # per output channel (a dense layer's are neurons)
             def src_per(n, i):
                 return _channels(net, net.node(n).terms[i].src)[1]
             r2 = np.max([_in_range(net.node(n).terms[i], channels, src_per(n, i))
@@ -86,14 +83,13 @@ def equalize(net: FloatNet, rounds: int = 4) -> FloatNet:
             s[ok] = np.sqrt(r1[ok] / r2[ok])
             if np.allclose(s, 1.0):
                 continue
-            rows = np.repeat(s, per) if not node.terms[0].conv else s
-            new_terms = tuple(t.scaled(1.0 / rows) for t in node.terms)
+            new_terms = tuple(t.scaled(1.0 / s) for t in node.terms)
             nodes = {node.name: replace(node, terms=new_terms,
                                         bias=node.bias / np.repeat(s, per))}
             for n, i in readers:
                 layer = nodes.get(n, net.node(n))
                 terms = list(layer.terms)
-                terms[i] = _in_scale(terms[i], channels, src_per(n, i), s)
+                terms[i] = _in_scale(terms[i], src_per(n, i), s)
                 nodes[n] = replace(layer, terms=tuple(terms))
             net = replace(net, nodes=tuple(nodes.get(x.name, x) for x in net.nodes))
     return net

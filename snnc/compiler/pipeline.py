@@ -23,7 +23,7 @@ import numpy as np
 from .. import __version__
 from ..ir import Graph, Readout, required_state_bits
 from .budget import check_footprint, core_limits, float_footprint, machine
-from .convert import check_options, convert, parse_bits_override
+from .convert import BIAS_CORRECT_NEEDS_DATA, check_options, convert, parse_bits_override
 from .data import check_samples, load_npz
 from .errors import SnncError
 from .extract import extract_layers
@@ -113,8 +113,7 @@ def check(c: Compilation) -> Compilation:
     if o.data_free not in DATA_FREE:
         raise SnncError(f"--data-free must be one of {', '.join(DATA_FREE)}, not {o.data_free!r}")
     if o.bias_correct and o.calib is None:
-        raise SnncError("--bias-correct needs calibration data (--calib FILE.npz): it corrects "
-                        "each layer's bias by the mean error of its quantized weights on it")
+        raise SnncError(BIAS_CORRECT_NEEDS_DATA)
     if o.calib is not None and o.input_range is not None:
         raise SnncError("--input-range is for compiling without --calib (model-based "
                         "thresholds); with --calib the data's own range is used: drop one")

@@ -261,6 +261,26 @@ def calibrate(net: FloatNet, x, y=None, *, percentile: float = 99.9,
                        readout_lambda=readout_lambda or 1.0, means=means)
 
 
+def _input_bounds(net: FloatNet, input_range) -> tuple[np.ndarray, np.ndarray]:
+    """Bounds of the transformed input ``x'`` when every raw input lies in ``input_range``."""
+    lo_raw, hi_raw = (float(v) for v in input_range)
+    if not lo_raw < hi_raw:
+        raise SnncError(f"--input-range must be LO,HI with LO < HI, not {lo_raw},{hi_raw}")
+    n = int(np.prod(net.input_shape))
+    a = net.transform_input(np.full((1, n), lo_raw)).reshape(-1)
+    b = net.transform_input(np.full((1, n), hi_raw)).reshape(-1)
+    return np.minimum(a, b), np.maximum(a, b)
+
+
+def _range_input_scale(lo: np.ndarray, hi: np.ndarray) -> tuple[float, bool]:
+    """``(s_in, signed)`` for transformed inputs within ``[lo, hi]``."""
+    signed = bool((lo < 0).any())
+    m = float(max(np.abs(lo).max(initial=0.0), np.abs(hi).max(initial=0.0)))
+    if m == 0.0:
+        raise SnncError("the input range maps every input to 0; give --input-range")
+    return m / (127 if signed else 255), signed
+
+
 def activation_bounds(net: FloatNet, input_range=DEFAULT_INPUT_RANGE) -> dict:
     """``name -> (lo, hi)`` (float64 arrays, flattened) for the input (``"input"``, after the
     input transform) and every node, when each raw input lies in ``input_range``: interval
@@ -268,13 +288,7 @@ def activation_bounds(net: FloatNet, input_range=DEFAULT_INPUT_RANGE) -> dict:
     import torch
     import torch.nn.functional as F
     from .floatnet import INPUT, Pool
-    lo_raw, hi_raw = (float(v) for v in input_range)
-    if not lo_raw < hi_raw:
-        raise SnncError(f"--input-range must be LO,HI with LO < HI, not {lo_raw},{hi_raw}")
-    n = int(np.prod(net.input_shape))
-    a = net.transform_input(np.full((1, n), lo_raw)).reshape(-1)
-    b = net.transform_input(np.full((1, n), hi_raw)).reshape(-1)
-    bounds = {INPUT: (np.minimum(a, b), np.maximum(a, b))}
+    bounds = {INPUT: _input_bounds(net, input_range)}
     for node in net.nodes:
         if isinstance(node, Pool):
             lo, hi = (torch.from_numpy(v).reshape(1, *net.shape(node.src))
@@ -315,13 +329,9 @@ def calibrate_from_bounds(net: FloatNet, input_range=DEFAULT_INPUT_RANGE) -> Cal
             notes.append(f"layer '{layer.name}' can never activate for inputs in "
                          f"[{input_range[0]}, {input_range[1]}]")
         lambdas.append(lam)
-    lo, hi = bounds[INPUT]
-    signed = bool((lo < 0).any())
-    m = float(max(np.abs(lo).max(initial=0.0), np.abs(hi).max(initial=0.0)))
-    if m == 0.0:
-        raise SnncError("the input range maps every input to 0; give --input-range")
+    s_in, signed = _range_input_scale(*bounds[INPUT])
     readout_hi = float(bounds[net.readout.name][1].max(initial=0.0))
-    return Calibration(tuple(lambdas), m / (127 if signed else 255), signed, 0, None,
+    return Calibration(tuple(lambdas), s_in, signed, 0, None,
                        tuple(notes), readout_lambda=readout_hi if readout_hi > 0 else 1.0)
 
 
@@ -330,11 +340,9 @@ def calibrate_from_noise(net: FloatNet, input_range=DEFAULT_INPUT_RANGE, *,
     """Scales without data: :func:`calibrate` on ``samples`` inputs drawn uniformly from
     ``input_range`` (seed 0), with the input scale of the range itself
     (:func:`calibrate_from_bounds`), so that no input in the range clips."""
+    s_in, signed = _range_input_scale(*_input_bounds(net, input_range))
     lo, hi = (float(v) for v in input_range)
-    if not lo < hi:
-        raise SnncError(f"--input-range must be LO,HI with LO < HI, not {lo},{hi}")
     x = np.random.default_rng(0).uniform(lo, hi, (samples, *net.input_shape))
     cal = calibrate(net, x, None, percentile=percentile)
-    box = calibrate_from_bounds(net, (lo, hi))
-    return dataclasses.replace(cal, input_scale=box.input_scale, input_signed=box.input_signed,
-                               samples=0, means=None)
+    return dataclasses.replace(cal, input_scale=s_in, input_signed=signed, samples=0,
+                               means=None)

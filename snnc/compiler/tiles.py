@@ -199,23 +199,16 @@ class Partition:
         return longest
 
 
-def _masked(graph: Graph, k: int, lo: int, hi: int):
-    """The projections into population ``k`` with only the weights of neurons ``lo .. hi - 1``
-    (output channels of a feature map) kept."""
-    units, per = _units(graph, k)
-    out = []
-    for p in graph.incoming(k):
-        if isinstance(p, Dense):
-            w = np.zeros_like(p.weights)
-            w[lo:hi] = p.weights[lo:hi]
-            out.append((p, Dense(p.src, p.dst, w, p.bits)))
-        elif isinstance(p, Conv):
-            w = np.zeros_like(p.weights)
-            w[lo // per:hi // per] = p.weights[lo // per:hi // per]
-            out.append((p, Conv(p.src, p.dst, w, p.bits, p.stride, p.padding)))
-        else:
-            out.append((p, p))
-    return out
+def _rows_kept(p, lo: int, hi: int):
+    """Projection ``p`` with only its output units ``lo .. hi - 1`` (rows of a dense matrix,
+    output channels of a kernel) kept; a max-pool as it is."""
+    if isinstance(p, MaxPool):
+        return p
+    w = np.zeros_like(p.weights)
+    w[lo:hi] = p.weights[lo:hi]
+    if isinstance(p, Dense):
+        return Dense(p.src, p.dst, w, p.bits)
+    return Conv(p.src, p.dst, w, p.bits, p.stride, p.padding)
 
 
 def tile_needs(graph: Graph, parts: list[Part], conv_layout: str = DEFAULT_CONV_LISTS,
@@ -224,12 +217,13 @@ def tile_needs(graph: Graph, parts: list[Part], conv_layout: str = DEFAULT_CONV_
     :meth:`CoreParams.fits`; the synapse entries it stores per layer name; and the source
     populations whose spikes it receives."""
     local = {p.pop: p for p in parts}
-    keep = {}
-    for k, part in local.items():
-        for orig, masked in _masked(graph, k, part.lo, part.hi):
-            keep[id(orig)] = masked
-    projections = tuple(keep.get(id(p), p) if p.dst in local else _drop(p)
-                        for p in graph.projections)
+
+    def kept(p):
+        if p.dst not in local:
+            return _rows_kept(p, 0, 0)
+        per = _units(graph, p.dst)[1] if isinstance(p, Conv) else 1
+        return _rows_kept(p, local[p.dst].lo // per, local[p.dst].hi // per)
+    projections = tuple(kept(p) for p in graph.projections)
     view = graph.replace(projections=projections)
     entries = words = 0
     per_layer: dict[str, int] = {}
@@ -277,15 +271,6 @@ def tile_needs(graph: Graph, parts: list[Part], conv_layout: str = DEFAULT_CONV_
             "convolutions": sum(isinstance(p, Conv) and p.dst in local
                                 for p in graph.projections)}
     return need, per_layer, tuple(sorted(sources))
-
-
-def _drop(p):
-    """A projection into a population with no part on this tile: no synapses here."""
-    if isinstance(p, Dense):
-        return Dense(p.src, p.dst, np.zeros_like(p.weights), p.bits)
-    if isinstance(p, Conv):
-        return Conv(p.src, p.dst, np.zeros_like(p.weights), p.bits, p.stride, p.padding)
-    return p
 
 
 def partition(graph: Graph, target: TileTarget, conv_layout: str = DEFAULT_CONV_LISTS, *,

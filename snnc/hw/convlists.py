@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..ir import Conv, Graph
+from .params import issue_stalls
 
 __all__ = ["CONV_LISTS", "DEFAULT_CONV_LISTS", "ConvLists", "conv_lists", "check_layout",
            "landing_taps", "landing_targets", "bank_stalls", "order_for_banks"]
@@ -233,14 +234,7 @@ def bank_stalls(lists: ConvLists, graph: Graph, k: int, bases: np.ndarray, bank_
     pos = np.arange(len(src)) - np.repeat(np.cumsum(count) - count, count)
     tgt = landing_targets(lists, graph, k, bases, lists.start[src] + pos, src)
     hit = tgt >= 0
-    if not hit.any():
-        return np.zeros(len(count), np.int64)
-    windows = int(-(-count.max() // lanes))
-    key = ((src[hit] * windows + pos[hit] // lanes) * lanes + bank_of(tgt[hit]))
-    keys, mult = np.unique(key, return_counts=True)
-    worst = np.zeros(len(count) * windows, np.int64)
-    np.maximum.at(worst, keys // lanes, mult)
-    return np.maximum(worst - 1, 0).reshape(len(count), windows).sum(axis=1)
+    return issue_stalls(src[hit], pos[hit], bank_of(tgt[hit]), len(count), lanes)
 
 
 def order_for_banks(lists: ConvLists, graph: Graph, k: int, bases: np.ndarray, bank_of,

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 __all__ = ["NeuronParams", "CoreParams", "CfgSel", "ParamField", "ConvField", "SourceMode",
            "Counter", "TIMING", "bits_for", "MEMBER_BITS", "CORE_LIMITS", "LANES", "MeshParams",
-           "Port"]
+           "Port", "issue_stalls"]
 
 #: Synapse lane counts a core can be built with (:attr:`CoreParams.lanes`).
 LANES = (1, 2, 4, 8)
@@ -367,6 +367,23 @@ class CoreParams:
         return [f"{what}: the network needs {n}, the core holds {cap[what]}"
                 for what, n in needs.items() if n > cap[what]]
 
+
+
+def issue_stalls(src, pos, banks, n_sources: int, lanes: int):
+    """Per source ``0 .. n_sources - 1``: the bank-conflict stall cycles of its walk on
+    ``lanes`` lanes, given each *landing* entry's source, position in the source's walk and
+    membrane bank: per issue of ``lanes`` consecutive positions, the most entries in one bank,
+    less one (docs/architecture.md, "Synapse lanes")."""
+    import numpy as np
+    stall = np.zeros(n_sources, np.int64)
+    if len(src) == 0:
+        return stall
+    windows = int(np.max(pos)) // lanes + 1
+    key = (np.asarray(src) * windows + np.asarray(pos) // lanes) * lanes + np.asarray(banks)
+    keys, mult = np.unique(key, return_counts=True)
+    worst = np.zeros(n_sources * windows, np.int64)
+    np.maximum.at(worst, keys // lanes, mult)
+    return np.maximum(worst - 1, 0).reshape(n_sources, windows).sum(axis=1)
 
 # The tile mesh ---------------------------------------------------------------------------------
 

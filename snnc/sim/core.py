@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..hw.mapping import CoreImage, check_fits, clear_length
-from ..hw.params import TIMING, CoreParams, SourceMode
+from ..hw.params import TIMING, CoreParams, SourceMode, issue_stalls
 
 __all__ = ["CoreModel", "CoreRun", "unpack_weights"]
 
@@ -163,17 +163,9 @@ class CoreModel:
         if L == 1 or image.pops[k]["SMODE"] == SourceMode.POOL or not count.sum():
             return issues, np.zeros_like(issues)
         src, tgt, _, valid, _ = self._entries(image, k)
-        if not valid.any():               # no entry lands (taps outside every output): no bank
-            return issues, np.zeros_like(issues)
         pos = np.arange(len(src)) - np.repeat(np.cumsum(count) - count, count)
-        key = (src[valid] * int(issues.max()) + pos[valid] // L) * L + self.params.neuron_bank(tgt[valid])
-        keys, mult = np.unique(key, return_counts=True)
-        issue_key = keys // L
-        worst = np.zeros(int(issue_key.max()) + 1, np.int64)
-        np.maximum.at(worst, issue_key, mult)
-        stall = np.bincount(np.arange(len(worst)) // int(issues.max()),
-                            weights=np.maximum(worst - 1, 0), minlength=len(count))
-        return issues, stall[:len(count)].astype(np.int64)
+        return issues, issue_stalls(src[valid], pos[valid], self.params.neuron_bank(tgt[valid]),
+                                    len(count), L)
 
     def _fanout(self, image: CoreImage, k: int):
         """(sources of k) x (all neurons) weight matrix and per-source synapse counts."""
