@@ -144,6 +144,9 @@ class Core(wiring.Component):
             "cfg_data": In(p.cfg_data_bits),
             "start": In(1), "busy": Out(1),
             "rb_sel": In(1), "rb_addr": In(max(p.neuron_addr_bits, 6)), "rb_data": Out(p.rb_bits),
+            # Tile mode: the population whose events ``inp`` should offer (the input
+            # population in IN, the population just swept while its spikes come back).
+            **({"phase_pop": Out(p.pop_bits)} if p.tile else {}),
         })
 
     def elaborate(self, platform):
@@ -861,7 +864,15 @@ class Core(wiring.Component):
                     if L > 1:
                         m.d.sync += sw_row.eq(cur.NBASE >> lb)
                     with m.If(drain_left == 0):
-                        m.next = "SWEEP"
+                        if p.tile:
+                            # No part of this population on this tile: nothing to sweep.
+                            with m.If(cur.SIZE == 0):
+                                m.d.sync += drain_left.eq(p.sweep_latency - 1)
+                                m.next = "SWEEP_DRAIN"
+                            with m.Else():
+                                m.next = "SWEEP"
+                        else:
+                            m.next = "SWEEP"
             with m.State("SWEEP"):
                 m.d.comb += sweep_issue.eq(1)
                 with m.If(en_sw):
@@ -882,8 +893,11 @@ class Core(wiring.Component):
                         m.d.comb += [spc_w.addr.eq(cur_pop), spc_w.data.eq(pop_spikes + spike),
                                      spc_w.en.eq(1)]
                         with m.If(cur.SPIKING):
-                            m.d.sync += phase_first.eq(1)
-                            m.next = "SP"
+                            if p.tile:
+                                m.next = "EOL"
+                            else:
+                                m.d.sync += phase_first.eq(1)
+                                m.next = "SP"
                         with m.Else():
                             next_population()
             with m.State("IN_SKIP"):
@@ -891,16 +905,27 @@ class Core(wiring.Component):
                 m.d.comb += [wait_in.eq(~self.inp.valid), self.inp.ready.eq(~stall_out)]
                 with m.If(en & self.inp.payload.eot):
                     input_done()
+            if p.tile:
+                with m.State("EOL"):
+                    # Tile mode: this tile's part of the population is swept (end of layer).
+                    with m.If(en):
+                        m.d.comb += [out_load.eq(1), out_payload.eot.eq(1),
+                                     out_payload.pop.eq(cur_pop)]
+                        m.d.sync += phase_first.eq(1)
+                        m.next = "SP"
             with m.State("SP"):
-                # The spikes of the population just swept: fetched from the spike buffer.
-                m.d.comb += sp_mode.eq(1)
+                # The spikes of the population just swept: fetched from the spike buffer, or,
+                # in tile mode, taken from ``inp`` like input events (the mesh brings back the
+                # whole population's spikes, then one ``eot`` once every tile's EOL is in).
+                m.d.comb += (in_mode if p.tile else sp_mode).eq(1)
                 with m.If(en_up & phase_end):
                     m.d.sync += [spk_rp.eq(0), spk_wp.eq(0)]
                     next_population()
             with m.State("EMIT_EOT"):
                 m.d.comb += pf_addr.eq(Mux(n_pops == 1, 0, 1))
                 with m.If(en):
-                    m.d.comb += [out_load.eq(1), out_payload.eot.eq(1), out_payload.pop.eq(cur_pop)]
+                    m.d.comb += [out_load.eq(1), out_payload.eot.eq(1),
+                                 out_payload.pop.eq(0 if p.tile else cur_pop)]
                     m.d.sync += [cnt_t.eq(cnt_t + 1), last_t.eq(cnt_t + 2 >= timesteps),
                                  first_t.eq(0)] + set_pop(0)
                     with m.If(last_t):
@@ -913,6 +938,8 @@ class Core(wiring.Component):
                             m.d.sync += phase_first.eq(1)
                             m.next = "IN"
 
+        if p.tile:
+            m.d.comb += self.phase_pop.eq(cur_pop)
         with m.If(en & ~fsm.ongoing("IDLE") & ~fsm.ongoing("CLEAR")):
             m.d.sync += cnt_active.eq(cnt_active + 1)
         return m

@@ -35,7 +35,7 @@ from .convlists import order_for_banks as order_conv_for_banks
 from .params import (MEMBER_BITS, CfgSel, ConvField, CoreParams, ParamField, SourceMode,
                      bits_for)
 
-__all__ = ["MappingError", "CoreImage", "map_graph", "input_fed", "core_params_for", "config_writes",
+__all__ = ["MappingError", "CoreImage", "ArrayImage", "map_graph", "input_fed", "core_params_for", "config_writes",
            "write_hardware", "check_fits", "clear_length", "recip", "WSHIFT", "order_for_banks",
            "pack_banked"]
 
@@ -86,6 +86,9 @@ class CoreImage:
     input_fed: int = 0
     lanes: int = 1
     bank_skew: int = 0
+    #: A tile's image (:func:`snnc.compiler.tilemap.map_tiles`): the size of its part of each
+    #: population (0: none); ``pop_sizes`` are then the whole populations, whose spikes it receives.
+    part_sizes: tuple | None = None
 
     @property
     def fanout(self) -> np.ndarray:
@@ -109,6 +112,13 @@ class CoreImage:
         return self.tgt | (self.tgt_ky << n) | (self.tgt_kx << (n + 3)) | (self.tgt_conv << (n + 6))
 
     def needs(self, timesteps: int) -> dict:
+        if self.part_sizes is not None:
+            need = self._needs(timesteps)
+            return dict(need, sources=max(1, self.n_sources),
+                        **{"population size": max(self.part_sizes[1:] + (1,))})
+        return self._needs(timesteps)
+
+    def _needs(self, timesteps: int) -> dict:
         return {"neurons": self.n_neurons, "sources": max(self.n_sources, self.pop_sizes[0]),
                 "synapses": max(self.n_entries, self.n_words), "weight words": self.n_words,
                 "max-pool sources": self.n_sources if self.has_pool else 0,
@@ -117,6 +127,36 @@ class CoreImage:
                 "spike strength": self.max_strength, "convolutions": len(self.convs),
                 "feature map side": self.max_side,
                 "max-pool count (timesteps x s_max)": timesteps * self.pool_strength}
+
+
+@dataclass(frozen=True, eq=False)
+class ArrayImage:
+    """A network laid out on a ``cols`` x ``rows`` array of tiles
+    (:func:`snnc.compiler.tilemap.map_tiles`; docs/architecture.md, "Tiles").
+
+    ``tiles[t]`` is tile ``t``'s :class:`CoreImage` (its parts' neurons numbered from 0, the
+    sources of the populations it receives, each population's whole range). ``parts[t][k]`` is
+    ``(lo, hi)``: the neurons of population ``k`` on tile ``t`` (``lo == hi``: none). ``dst[k]``
+    has bit ``t`` set when tile ``t`` receives population ``k``'s events (``dst[0]``: the input).
+    """
+    tiles: tuple
+    parts: tuple
+    dst: tuple
+    cols: int
+    rows: int
+    pop_sizes: tuple
+
+    @property
+    def n_tiles(self) -> int:
+        return len(self.tiles)
+
+    @property
+    def n_pops(self) -> int:
+        return len(self.pop_sizes)
+
+    @property
+    def all_tiles(self) -> int:
+        return (1 << self.n_tiles) - 1
 
 
 def _pack(weights: np.ndarray, bits: int) -> np.ndarray:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 __all__ = ["NeuronParams", "CoreParams", "CfgSel", "ParamField", "ConvField", "SourceMode",
            "Counter", "TIMING", "bits_for", "MEMBER_BITS", "CORE_LIMITS", "LANES", "MeshParams",
-           "Port", "issue_stalls"]
+           "Port", "issue_stalls", "ArrayParams"]
 
 #: Synapse lane counts a core can be built with (:attr:`CoreParams.lanes`).
 LANES = (1, 2, 4, 8)
@@ -143,6 +143,7 @@ class _Timing:
     input_token: int = 1      #: input once, later timesteps: a token consumed without a walk
     input_skip_eot: int = 1   #: input once, later timesteps: the eot token
     emit_eot: int = 1         #: EMIT_EOT at the end of a timestep
+    emit_eol: int = 1         #: tile mode: EOL after a spiking population's sweep
 
 
 TIMING = _Timing()
@@ -197,6 +198,13 @@ class CoreParams:
         differ by multiples of ``2**k`` (convolution channels and rows) over the banks. The row
         is ``n // lanes`` either way. ``snnc compile`` chooses it
         (:func:`snnc.compiler.banks.choose_bank_skew`); it must be 0 at one lane.
+    tile : bool
+        Tile mode (one tile of an array, docs/architecture.md, "Tiles"): a spiking
+        population's sweep is followed by an end-of-layer token on ``out`` (``eot`` with
+        its ``pop``) and its spikes come back through ``inp`` (from the mesh, the whole
+        population's, from every tile) instead of the spike buffer; a population with
+        ``SIZE`` 0 (no part on this tile) is not swept; the end of a timestep is ``eot`` with
+        ``pop`` 0. One lane, the input walked every timestep.
     """
     max_neurons: int = 256
     max_sources: int = 512
@@ -215,6 +223,7 @@ class CoreParams:
     input_current_depth: int = 0
     lanes: int = 1
     bank_skew: int = 0
+    tile: bool = False
 
     def __post_init__(self):
         if self.lanes not in LANES:
@@ -235,6 +244,12 @@ class CoreParams:
         _check_int("pool_count_bits", self.pool_count_bits, 1, 32)
         _check_int("input_current_depth", self.input_current_depth, 0, self.max_neurons)
         NeuronParams(v_bits=self.v_bits, strength_bits=self.strength_bits)
+        if not isinstance(self.tile, bool):
+            raise TypeError(f"tile must be a bool, not {self.tile!r}")
+        if self.tile and (self.lanes > 1 or self.input_current_depth):
+            raise ValueError("a tile-mode core has one lane and walks the input every timestep "
+                             f"(lanes=1, input_current_depth=0), not lanes={self.lanes}, "
+                             f"input_current_depth={self.input_current_depth}")
         if self.bank_skew and not (self.lanes > 1 and self.lane_bits <= self.bank_skew < 32):
             raise ValueError(f"bank_skew must be 0 or in {self.lane_bits}..31 with lanes > 1, "
                              f"not {self.bank_skew} with {self.lanes} lanes")
@@ -441,3 +456,43 @@ class MeshParams:
         """Routers a flit passes between tiles ``src`` and ``dst``, both ends included."""
         (sx, sy), (dx, dy) = self.position(src), self.position(dst)
         return abs(sx - dx) + abs(sy - dy) + 1
+
+
+# The tile array --------------------------------------------------------------------------------
+
+@dataclass(frozen=True, kw_only=True)
+class ArrayParams:
+    """A ``cols`` x ``rows`` array of tile-mode cores (``tile``, one :class:`CoreParams` for
+    all) joined by a mesh of ``mesh_depth``-flit router inputs (docs/architecture.md, "Tiles").
+
+    A flit's payload is ``{pop, index, value, eol}``: ``index`` (``index_bits``) numbers a
+    neuron within its whole population, ``value`` is a spike's strength or an input's value.
+    Each tile has two inboxes of ``inbox_depth`` tokens (populations of even and of odd index).
+    """
+    tile: CoreParams
+    cols: int = 1
+    rows: int = 1
+    index_bits: int = 10
+    mesh_depth: int = 2
+    inbox_depth: int = 1024
+
+    def __post_init__(self):
+        if not isinstance(self.tile, CoreParams) or not self.tile.tile:
+            raise ValueError(f"an array's tiles are tile-mode cores (CoreParams(tile=True)), not "
+                             f"{self.tile!r}")
+        _check_int("index_bits", self.index_bits, 1, 24)
+        _check_int("inbox_depth", self.inbox_depth, 2)
+        self.mesh                      # checks cols, rows, depth
+
+    @property
+    def n_tiles(self) -> int:
+        return self.cols * self.rows
+
+    @property
+    def payload_bits(self) -> int:
+        return self.tile.pop_bits + self.index_bits + self.tile.input_bits + 1
+
+    @property
+    def mesh(self) -> MeshParams:
+        return MeshParams(cols=self.cols, rows=self.rows, payload_bits=self.payload_bits,
+                          depth=self.mesh_depth)

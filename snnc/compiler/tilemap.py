@@ -1,0 +1,162 @@
+"""Per-tile memory images of a partitioned network (a pure compiler pass; docs/architecture.md,
+"Tiles").
+
+:func:`map_tiles` lays each tile out as :func:`snnc.hw.mapping.map_graph` lays out one core, on
+the tile's *view* of the network (every projection cut to the output rows or channels of the
+tile's parts, :func:`snnc.compiler.tiles.tile_needs`'s view), then keeps only what the tile
+holds:
+
+- neurons: its parts, numbered from 0 in population order (a population without a part on the
+  tile keeps a record of ``SIZE`` 0 at the next free neuron);
+- sources: the populations with at least one entry landing on its parts, each whole (spikes
+  arrive with their population's own index), numbered in population order;
+- entries: those whose target is on the tile, in the view's order, so that every source's list
+  (a convolution class list's slice too) stays contiguous; weights repacked per region.
+
+The single-core image of the same network is the one-tile case (tested).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from ..hw.convlists import DEFAULT_CONV_LISTS
+from ..hw.mapping import ArrayImage, CoreImage, _pack, core_params_for, map_graph
+from ..hw.params import ArrayParams, CoreParams, SourceMode, bits_for
+from ..ir import Conv, Graph
+from ..sim.core import unpack_weights
+from .tiles import Partition, _rows_kept, _units
+
+__all__ = ["map_tiles", "array_params"]
+
+
+def _view(graph: Graph, local: dict) -> Graph:
+    def kept(p):
+        if p.dst not in local:
+            return _rows_kept(p, 0, 0) if not _is_pool(p) else p
+        per = _units(graph, p.dst)[1] if isinstance(p, Conv) else 1
+        lo, hi = local[p.dst]
+        return _rows_kept(p, lo // per, hi // per)
+    return graph.replace(projections=tuple(kept(p) for p in graph.projections))
+
+
+def _is_pool(p) -> bool:
+    return not hasattr(p, "weights")
+
+
+def _tile_image(graph: Graph, local: dict, conv_layout: str) -> tuple[CoreImage, list[int]]:
+    """Tile image for the parts ``local`` (pop -> (lo, hi)), and the populations it receives."""
+    full = map_graph(_view(graph, local), conv_layout)
+    K = graph.n_pops
+    newn = np.full(full.n_neurons, -1, dtype=np.int64)
+    nbase, sizes, n = [0] * K, [0] * K, 0
+    for k in range(1, K):
+        nbase[k] = n
+        if k in local:
+            lo, hi = local[k]
+            old = full.pops[k]["NBASE"]
+            newn[old + lo:old + hi] = n + np.arange(hi - lo)
+            sizes[k] = hi - lo
+            n += hi - lo
+    bias = full.bias[newn >= 0][np.argsort(newn[newn >= 0])]
+    cols = {c: [] for c in ("start", "count", "y", "x", "tgt", "ky", "kx", "conv", "wgt")}
+    sbase, tbase, wbase = [0] * K, [0] * K, [0] * K
+    used: set[int] = set()
+    received = []
+    s = entries = words = 0
+    for k in range(K):
+        pk = full.pops[k]
+        if not (k == 0 or pk["SPIKING"]) or full.pop_sizes[k] == 0:
+            continue
+        n_src = full.pop_sizes[k]
+        src = slice(pk["SBASE"], pk["SBASE"] + n_src)
+        start, count = full.ptr_start[src], full.ptr_count[src]
+        t0 = pk["TBASE"]
+        t1 = t0 + int((start + count).max()) if count.sum() else t0
+        region = slice(t0, t1)
+        tgt = full.tgt[region]
+        keep = (newn[tgt] >= 0) if len(tgt) else np.zeros(0, bool)
+        if not keep.any():
+            continue
+        prefix = np.concatenate([[0], np.cumsum(keep)])
+        new_start = prefix[start]
+        new_count = prefix[start + count] - new_start
+        pool = pk["SMODE"] == SourceMode.POOL
+        if pool:
+            packed = np.zeros(0, np.int64)
+        else:
+            w = unpack_weights(full.wgt, pk["WBASE"], t1 - t0, pk["WSHIFT"])[keep]
+            packed = _pack(w, 8 >> pk["WSHIFT"])
+        conv = full.tgt_conv[region][keep]
+        if pk["SMODE"] == SourceMode.CONV:
+            used.update(int(c) for c in np.unique(conv))
+            conv = conv + (1 << 20)           # renumbered below, once every region is in
+        sbase[k], tbase[k], wbase[k] = s, entries, words
+        for name, col in (("start", np.where(new_count == 0, 0, new_start)), ("count", new_count),
+                          ("y", full.ptr_y[src]), ("x", full.ptr_x[src]),
+                          ("tgt", newn[tgt[keep]]), ("ky", full.tgt_ky[region][keep]),
+                          ("kx", full.tgt_kx[region][keep]), ("conv", conv), ("wgt", packed)):
+            cols[name].append(np.asarray(col, dtype=np.int64))
+        received.append(k)
+        s += n_src
+        entries += int(keep.sum())
+        words += len(packed)
+    pops = tuple(dict(full.pops[k], NBASE=nbase[k], SIZE=sizes[k] if k else full.pops[k]["SIZE"],
+                      SBASE=sbase[k], TBASE=tbase[k], WBASE=wbase[k]) for k in range(K))
+    cat = {c: (np.concatenate(v) if v else np.zeros(0, np.int64)) for c, v in cols.items()}
+    # The convolutions with entries on the tile, renumbered in their order.
+    order = sorted(used)
+    remap = np.zeros(max(order, default=0) + 1, np.int64)
+    remap[order] = np.arange(len(order))
+    marked = cat["conv"] >= (1 << 20)
+    cat["conv"] = np.where(marked, remap[np.where(marked, cat["conv"] - (1 << 20), 0)], cat["conv"])
+    convs = tuple(full.convs[c] for c in order)
+    return CoreImage(
+        pops=pops, ptr_start=cat["start"], ptr_count=cat["count"], ptr_y=cat["y"],
+        ptr_x=cat["x"], tgt=cat["tgt"], tgt_ky=cat["ky"], tgt_kx=cat["kx"],
+        tgt_conv=cat["conv"], wgt=cat["wgt"], bias=bias.astype(np.int64), convs=convs,
+        n_neurons=n, n_sources=s, n_entries=entries, n_words=words, n_pops=K,
+        pop_sizes=full.pop_sizes, max_strength=full.max_strength, state_bits=full.state_bits,
+        max_side=full.max_side, pool_strength=full.pool_strength, input_fed=0,
+        part_sizes=tuple(sizes)), received
+
+
+def map_tiles(graph: Graph, part: Partition, conv_layout: str = DEFAULT_CONV_LISTS) -> ArrayImage:
+    """The memory images and routing tables of ``graph`` on ``part``'s target (module docstring).
+    One synapse lane per tile; the input is walked every timestep."""
+    n = part.target.n_tiles
+    K = graph.n_pops
+    images, parts = [], []
+    dst = [0] * K
+    for t in range(n):
+        local = {p.pop: (p.lo, p.hi) for p in part.on_tile(t)}
+        img, received = _tile_image(graph, local, conv_layout)
+        images.append(img)
+        parts.append(tuple(local.get(k, (0, 0)) for k in range(K)))
+        for k in received:
+            dst[k] |= 1 << t
+    return ArrayImage(tiles=tuple(images), parts=tuple(parts), dst=tuple(dst),
+                      cols=part.target.cols, rows=part.target.rows,
+                      pop_sizes=tuple(graph.size(k) for k in range(K)))
+
+
+def array_params(image: ArrayImage, timesteps: int, tile=None) -> ArrayParams:
+    """The array for ``image``: tiles of the fixed size ``tile`` (a :class:`CoreParams`, e.g. a
+    target's :data:`~snnc.compiler.tiles.TILE_SIZES` entry), or, without it, the smallest tile
+    that holds every tile's image (tests and studies). Tile mode, one lane; flit indices and
+    inboxes hold the largest population."""
+    imgs = image.tiles
+    if tile is None:
+        need = [core_params_for(img, timesteps=timesteps) for img in imgs]
+        fields = {f: max(getattr(q, f) for q in need) for f in (
+            "max_neurons", "max_sources", "max_synapses", "max_pops", "max_pop_size", "v_bits",
+            "strength_bits", "max_convs", "coord_bits", "pool_count_bits")}
+        fields["max_weight_words"] = max(q.weight_depth for q in need)
+        fields["max_pool_sources"] = max(q.pool_depth for q in need)
+        tile = CoreParams(**fields)
+    tile = dataclasses.replace(tile, tile=True, lanes=1, bank_skew=0, input_current_depth=0)
+    largest = max(image.pop_sizes)
+    return ArrayParams(tile=tile, cols=image.cols, rows=image.rows,
+                       index_bits=bits_for(max(1, largest - 1)), inbox_depth=largest + 1)
