@@ -42,7 +42,7 @@ class TilingError(SnncError):
 def _size(neurons, sources, synapses, pops, pop_size) -> CoreParams:
     return CoreParams(max_neurons=neurons, max_sources=sources, max_synapses=synapses,
                       max_weight_words=synapses // 2, max_pops=pops, max_pop_size=pop_size,
-                      max_pool_sources=pop_size, max_convs=8, coord_bits=6, v_bits=24,
+                      max_pool_sources=sources, max_convs=8, coord_bits=6, v_bits=24,
                       strength_bits=4)
 
 

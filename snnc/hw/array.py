@@ -25,7 +25,7 @@ barrier), and it forwards only while a tile is busy.
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
+from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
@@ -35,7 +35,7 @@ from .mapping import ArrayImage, config_writes
 from .mesh import Mesh
 from .params import ArrayParams, bits_for
 
-__all__ = ["TileArray", "payload_layout", "host_layout", "monitor_layout"]
+__all__ = ["TileArray", "payload_layout", "host_layout", "monitor_layout", "table_writes"]
 
 
 def payload_layout(p: ArrayParams) -> data.StructLayout:
@@ -59,7 +59,9 @@ def monitor_layout(p: ArrayParams) -> data.StructLayout:
 
 
 class TileArray(wiring.Component):
-    """``params.n_tiles`` tiles running ``image`` (the network built into every tile).
+    """``params.n_tiles`` tiles; with ``image`` (and its ``timesteps``) the network is built in
+    (memories, registers and routing tables start with it), otherwise everything starts at zero
+    and is loaded through the configuration and table ports.
 
     Ports
     -----
@@ -73,6 +75,10 @@ class TileArray(wiring.Component):
         The tile's output events, in the cycle they leave its core.
     cfg_tiles, cfg_we, cfg_sel, cfg_addr, cfg_data
         Configuration writes into the tiles whose bit is set in ``cfg_tiles`` (while idle).
+    tbl_we, tbl_sel, tbl_addr, tbl_data
+        Routing-table writes (while idle, :func:`table_writes`): ``sel`` 0 sets the part
+        offset of population ``addr`` in the tiles of ``cfg_tiles``, ``sel`` 1 its destination
+        set.
     rb_tile, rb_sel, rb_addr, rb_data
         Readback of tile ``rb_tile`` (its core's readback; ``rb_data`` the cycle after).
     overflow
@@ -80,14 +86,16 @@ class TileArray(wiring.Component):
         compiler sizes them; tested).
     """
 
-    def __init__(self, params: ArrayParams, image: ArrayImage, timesteps: int):
+    def __init__(self, params: ArrayParams, image: ArrayImage | None = None,
+                 timesteps: int | None = None):
         if not isinstance(params, ArrayParams):
             raise TypeError(f"expected ArrayParams, not {params!r}")
-        if image.n_tiles != params.n_tiles:
+        if image is not None and image.n_tiles != params.n_tiles:
             raise ValueError(f"the image is for {image.n_tiles} tiles, the array has "
                              f"{params.n_tiles}")
-        self.params, self.image, self.timesteps = params, image, int(timesteps)
-        self.networks = [config_writes(img, params.tile, timesteps) for img in image.tiles]
+        self.params, self.image = params, image
+        self.networks = [None] * params.n_tiles if image is None else \
+            [config_writes(img, params.tile, timesteps) for img in image.tiles]
         tp = params.tile
         probe = Core(tp)
         probe._MustUse__silence = True
@@ -98,9 +106,16 @@ class TileArray(wiring.Component):
             "start": In(1), "busy": Out(1), "overflow": Out(1),
             "mon": Out(monitor_layout(params)).array(params.n_tiles),
             "cfg_tiles": In(params.n_tiles), "cfg_we": In(1), **cfg,
+            "tbl_we": In(1), "tbl_sel": In(1), "tbl_addr": In(tp.pop_bits),
+            "tbl_data": In(max(params.index_bits, params.n_tiles)),
             "rb_tile": In(bits_for(max(1, params.n_tiles - 1))), "rb_sel": In(1),
             "rb_addr": In(probe.rb_addr.shape()), "rb_data": Out(probe.rb_data.shape()),
         })
+
+    def table_writes(self, image: ArrayImage) -> list[tuple[int, int, int, int]]:
+        """``(tiles, sel, addr, data)`` table writes for ``image``: each tile's part offsets
+        (``sel`` 0) and the destination sets (``sel`` 1, all tiles)."""
+        return table_writes(self.params, image)
 
     def elaborate(self, platform):
         m = Module()
@@ -112,7 +127,11 @@ class TileArray(wiring.Component):
         playout = payload_layout(p)
         tok = input_layout(tp)
         cores = []
-        dst = Array(Const(img.dst[k] if k < img.n_pops else 0, n) for k in range(tp.max_pops))
+        tw = self.tbl_we
+        dst = Array(Signal(n, name=f"dst{k}", init=img.dst[k] if img is not None and k < img.n_pops else 0)
+                    for k in range(tp.max_pops))
+        with m.If(tw & (self.tbl_sel == 1)):
+            m.d.sync += dst[self.tbl_addr].eq(self.tbl_data)
         eot_fire = Signal(n)
         overflow = Signal()
         busy = Signal()
@@ -126,8 +145,11 @@ class TileArray(wiring.Component):
                          core.rb_addr.eq(self.rb_addr)]
             # Sender: the core's event as a flit (an EOT goes to the host port instead).
             o = core.out
-            offset = Array(Const(img.parts[t][k][0] if k < img.n_pops else 0, p.index_bits)
+            offset = Array(Signal(p.index_bits, name=f"offset{t}_{k}",
+                                  init=img.parts[t][k][0] if img is not None and k < img.n_pops else 0)
                            for k in range(tp.max_pops))
+            with m.If(tw & (self.tbl_sel == 0) & self.cfg_tiles[t]):
+                m.d.sync += offset[self.tbl_addr].eq(self.tbl_data)
             is_eot = o.payload.eot & (o.payload.pop == 0)
             flit = Signal(mesh.inject[t].payload.shape(), name=f"flit{t}")
             pl = playout(flit.payload)
@@ -143,7 +165,7 @@ class TileArray(wiring.Component):
                          mon.index.eq(pl.index), mon.strength.eq(o.payload.strength),
                          mon.eot.eq(o.payload.eot)]
             if t == 0:
-                host_flit, host_send = self._host_port(m, mesh, send, eot_fire, busy)
+                host_flit, host_send = self._host_port(m, mesh, send, eot_fire, busy, dst[0])
                 m.d.comb += [inj.valid.eq(send | host_send),
                              inj.payload.eq(Mux(send, flit.as_value(), host_flit.as_value()))]
             else:
@@ -180,9 +202,9 @@ class TileArray(wiring.Component):
         m.d.comb += self.rb_data.eq(Array(c.rb_data for c in cores)[self.rb_tile])
         return m
 
-    def _host_port(self, m, mesh, tile_send, eot_fire, busy):
+    def _host_port(self, m, mesh, tile_send, eot_fire, busy, dst0):
         """Tile 0's router input for the host: returns the host's flit and whether it sends."""
-        p, img = self.params, self.image
+        p = self.params
         n = p.n_tiles
         playout = payload_layout(p)
         released = Signal()
@@ -190,7 +212,7 @@ class TileArray(wiring.Component):
         flit = Signal(mesh.inject[0].payload.shape(), name="host_flit")
         pl = playout(flit.payload)
         inp = self.inp
-        m.d.comb += [flit.dst.eq(Mux(inp.payload.eot, (1 << n) - 1, img.dst[0])),
+        m.d.comb += [flit.dst.eq(Mux(inp.payload.eot, (1 << n) - 1, dst0)),
                      pl.pop.eq(0), pl.index.eq(inp.payload.index), pl.value.eq(inp.payload.value),
                      pl.eol.eq(inp.payload.eot)]
         go = released & busy & ~tile_send
@@ -206,3 +228,12 @@ class TileArray(wiring.Component):
         with m.If(self.start):
             m.d.sync += [eots.eq(0), released.eq(1)]
         return flit, send
+
+
+def table_writes(params: ArrayParams, image: ArrayImage) -> list[tuple[int, int, int, int]]:
+    """``(tiles, sel, addr, data)``: the table writes that load ``image``'s routing into a
+    :class:`TileArray` (``tbl_*`` ports, ``cfg_tiles`` = ``tiles``): each tile's part offset per
+    population (``sel`` 0) and each population's destination set (``sel`` 1)."""
+    out = [(1 << t, 0, k, image.parts[t][k][0]) for t in range(image.n_tiles)
+           for k in range(image.n_pops)]
+    return out + [(image.all_tiles, 1, k, image.dst[k]) for k in range(image.n_pops)]

@@ -10,8 +10,8 @@ from amaranth.sim import Simulator
 
 from snnc.compiler.tilemap import array_params, map_tiles
 from snnc.compiler.tiles import TileTarget, partition
-from snnc.hw.array import TileArray
-from snnc.hw.mapping import map_graph
+from snnc.hw.array import TileArray, table_writes
+from snnc.hw.mapping import config_writes, map_graph
 from snnc.hw.params import ArrayParams, CoreParams, Counter
 from snnc.sim.array import ArrayModel
 from snnc.sim.core import CoreModel
@@ -35,14 +35,33 @@ def contract_state(image, params, t, n, word):
     return word - (1 << tp.rb_bits) if word >> (tp.rb_bits - 1) else word
 
 
-def run_rtl(params, image, xs, T, *, idle=0.0, seed=0):
+def run_rtl(params, image, xs, T, *, idle=0.0, seed=0, load=False):
     """Every sample on the RTL: per tile the monitor (cycle, pop, index, strength, eot), the
-    counters and the membranes. ``idle``: probability of a gap on the host's input per cycle."""
-    dut = TileArray(params, image, T)
+    counters and the membranes. ``idle``: probability of a gap on the host's input per cycle.
+    ``load``: an array without a built-in network, loaded through its ports first."""
+    dut = TileArray(params) if load else TileArray(params, image, T)
     rng = random.Random(seed)
     results = []
 
     async def bench(ctx):
+        if load:
+            for t, img in enumerate(image.tiles):
+                ctx.set(dut.cfg_tiles, 1 << t)
+                ctx.set(dut.cfg_we, 1)
+                for sel, addr, data in config_writes(img, params.tile, T):
+                    ctx.set(dut.cfg_sel, sel)
+                    ctx.set(dut.cfg_addr, addr)
+                    ctx.set(dut.cfg_data, data)
+                    await ctx.tick()
+            ctx.set(dut.cfg_we, 0)
+            ctx.set(dut.tbl_we, 1)
+            for tiles, sel, addr, data in table_writes(params, image):
+                ctx.set(dut.cfg_tiles, tiles)
+                ctx.set(dut.tbl_sel, sel)
+                ctx.set(dut.tbl_addr, addr)
+                ctx.set(dut.tbl_data, data)
+                await ctx.tick()
+            ctx.set(dut.tbl_we, 0)
         for x in xs:
             nz = np.flatnonzero(x)
             toks = ([(int(i), int(x[i]), 0) for i in nz] + [(0, 0, 1)]) * T
@@ -97,10 +116,10 @@ def run_rtl(params, image, xs, T, *, idle=0.0, seed=0):
     return results
 
 
-def check_rtl(graph, image, params, xs, *, idle=0.0, seed=0):
+def check_rtl(graph, image, params, xs, *, idle=0.0, seed=0, load=False):
     T = graph.timesteps
     model = ArrayModel(params).run(image, xs, T)
-    for b, got in enumerate(run_rtl(params, image, xs, T, idle=idle, seed=seed)):
+    for b, got in enumerate(run_rtl(params, image, xs, T, idle=idle, seed=seed, load=load)):
         for t in range(params.n_tiles):
             want = model.monitor[b][t]
             mon = got["monitor"][t]
@@ -157,6 +176,14 @@ def test_conv_networks_rtl_equals_twin(seed, cols, rows):
     xs = random_inputs(rng, g, 2)
     model = check_rtl(g, image, params, xs)
     check_against_single_core(g, image, params, xs, model)
+
+
+def test_array_loaded_through_its_ports(seed):
+    """Without a built-in network: configuration and table writes, then the same cycles."""
+    rng = np.random.default_rng(seed)
+    g = random_conv_graph(rng, max_hw=5)
+    image, params = tiled(g, 2, 1)
+    check_rtl(g, image, params, random_inputs(rng, g, 2), load=True)
 
 
 def test_input_gaps_change_only_cycles(seed):
