@@ -1,0 +1,111 @@
+"""The generated tile array under cocotb (Icarus and Verilator) against its twin and the
+reference: random networks on 1, 2, 4 and 8 tiles with and without input gaps, and the demo CNN.
+
+One array build serves every network of a mesh shape: the tiles have fixed capacities and each
+network's images and routing tables are loaded through the array's ports.
+"""
+
+import numpy as np
+import pytest
+from amaranth.back import verilog
+
+from snnc.compiler.tilemap import array_params, map_tiles
+from snnc.compiler.tiles import TileTarget, partition
+from snnc.hw.array import TileArray
+from snnc.hw.mapping import MappingError, check_fits
+from snnc.hw.params import ArrayParams, CoreParams
+from snnc.rtl.verify_array import run_array_networks
+from snnc.testing import random_conv_graph, random_graph, random_inputs
+
+from .conftest import require
+
+TILE = CoreParams(max_neurons=128, max_sources=256, max_synapses=1024, max_pops=8,
+                  max_pop_size=128, v_bits=32, strength_bits=4, max_convs=8, coord_bits=4,
+                  pool_count_bits=12, tile=True)
+
+
+def array(cols, rows):
+    return ArrayParams(tile=TILE, cols=cols, rows=rows, index_bits=8, inbox_depth=257)
+
+
+def draw(seed, case):
+    """A random network that fits ``TILE`` on one tile (so on every tiling)."""
+    for attempt in range(50):
+        rng = np.random.default_rng([seed, case, attempt])
+        g = (random_graph(rng, max_hidden=3, max_size=12, bits=(8, 4, 2)[case % 3])
+             if case % 2 == 0 else random_conv_graph(rng, max_hw=6, bits=(8, 4, 2)[case % 3]))
+        image = map_tiles(g, partition(g, TileTarget("1", 1, 1, "m", ""), check=False))
+        try:
+            check_fits(image.tiles[0], TILE, g.timesteps)
+        except MappingError:
+            continue
+        if max(g.size(k) for k in range(g.n_pops)) < 256:
+            return g, random_inputs(rng, g, 2)
+    raise AssertionError("no fitting network drawn")
+
+
+def spikes_of(got, T):
+    """Every spike the RTL's tiles sent, per timestep, sorted: (t, pop, index, strength)."""
+    out = []
+    for tile in got["monitor"]:
+        t = 0
+        for _, pop, index, strength, eot in tile:
+            if eot and pop == 0:
+                t += 1
+            elif not eot:
+                out.append((t, pop, index, strength))
+    return sorted(out)
+
+
+def run_tiling(nets, cols, rows, simulator, seed, idle):
+    p = array(cols, rows)
+    items = []
+    for g, xs in nets:
+        image = map_tiles(g, partition(g, TileTarget("t", cols, rows, "m", ""), check=False))
+        items.append((g, image, xs, g.timesteps))
+    v = verilog.convert(TileArray(p), name="snnc_array")
+    out = run_array_networks(items, p, v, simulator=simulator, seed=seed, idle=idle)
+    for (g, *_), (model, mism, got) in zip(items, out):
+        assert all(not m for m in mism), mism
+    return [[spikes_of(g, T) for g in got] for (_, _, _, T), (_, _, got) in zip(items, out)]
+
+
+def test_random_networks_on_1_2_4_8_tiles_icarus(seed):
+    """The same networks on 1, 2, 4 and 8 tiles: RTL == twin (events with their cycles, counters,
+    membranes) == reference on every tiling, and every tiling's RTL sends the same spikes."""
+    require("icarus")
+    nets = [draw(seed, case) for case in range(6)]
+    spikes = [run_tiling(nets, cols, rows, "icarus", seed, idle=0.4 * (i % 2))
+              for i, (cols, rows) in enumerate([(1, 1), (2, 1), (2, 2), (4, 2)])]
+    assert all(s == spikes[0] for s in spikes[1:])
+
+
+def test_random_networks_on_2_tiles_verilator(seed):
+    require("verilator")
+    nets = [draw(seed + 1, case) for case in range(6)]
+    assert run_tiling(nets, 2, 1, "verilator", seed, 0.0) == \
+        run_tiling(nets, 2, 1, "verilator", seed, 0.5)
+
+
+@pytest.fixture(scope="module")
+def demo_cnn(tmp_path_factory):
+    from snnc.demo import cnn_demo_reference
+    out = tmp_path_factory.mktemp("cnn")
+    r = cnn_demo_reference(out, bits=4, timesteps=2, table_bits=(4,), table_timesteps=(2,))
+    return r["graph"], r["x_int"]
+
+
+@pytest.mark.parametrize("tiles,simulator,standard", [(2, "verilator", False), (8, "icarus", True)])
+def test_demo_cnn_on_tiles(demo_cnn, tiles, simulator, standard, seed):
+    """The demo CNN on 2 tiles (sized to the network) and on 8 (4 x 2) tiles of the shipped
+    size: bit-exact, cycle for cycle, on real test images."""
+    require(simulator)
+    from snnc.compiler.tiles import target_for_tiles
+    g, x = demo_cnn
+    target = target_for_tiles(tiles, g)
+    image = map_tiles(g, partition(g, target))
+    p = array_params(image, g.timesteps, target.tile if standard else None)
+    v = verilog.convert(TileArray(p), name="snnc_array")
+    [(model, mism, got)] = run_array_networks([(g, image, x[:2].reshape(2, -1), g.timesteps)], p,
+                                              v, simulator=simulator, seed=seed)
+    assert all(not m for m in mism), mism
