@@ -24,6 +24,7 @@ from .compiler.data import check_samples, load_npz, quantize_inputs
 from .compiler.errors import SnncError
 from .compiler.pipeline import DEFAULT_MAX_STRENGTH, DEFAULT_TIMESTEPS, compile_model
 from .hw.convlists import CONV_LISTS, DEFAULT_CONV_LISTS
+from .compiler.tiles import TARGETS
 from .hw.params import LANES
 from .ir import Conv, Graph, MaxPool, VerifyError
 from .models.digits_cnn import CNN_MAX_STRENGTH, CNN_TIMESTEPS
@@ -213,12 +214,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "'channel' keeps one list per input channel (least memory; taps "
                         "that fall outside the output cost a cycle each). Results are "
                         "identical")
-    p.add_argument("--input-walk", choices=("once", "every-timestep"), default="once",
+    p.add_argument("--input-walk", choices=("once", "every-timestep"), default=None,
                    help="'once' (default): the core walks the input's synapses in the first "
                         "timestep only, into a per-neuron input-current memory that every "
                         "sweep adds like a bias (inputs are the same every timestep: direct "
                         "encoding); 'every-timestep' walks them each timestep (no extra "
-                        "memory; for inputs that change over time). Results are identical")
+                        "memory; for inputs that change over time; what tiles do). Results are "
+                        "identical")
     p.add_argument("--lanes", type=int, choices=LANES, default=1,
                    help="synapse lanes of the core: a walk applies up to this many synapses "
                         "per cycle, from as many target, weight and membrane memory banks. "
@@ -226,6 +228,17 @@ def build_parser() -> argparse.ArgumentParser:
                         "bank per lane); synapses whose targets share a membrane bank in one "
                         "cycle wait a cycle each (counted exactly by simulate "
                         "--cycle-accurate). Default 1. Results are identical")
+    tiles = p.add_mutually_exclusive_group()
+    tiles.add_argument("--target", choices=list(TARGETS), metavar="NAME",
+                       help="map the network onto a tile array of a named configuration: "
+                            + "; ".join(f"'{t.name}': {t.about}" for t in TARGETS.values())
+                            + ". Every layer is split over the tiles (by output channel or "
+                            "neuron) and the tiles exchange spikes over a mesh of routers; the "
+                            "bundle then holds array.v and each tile's images. Results are "
+                            "identical; cycles differ (simulate --cycle-accurate)")
+    tiles.add_argument("--tiles", type=int, metavar="N",
+                       help="like --target, on a near-square mesh of N tiles (1..64) of the "
+                            "smallest standard size that holds the network")
     p.add_argument("-o", "--out", type=_out_dir, required=True, metavar="DIR",
                    help="bundle directory to write: a new or empty directory, or an earlier "
                         "bundle, which is replaced as a whole once the new one is complete")
@@ -476,6 +489,16 @@ def cmd_compile(args) -> int:
     from .hw.mapping import MappingError
 
     check_bundle_target(args.out)
+    tiled = args.target is not None or args.tiles is not None
+    if tiled and args.lanes > 1:
+        raise SnncError("a tile array's cores have one synapse lane: drop --lanes, or compile "
+                        "for one core without --target/--tiles")
+    if tiled and args.input_walk == "once":
+        raise SnncError("a tile array walks the input every timestep (its tiles receive the "
+                        "input as events): drop --input-walk once, or compile without "
+                        "--target/--tiles")
+    if args.tiles is not None and not 1 <= args.tiles <= 64:
+        raise SnncError(f"--tiles must be 1..64, not {args.tiles}")
     graph, meta = compile_model(args.model, bits=args.bits, timesteps=args.timesteps,
                                 max_strength=args.max_strength, calib=args.calib,
                                 percentile=args.percentile, arch=args.arch,
@@ -485,9 +508,16 @@ def cmd_compile(args) -> int:
                                 prune_scope=args.prune_scope, bits_override=args.bits_override,
                                 data_free=args.data_free, equalize=args.equalize,
                                 bias_correct=args.bias_correct)
+    target = None
+    if args.target is not None:
+        target = TARGETS[args.target]
+    elif args.tiles is not None:
+        from .compiler.tiles import target_for_tiles
+        target = target_for_tiles(args.tiles, graph, args.conv_lists)
     try:
         bundle = write_bundle(args.out, graph, meta, hardware=True, conv_lists=args.conv_lists,
-                              input_once=args.input_walk == "once", lanes=args.lanes)
+                              input_once=args.input_walk != "every-timestep", lanes=args.lanes,
+                              target=target)
     except MappingError as exc:
         raise SnncError(f"the network does not map onto the core: {exc}") from None
     print(f"snnc: compiled {args.model} ({meta['format']}) -> {args.out}")
@@ -495,6 +525,12 @@ def cmd_compile(args) -> int:
         print(line)
     for warning in meta.get("warnings", []):
         print(f"snnc: warning: {warning}", file=sys.stderr)
+    if bundle.tiled:
+        from .report.tiles import format_tiling
+        for line in format_tiling(bundle.core):
+            print(line)
+        print(f"  files: {_files(args.out)}")
+        return 0
     mem = bundle.core["usage"]["memory_bits"]
     print("  core memory, bits: " + ", ".join(f"{k} {v:,}" for k, v in mem.items() if v) +
           f" (total {sum(mem.values()):,})")
@@ -595,7 +631,7 @@ def cmd_simulate(args) -> int:
         check_output_file(args.json)
     bundle = load_bundle(args.bundle)
     graph = bundle.graph
-    if args.cycle_accurate:
+    if args.cycle_accurate and not bundle.tiled:
         _core_params(bundle)
     x, y = load_npz(args.data)
     x = check_samples(x, graph.input.shape, what=str(args.data))
@@ -609,7 +645,10 @@ def cmd_simulate(args) -> int:
     if y is not None:
         print(f"  accuracy {report['accuracy']:.2%} ({report['correct']}/{report['samples']})")
     _print_counters(report)
-    cycles = _cycle_accurate(bundle, x_int, T, args.clock_mhz) if args.cycle_accurate else None
+    cycles = None
+    if args.cycle_accurate:
+        cycles = (_cycle_accurate_tiles if bundle.tiled else _cycle_accurate)(
+            bundle, x_int, T, args.clock_mhz)
     if args.json is not None:
         doc = {"bundle": str(args.bundle), "data": str(args.data), "timesteps": T, **report,
                "predictions": [int(v) for v in res["prediction"]]}
@@ -622,6 +661,10 @@ def cmd_simulate(args) -> int:
 
 def _core_params(bundle):
     from .hw.params import CoreParams
+    if bundle.tiled:
+        raise SnncError(f"{bundle.path} is a tile array (target {bundle.core['target']['name']}): "
+                        "bitstreams and boards take single-core bundles for now; compile the "
+                        "model without --target/--tiles for them (simulate and verify take both)")
     if not bundle.core.get("params"):
         raise SnncError(f"{bundle.path} has no hardware section: recompile it with snnc compile")
     try:
@@ -667,6 +710,20 @@ def _cycle_accurate(bundle, x_int, T, clock_mhz) -> dict:
     return rep
 
 
+def _cycle_accurate_tiles(bundle, x_int, T, clock_mhz) -> dict:
+    """The tile array's twin: exact cycles of every tile and the mesh; print and return."""
+    from .report.tiles import array_cycle_report, format_array_cycle_report, run_array
+
+    _check_clock(clock_mhz)
+    runs, ref_synops = run_array(bundle, x_int, T)
+    rep = array_cycle_report(bundle.graph, runs, bundle.core, clock_mhz=clock_mhz,
+                             reference_synops=ref_synops)
+    print("  cycle-accurate model of the tile array (results identical to the reference):")
+    for line in format_array_cycle_report(rep).splitlines():
+        print(f"    {line}")
+    return rep
+
+
 # ---------------------------------------------------------------------------------------------
 # verify
 
@@ -696,7 +753,11 @@ def cmd_verify(args) -> int:
         check_output_file(args.waves / "sample0", what="--waves")
     bundle = load_bundle(args.bundle)
     graph = bundle.graph
-    _core_params(bundle)
+    if bundle.tiled and (args.netlist or args.waves is not None):
+        raise SnncError(f"{args.bundle} is a tile array: --netlist and --waves are not available "
+                        "for tile arrays yet (verify it without them)")
+    if not bundle.tiled:
+        _core_params(bundle)
     T = graph.timesteps if args.timesteps is None else args.timesteps
     _warn_longer_run(graph, T)
     if args.data is not None:
@@ -712,9 +773,14 @@ def cmd_verify(args) -> int:
         what = (f"the iCE40 netlist of {args.bundle} (yosys {yosys_version()}, synth_ice40)"
                 if args.netlist else str(args.bundle))
         print(f"snnc: verifying {what} on {simulator} with {source}, T={T}", flush=True)
-        rep = verify_on_rtl(bundle, x_int, timesteps=T, simulator=simulator, seed=args.seed,
-                            idle=args.stall, stall=args.stall, waves_dir=args.waves,
-                            netlist=args.netlist)
+        if bundle.tiled:
+            from .rtl.verify_array import verify_array_bundle
+            rep = verify_array_bundle(bundle, x_int, timesteps=T, simulator=simulator,
+                                      seed=args.seed, idle=args.stall)
+        else:
+            rep = verify_on_rtl(bundle, x_int, timesteps=T, simulator=simulator, seed=args.seed,
+                                idle=args.stall, stall=args.stall, waves_dir=args.waves,
+                                netlist=args.netlist)
     except SynthesisFailed as exc:
         raise SnncError(f"{args.bundle}: {exc}") from None
     except SimulatorMissing as exc:
@@ -730,8 +796,10 @@ def cmd_verify(args) -> int:
         raise SnncError(str(exc)) from None
     for r in rep.per_sample:
         status = "ok" if r["exact"] else "MISMATCH"
+        counter = (f"RTL: last tile's TOTAL {r['rtl_total_cycles']}" if bundle.tiled
+                   else f"RTL counter {r['rtl_active_cycles']}")
         print(f"  sample {r['sample']:>4}: {status:<8} {r['cycles']:>9} cycles "
-              f"(RTL counter {r['rtl_active_cycles']}), prediction {r['prediction_rtl']}")
+              f"({counter}), prediction {r['prediction_rtl']}")
         for m in r["mismatches"]:
             print(f"      {m}")
     print(f"  {rep.summary()}")

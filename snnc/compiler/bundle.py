@@ -76,6 +76,32 @@ class Bundle:
         lanes existed)."""
         return int(self.core.get("params", {}).get("lanes", 1))
 
+    @property
+    def tiled(self) -> bool:
+        """The bundle's hardware is a tile array (``snnc compile --target/--tiles``)."""
+        return bool(self.core.get("tiled"))
+
+    def array_params(self):
+        """The tile array's :class:`~snnc.hw.params.ArrayParams` (the target's tiles), and those
+        ``array.v`` was generated with (the same, or tiles fitted to the network)."""
+        from .tilemap import array_params_from
+        try:
+            return (array_params_from(self.core["array"]),
+                    array_params_from(self.core["verilog_array"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BundleError(f"{self.path}/manifest.json has an invalid tile array "
+                              f"description: {exc}") from None
+
+    def array_image(self):
+        """The network laid out on the bundle's tiles, as its images are
+        (:func:`snnc.compiler.tilemap.map_tiles` of the recorded target's partition)."""
+        from .tiles import TileTarget, partition
+        from .tilemap import map_tiles
+        t = self.core["target"]
+        target = TileTarget(t["name"], t["cols"], t["rows"], t["size"], t.get("about", ""))
+        return map_tiles(self.graph, partition(self.graph, target, self.conv_lists),
+                         self.conv_lists)
+
     def image(self):
         """The bundle's network laid out as its memory images are
         (:func:`snnc.hw.mapping.map_graph` with the bundle's ``conv_lists``, lanes and bank
@@ -285,7 +311,7 @@ def _install(tmp: Path, out: Path) -> None:
 
 def write_bundle(out_dir, graph: Graph, meta: dict | None = None, *, hardware: bool = True,
                  conv_lists: str = DEFAULT_CONV_LISTS, input_once: bool = True,
-                 lanes: int = 1, bank_skew: int | None = None) -> Bundle:
+                 lanes: int = 1, bank_skew: int | None = None, target=None) -> Bundle:
     """Write ``graph`` (verified first) and ``meta`` to the bundle directory ``out_dir``.
 
     With ``hardware=True`` the bundle also gets the generated core (``core.v``) and its memory
@@ -295,7 +321,10 @@ def write_bundle(out_dir, graph: Graph, meta: dict | None = None, *, hardware: b
     (:class:`snnc.hw.params.CoreParams`, ``input_current_depth``), with ``lanes`` synapse lanes
     and their membrane banks by ``bank_skew`` (None: :func:`snnc.compiler.banks.choose_bank_skew`).
     The target is checked first (:func:`check_bundle_target`); the bundle is written beside it
-    and renamed into place, so ``out_dir`` is never left half-written. Before anything is
+    and renamed into place, so ``out_dir`` is never left half-written. With ``target`` (a
+    :class:`~snnc.compiler.tiles.TileTarget`) the hardware is a tile array instead
+    (:func:`snnc.compiler.tilemap.write_array_hardware`: ``array.v``, per-tile images, routing
+    tables; one lane, the input walked every timestep). Before anything is
     written, a network too large for a generated core, for this machine's memory or for the free
     disk space is refused with :class:`~snnc.compiler.errors.SnncError`
     (:mod:`snnc.compiler.budget`).
@@ -303,7 +332,10 @@ def write_bundle(out_dir, graph: Graph, meta: dict | None = None, *, hardware: b
     verify(graph)
     check_layout(conv_lists)
     out = check_bundle_target(out_dir)
-    if hardware:
+    if target is not None:
+        from .tiles import partition
+        partition(graph, target, conv_lists)           # a TilingError before anything is written
+    elif hardware:
         from .budget import check_footprint, core_limits, graph_footprint, machine
         check_footprint(graph_footprint(graph, conv_lists, input_once=input_once, lanes=lanes),
                         limits=core_limits(), **machine(out))
@@ -315,7 +347,10 @@ def write_bundle(out_dir, graph: Graph, meta: dict | None = None, *, hardware: b
     try:
         desc, arrays = graph_to_dict(graph)
         core: dict = {}
-        if hardware:
+        if hardware and target is not None:
+            from .tilemap import write_array_hardware
+            core = write_array_hardware(tmp, graph, target, conv_lists)
+        elif hardware:
             from ..hw.mapping import write_hardware
             if bank_skew is None:
                 from .banks import choose_bank_skew

@@ -27,9 +27,10 @@ from ..hw.mapping import ArrayImage, CoreImage, _pack, core_params_for, map_grap
 from ..hw.params import ArrayParams, CoreParams, SourceMode, bits_for
 from ..ir import Conv, Graph
 from ..sim.core import unpack_weights
-from .tiles import Partition, _rows_kept, _units
+from .tiles import Partition, _rows_kept, _units, partition
 
-__all__ = ["map_tiles", "array_params"]
+__all__ = ["map_tiles", "array_params", "write_array_hardware", "array_params_from",
+           "tiling_report", "ARRAY_VERILOG_LIMIT"]
 
 
 def _view(graph: Graph, local: dict) -> Graph:
@@ -160,3 +161,92 @@ def array_params(image: ArrayImage, timesteps: int, tile=None) -> ArrayParams:
     largest = max(image.pop_sizes)
     return ArrayParams(tile=tile, cols=image.cols, rows=image.rows,
                        index_bits=bits_for(max(1, largest - 1)), inbox_depth=largest + 1)
+
+
+#: Generating an array's Verilog writes every word of every tile's memories: above this many
+#: synapse entries over all tiles (about 45 s of generation, docs/architecture.md "Generator
+#: limits") a bundle's ``array.v`` gets tiles sized to the network's largest tile instead of the
+#: target's (recorded as ``verilog_tiles: "fitted"``); images and cycle model are the target's.
+ARRAY_VERILOG_LIMIT = 1 << 17
+
+
+def tiling_report(graph: Graph, part: Partition, image: ArrayImage, params: ArrayParams) -> dict:
+    """Per-tile utilization against the tile's capacity, and the longest route (JSON-ready)."""
+    tp = params.tile
+    tiles = []
+    for t, img in enumerate(image.tiles):
+        bits = {"neurons": img.n_neurons * tp.v_bits,
+                "synapse_bits": img.n_entries * tp.tgt_bits + img.n_words * 8 + img.n_sources * tp.ptr_bits}
+        cap_bits = tp.max_synapses * tp.tgt_bits + tp.weight_depth * 8 + tp.max_sources * tp.ptr_bits
+        tiles.append({
+            "tile": t, "position": list(params.mesh.position(t)),
+            "parts": [{"layer": graph.pop(p.pop).name, "neurons": [p.lo, p.hi]}
+                      for p in part.on_tile(t)],
+            "neurons": img.n_neurons, "neuron_capacity": tp.max_neurons,
+            "sources": img.n_sources, "source_capacity": tp.max_sources,
+            "synapse_entries": img.n_entries, "synapse_capacity": tp.max_synapses,
+            "synapse_bits": bits["synapse_bits"], "synapse_bit_capacity": cap_bits,
+            "receives": [graph.pop(k).name for k in range(graph.n_pops) if image.dst[k] >> t & 1]})
+    return {"tiles": tiles, "longest_route": part.longest_route()}
+
+
+def write_array_hardware(out_dir, graph: Graph, target, conv_layout: str = DEFAULT_CONV_LISTS) -> dict:
+    """Write a tiled bundle's hardware: ``array.v`` (:class:`snnc.hw.array.TileArray`, top
+    ``snnc_array``), each tile's memory images under ``mem/tile<t>/`` and the routing tables in
+    ``mem/routing.json``; return the manifest's ``core`` section. Raises
+    :class:`~snnc.compiler.tiles.TilingError` when the network does not fit ``target``."""
+    import json
+    from pathlib import Path
+
+    from amaranth.back import verilog
+
+    from ..hw.array import TileArray
+    from ..hw.mapping import MappingError, check_fits, image_usage, write_images
+    from .tiles import TilingError
+
+    out = Path(out_dir)
+    T = graph.timesteps
+    part = partition(graph, target, conv_layout)
+    image = map_tiles(graph, part, conv_layout)
+    params = array_params(image, T, target.tile)
+    for t, img in enumerate(image.tiles):
+        try:
+            check_fits(img, params.tile, T)
+        except MappingError as exc:
+            raise TilingError(f"tile {t} of target {target.name}: {exc}") from None
+    fitted = params.n_tiles * params.tile.max_synapses > ARRAY_VERILOG_LIMIT
+    vparams = params
+    if fitted:       # the network's depths, the target's widths (so the same cycles)
+        depths = array_params(image, T).tile
+        vparams = dataclasses.replace(params, tile=dataclasses.replace(params.tile, **{
+            f: getattr(depths, f) for f in ("max_neurons", "max_sources", "max_synapses",
+                                             "max_weight_words", "max_pool_sources",
+                                             "max_pop_size", "max_convs")}))
+    memories = {"routing": "mem/routing.json"}
+    tiles = []
+    for t, img in enumerate(image.tiles):
+        mem = write_images(out, f"mem/tile{t}", img, vparams.tile)
+        memories.update({f"tile{t}/{k}": v for k, v in mem.items()})
+        tiles.append({"memories": mem, "usage": image_usage(img, vparams.tile)})
+    (out / "mem" / "routing.json").write_text(json.dumps(
+        {"parts": [list(map(list, p)) for p in image.parts], "dst": list(image.dst)}, indent=1) + "\n")
+    (out / "array.v").write_text(verilog.convert(TileArray(vparams), name="snnc_array"))
+
+    def arr(p: ArrayParams) -> dict:
+        return {"cols": p.cols, "rows": p.rows, "index_bits": p.index_bits,
+                "mesh_depth": p.mesh_depth, "inbox_depth": p.inbox_depth,
+                "tile": {f: getattr(p.tile, f) for f in p.tile.__dataclass_fields__}}
+    return {"tiled": True, "top": "snnc_array", "verilog": "array.v", "conv_lists": conv_layout,
+            "target": {"name": target.name, "cols": target.cols, "rows": target.rows,
+                       "size": target.size, "about": target.about},
+            "array": arr(params), "verilog_array": arr(vparams),
+            "verilog_tiles": "fitted" if fitted else "target",
+            "memories": memories, "tiles": tiles,
+            "report": tiling_report(graph, part, image, params)}
+
+
+def array_params_from(doc: dict) -> ArrayParams:
+    """The :class:`ArrayParams` a manifest records (:func:`write_array_hardware`)."""
+    return ArrayParams(tile=CoreParams(**doc["tile"]), cols=doc["cols"], rows=doc["rows"],
+                       index_bits=doc["index_bits"], mesh_depth=doc["mesh_depth"],
+                       inbox_depth=doc["inbox_depth"])

@@ -532,7 +532,25 @@ def write_hardware(out_dir, graph: Graph, conv_layout: str = DEFAULT_CONV_LISTS,
     out = Path(out_dir)
     image = map_graph(graph, conv_layout, lanes, bank_skew)
     params = core_params_for(image, timesteps=graph.timesteps, input_once=input_once)
-    mem = out / "mem"
+    memories = write_images(out, "mem", image, params)
+    core = Core(params)
+    (out / "core.v").write_text(verilog.convert(core, name="snnc_core"))
+    cfg = {name: getattr(params, name) for name in params.__dataclass_fields__}
+    return {"params": cfg, "top": "snnc_core", "verilog": "core.v", "conv_lists": conv_layout,
+            "memories": memories, "usage": image_usage(image, params)}
+
+
+def image_usage(image: CoreImage, params: CoreParams) -> dict:
+    """What ``image`` occupies (the manifest's ``usage``)."""
+    return {"neurons": image.n_neurons, "sources": image.n_sources,
+            "synapse_entries": image.n_entries, "weight_words": image.n_words,
+            "memory_bits": memory_bits(image, params)}
+
+
+def write_images(root, rel: str, image: CoreImage, params: CoreParams) -> dict:
+    """Write ``image``'s memory files for a core built from ``params`` under ``root / rel``;
+    return their paths relative to ``root`` (the manifest's ``memories``)."""
+    mem = Path(root) / rel
     mem.mkdir(parents=True, exist_ok=True)
     _hex(mem / "ptr.hex", image.ptr_words(params), params.ptr_bits)
     _hex(mem / "tgt.hex", image.tgt_words(params), params.tgt_bits)
@@ -542,15 +560,8 @@ def write_hardware(out_dir, graph: Graph, conv_layout: str = DEFAULT_CONV_LISTS,
         {"populations": list(image.pops), "convolutions": list(image.convs),
          "n_pops": image.n_pops, "n_neurons": image.n_neurons,
          "clear_length": clear_length(image)}, indent=1) + "\n")
-    core = Core(params)
-    (out / "core.v").write_text(verilog.convert(core, name="snnc_core"))
-    cfg = {name: getattr(params, name) for name in params.__dataclass_fields__}
-    return {"params": cfg, "top": "snnc_core", "verilog": "core.v", "conv_lists": conv_layout,
-            "memories": {"ptr": "mem/ptr.hex", "tgt": "mem/tgt.hex", "wgt": "mem/wgt.hex",
-                         "bias": "mem/bias.hex", "params": "mem/params.json"},
-            "usage": {"neurons": image.n_neurons, "sources": image.n_sources,
-                      "synapse_entries": image.n_entries, "weight_words": image.n_words,
-                      "memory_bits": memory_bits(image, params)}}
+    return {name: f"{rel}/{name}.{'json' if name == 'params' else 'hex'}"
+            for name in ("ptr", "tgt", "wgt", "bias", "params")}
 
 
 def memory_bits(image: CoreImage, params: CoreParams) -> dict:

@@ -248,3 +248,14 @@ def _rtl_prediction(graph: Graph, params: CoreParams, got: dict) -> int:
         if pop == k:
             totals[index] += strength
     return int(np.argmax(totals))
+
+
+def _rtl_prediction_from(graph: Graph, v_global, spike_totals) -> int:
+    """The prediction from the membranes read back (single-core numbering) or, with a
+    spike-count readout, from the last population's total spike strength per neuron."""
+    from ..ir import Readout
+    k = graph.n_pops - 1
+    if graph.readout is Readout.MEMBRANE:
+        start = sum(graph.size(j) for j in range(1, k))
+        return int(np.argmax(np.asarray(v_global)[start:start + graph.size(k)]))
+    return int(np.argmax(spike_totals))

@@ -378,5 +378,41 @@ class _Cosim:
         self.high[t] = max(self.high[t], max(b.high for b in self.inbox[t]))
 
     def _skip(self, cycle: int) -> None:
-        """Jump over cycles in which only the cores' own steps advance."""
+        """Jump over cycles in which only the cores' own steps advance: nothing in the mesh or
+        in flight into an inbox, no output register full, the host with nothing it may send.
+        Each core then either steps (its current run of plain steps), waits for a token that
+        cannot come yet, or clears; the jump stops one cycle before the first of them changes."""
         self._cycle = cycle
+        if any(o is not None for o in self.out):
+            return
+        if self.released and self.host and any(self.running):
+            return
+        for r in self.mesh.routers.values():
+            if any(r.fifo) or any(o is not None for o in r.out):
+                return
+        if not all(b.settled() for boxes in self.inbox for b in boxes):
+            return
+        jump = None
+        for t in range(self.N):
+            if not self.running[t]:
+                continue
+            if self.wait[t]:
+                n = self.wait[t]
+            elif self.act[t][0] == "steps":
+                n = self.act[t][1] - 1
+            elif self.act[t][0] == "fetch" and not self.inbox[t][self.act[t][1]].ready():
+                continue
+            else:
+                return
+            jump = n if jump is None else min(jump, n)
+        if not jump:
+            return
+        for t in range(self.N):
+            if not self.running[t]:
+                continue
+            if self.wait[t]:
+                self.wait[t] -= jump
+            elif self.act[t][0] == "steps":
+                self.act[t] = ("steps", self.act[t][1] - jump)
+                self.active[t] += jump
+        self._cycle = cycle + jump

@@ -33,6 +33,10 @@ class RouterModel:
         """``(in_ready, out_flits)`` in the current cycle."""
         return [len(f) < self.params.depth for f in self.fifo], list(self.out)
 
+    def idle(self) -> bool:
+        """No flit in any input FIFO or output register."""
+        return not any(self.fifo) and all(o is None for o in self.out)
+
     def _need(self, i: int) -> int:
         dst = self.fifo[i][0][0]
         return sum(((dst & self.region[o]) != 0) << o for o in range(N_PORTS))
@@ -114,6 +118,8 @@ class MeshModel:
                     readys[x, y][port] = shown[there][0][back]    # the neighbour's input ready
         injected, ejected = [False] * p.n_tiles, [False] * p.n_tiles
         for (x, y), r in self.routers.items():
+            if r.idle() and all(f is None for f in ins[x, y]):
+                continue                # nothing to take, hold or send: its state stays
             took, left = r.step(ins[x, y], readys[x, y])
             t = y * p.cols + x
             injected[t], ejected[t] = took[Port.LOCAL], left[Port.LOCAL]
