@@ -14,6 +14,7 @@ from snnc.compiler.data import quantize_inputs
 from snnc.sim.reference import run
 
 from .rtl.conftest import require
+from .test_cli import error_of
 
 
 def _export(model, n_in, path):
@@ -29,13 +30,6 @@ def files(tmp_path):
     x = np.random.default_rng(0).random((24, 6))
     np.savez(tmp_path / "calib.npz", x=x)
     return tmp_path
-
-
-def error_of(capsys, argv) -> str:
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    return err
 
 
 def test_compile_simulate_verify_on_tiles(files, capsys):

@@ -19,7 +19,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..hw.array import TileArray, host_layout, monitor_layout
 from ..hw.params import ArrayParams, bits_for
-from .harness import _lfsr_step
+from .harness import _lfsr_step, replay_tokens
 
 __all__ = ["ArrayHarness", "array_harness_verilog", "ARRAY_TOP", "ARRAY_DESIGN"]
 
@@ -89,21 +89,10 @@ class ArrayHarness(wiring.Component):
         done = Signal()
         stamp = Signal(32)
         eots = Signal(16 + bits_for(n))
-        m.d.comb += [self.done.eq(done), tok_r.addr.eq(tok_i)]
-        last = tok_i == self.tok_count
-        with m.If(last):
-            m.d.comb += inp_payload.eot.eq(1)
-        with m.Else():
-            m.d.comb += inp_payload.eq(tok_r.data)
-        m.d.comb += inp_valid.eq(running & (t < self.timesteps) & (holding | ~idle_now))
-        with m.If(inp_valid & ~inp_ready):
-            m.d.sync += holding.eq(1)
-        with m.If(inp_valid & inp_ready):
-            m.d.sync += holding.eq(0)
-            with m.If(last):
-                m.d.sync += [tok_i.eq(0), t.eq(t + 1)]
-            with m.Else():
-                m.d.sync += tok_i.eq(tok_i + 1)
+        m.d.comb += self.done.eq(done)
+        replay_tokens(m, tok_r=tok_r, tok_i=tok_i, count=self.tok_count, t=t,
+                      timesteps=self.timesteps, holding=holding, running=running,
+                      idle_now=idle_now, valid=inp_valid, ready=inp_ready, payload=inp_payload)
 
         # Capture: one memory per tile, the cycle stamp above the event.
         counts, datas = [], []

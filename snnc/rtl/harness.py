@@ -25,7 +25,7 @@ from amaranth.lib.wiring import In, Out
 from ..hw.core import input_layout, output_layout
 from ..hw.params import CoreParams, bits_for
 
-__all__ = ["Harness", "harness_verilog", "HARNESS_TOP"]
+__all__ = ["Harness", "harness_verilog", "HARNESS_TOP", "replay_tokens"]
 
 HARNESS_TOP = "snnc_tb"
 
@@ -96,22 +96,9 @@ class Harness(wiring.Component):
         done = Signal()
         m.d.comb += self.done.eq(done)
 
-        # Input: present the current token (or EOT after the last one), hold it until accepted.
-        last = tok_i == self.tok_count
-        m.d.comb += tok_r.addr.eq(tok_i)
-        with m.If(last):
-            m.d.comb += inp_payload.eot.eq(1)
-        with m.Else():
-            m.d.comb += inp_payload.eq(tok_r.data)
-        m.d.comb += inp_valid.eq(running & (t < self.timesteps) & (holding | ~idle_now))
-        with m.If(inp_valid & ~inp_ready):
-            m.d.sync += holding.eq(1)
-        with m.If(inp_valid & inp_ready):
-            m.d.sync += holding.eq(0)
-            with m.If(last):
-                m.d.sync += [tok_i.eq(0), t.eq(t + 1)]
-            with m.Else():
-                m.d.sync += tok_i.eq(tok_i + 1)
+        replay_tokens(m, tok_r=tok_r, tok_i=tok_i, count=self.tok_count, t=t,
+                      timesteps=self.timesteps, holding=holding, running=running,
+                      idle_now=idle_now, valid=inp_valid, ready=inp_ready, payload=inp_payload)
 
         # Output: random backpressure, capture every accepted event.
         m.d.comb += [out_ready.eq(running & ~stall_now),
@@ -135,6 +122,28 @@ class Harness(wiring.Component):
                          holding.eq(0), self.ev_count.eq(0), self.overflow.eq(0),
                          self.wall_cycles.eq(0), lfsr.eq(self.seed | 1)]
         return m
+
+
+def replay_tokens(m, *, tok_r, tok_i, count, t, timesteps, holding, running, idle_now, valid,
+                  ready, payload) -> None:
+    """Input: present token ``tok_i`` of the token memory (or the end-of-timestep token after
+    the last one) on a stream, ``timesteps`` times over; a gap when ``idle_now`` unless a token
+    is already offered; hold it until accepted."""
+    last = tok_i == count
+    m.d.comb += tok_r.addr.eq(tok_i)
+    with m.If(last):
+        m.d.comb += payload.eot.eq(1)
+    with m.Else():
+        m.d.comb += payload.eq(tok_r.data)
+    m.d.comb += valid.eq(running & (t < timesteps) & (holding | ~idle_now))
+    with m.If(valid & ~ready):
+        m.d.sync += holding.eq(1)
+    with m.If(valid & ready):
+        m.d.sync += holding.eq(0)
+        with m.If(last):
+            m.d.sync += [tok_i.eq(0), t.eq(t + 1)]
+        with m.Else():
+            m.d.sync += tok_i.eq(tok_i + 1)
 
 
 def _lfsr_step(v):

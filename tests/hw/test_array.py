@@ -13,6 +13,7 @@ from snnc.compiler.tiles import TileTarget, partition
 from snnc.hw.array import TileArray, table_writes
 from snnc.hw.mapping import config_writes, map_graph
 from snnc.hw.params import ArrayParams, CoreParams, Counter
+from snnc.rtl.verify_array import _contract_state
 from snnc.sim.array import ArrayModel
 from snnc.sim.core import CoreModel
 from snnc.sim.reference import run as ref_run
@@ -23,16 +24,6 @@ def tiled(graph, cols, rows=1, size="m"):
     part = partition(graph, TileTarget(f"{cols}x{rows}", cols, rows, size, ""), check=False)
     image = map_tiles(graph, part)
     return image, array_params(image, graph.timesteps)
-
-
-def contract_state(image, params, t, n, word):
-    """Tile ``t``'s membrane word ``n`` as the contract states it (gate states unpacked)."""
-    tp = params.tile
-    word &= (1 << tp.rb_bits) - 1
-    for pop in image.tiles[t].pops[1:]:
-        if pop["GATE"] and pop["SIZE"] and pop["NBASE"] <= n < pop["NBASE"] + pop["SIZE"]:
-            return (word & ((1 << tp.v_bits) - 1)) >> tp.strength_bits
-    return word - (1 << tp.rb_bits) if word >> (tp.rb_bits - 1) else word
 
 
 def run_rtl(params, image, xs, T, *, idle=0.0, seed=0, load=False):
@@ -105,7 +96,7 @@ def run_rtl(params, image, xs, T, *, idle=0.0, seed=0, load=False):
                 for n in range(image.tiles[t].n_neurons):
                     ctx.set(dut.rb_addr, n)
                     await ctx.tick()
-                    v.append(contract_state(image, params, t, n, ctx.get(dut.rb_data)))
+                    v.append(_contract_state(image, params, t, n, ctx.get(dut.rb_data)))
                 tiles.append({"counters": cnt, "v": v})
             results.append({"monitor": mon, "tiles": tiles})
 
