@@ -68,8 +68,9 @@ def test_capacity_error_names_layer_and_target(files, capsys):
     assert "does not fit target up5k-1" in err and "neurons 603 (a tile holds 512)" in err
     assert "layer '0'" in err and "ecp5-4" in err
     assert not (d / "out").exists()
-    assert main(["compile", str(d / "wide.pt2"), "--bits", "4", "--calib", str(d / "calib.npz"),
-                 "--target", "ecp5-4", "-o", str(d / "out")]) == 0
+    from snnc.compiler.tiles import TARGETS, partition
+    assert not partition(load_graph_of(d / "wide.pt2", d / "calib.npz"), TARGETS["ecp5-4"],
+                         check=False).problems()
 
 
 @pytest.mark.parametrize("extra,message", [
@@ -95,3 +96,9 @@ def test_board_commands_refuse_tiled_bundles(files, capsys):
     assert "is a tile array" in err and "without --target/--tiles" in err
     err = error_of(capsys, ["verify", str(d / "out"), "--netlist"])
     assert "not available for tile arrays" in err
+
+
+def load_graph_of(model, calib):
+    from snnc.compiler.pipeline import compile_model
+    graph, _ = compile_model(model, bits=4, timesteps=4, max_strength=7, calib=calib, hardware=True)
+    return graph

@@ -126,21 +126,65 @@ def _tile_image(graph: Graph, local: dict, conv_layout: str) -> tuple[CoreImage,
 
 def map_tiles(graph: Graph, part: Partition, conv_layout: str = DEFAULT_CONV_LISTS) -> ArrayImage:
     """The memory images and routing tables of ``graph`` on ``part``'s target (module docstring).
-    One synapse lane per tile; the input is walked every timestep."""
+    One synapse lane per tile; the input is walked every timestep.
+
+    Routing is per sending part: a tile's spikes of population ``k`` go to the tiles that store
+    an entry of a source in its part (``dst[t][k]``), and a receiving tile's pointer memory holds
+    the sources from the first to the last part that sends to it (its window), not the whole
+    population."""
     n = part.target.n_tiles
     K = graph.n_pops
-    images, parts = [], []
-    dst = [0] * K
+    images, parts, received = [], [], []
     for t in range(n):
         local = {p.pop: (p.lo, p.hi) for p in part.on_tile(t)}
-        img, received = _tile_image(graph, local, conv_layout)
+        img, rec = _tile_image(graph, local, conv_layout)
         images.append(img)
+        received.append(rec)
         parts.append(tuple(local.get(k, (0, 0)) for k in range(K)))
-        for k in received:
-            dst[k] |= 1 << t
-    return ArrayImage(tiles=tuple(images), parts=tuple(parts), dst=tuple(dst),
-                      cols=part.target.cols, rows=part.target.rows,
-                      pop_sizes=tuple(graph.size(k) for k in range(K)))
+    dst = [[0] * K for _ in range(n)]
+    out = []
+    for r, img in enumerate(images):
+        windows = [(0, 0)] * K
+        for k in received[r]:
+            if k == 0:                       # the host sends every input to every receiver
+                windows[0] = (0, graph.size(0))
+                for t in range(n):
+                    dst[t][0] |= 1 << r
+                continue
+            sb = img.pops[k]["SBASE"]
+            count = img.ptr_count[sb:sb + graph.size(k)]
+            senders = [(t, lo, hi) for t, (lo, hi) in
+                       ((t, parts[t][k]) for t in range(n)) if hi > lo and count[lo:hi].any()]
+            for t, _, _ in senders:
+                dst[t][k] |= 1 << r
+            windows[k] = (min(lo for _, lo, _ in senders), max(hi for _, _, hi in senders))
+        out.append(_windowed(img, received[r], windows))
+    return ArrayImage(tiles=tuple(out), parts=tuple(parts),
+                      dst=tuple(tuple(d) for d in dst), cols=part.target.cols,
+                      rows=part.target.rows, pop_sizes=tuple(graph.size(k) for k in range(K)))
+
+
+def _windowed(img: CoreImage, received: list[int], windows: list) -> CoreImage:
+    """``img`` (every received population whole in its pointer memory) with only each
+    population's window ``(a, b)`` kept; ``SBASE`` becomes the (virtual) pointer of source 0."""
+    cols = {c: [] for c in ("start", "count", "y", "x")}
+    pops = [dict(p) for p in img.pops]
+    s = 0
+    for k in received:
+        a, b = windows[k]
+        old = img.pops[k]["SBASE"]
+        for c, arr in (("start", img.ptr_start), ("count", img.ptr_count), ("y", img.ptr_y),
+                       ("x", img.ptr_x)):
+            cols[c].append(arr[old + a:old + b])
+        pops[k]["SBASE"] = s - a
+        s += b - a
+    for k in range(len(pops)):
+        if k not in received:
+            pops[k]["SBASE"] = 0
+    cat = {c: (np.concatenate(v) if v else np.zeros(0, np.int64)) for c, v in cols.items()}
+    return dataclasses.replace(img, pops=tuple(pops), ptr_start=cat["start"],
+                               ptr_count=cat["count"], ptr_y=cat["y"], ptr_x=cat["x"],
+                               n_sources=s, windows=tuple(windows))
 
 
 def array_params(image: ArrayImage, timesteps: int, tile=None) -> ArrayParams:
@@ -186,7 +230,7 @@ def tiling_report(graph: Graph, part: Partition, image: ArrayImage, params: Arra
             "sources": img.n_sources, "source_capacity": tp.max_sources,
             "synapse_entries": img.n_entries, "synapse_capacity": tp.max_synapses,
             "synapse_bits": bits["synapse_bits"], "synapse_bit_capacity": cap_bits,
-            "receives": [graph.pop(k).name for k in range(graph.n_pops) if image.dst[k] >> t & 1]})
+            "receives": [graph.pop(k).name for k in range(graph.n_pops) if image.receives(t, k)]})
     return {"tiles": tiles, "longest_route": part.longest_route()}
 
 
@@ -229,7 +273,8 @@ def write_array_hardware(out_dir, graph: Graph, target, conv_layout: str = DEFAU
         memories.update({f"tile{t}/{k}": v for k, v in mem.items()})
         tiles.append({"memories": mem, "usage": image_usage(img, vparams.tile)})
     (out / "mem" / "routing.json").write_text(json.dumps(
-        {"parts": [list(map(list, p)) for p in image.parts], "dst": list(image.dst)}, indent=1) + "\n")
+        {"parts": [list(map(list, p)) for p in image.parts],
+         "dst": [list(d) for d in image.dst]}, indent=1) + "\n")
     (out / "array.v").write_text(verilog.convert(TileArray(vparams), name="snnc_array"))
 
     def arr(p: ArrayParams) -> dict:

@@ -14,9 +14,10 @@ successive populations start on successive tiles so that memory use spreads too.
 is deterministic.
 
 :func:`tile_needs` counts what one tile holds with destination-side storage: its parts' neurons,
-every source of every population that feeds them (the spikes arrive by multicast with their
-population's own source index), and the synapse entries and weight words of those sources that
-land on its parts (convolution lists by class, restricted to its output channels).
+for every population that feeds them the pointers of a window of its sources (from the first to
+the last part whose tile may send it spikes: spikes arrive by multicast with their population's
+own source index), and the synapse entries and weight words of those sources that land on its
+parts (convolution lists by class, restricted to its output channels).
 """
 
 from __future__ import annotations
@@ -211,11 +212,45 @@ def _rows_kept(p, lo: int, hi: int):
     return Conv(p.src, p.dst, w, p.bits, p.stride, p.padding)
 
 
+def _relevant_sources(graph: Graph, view: Graph, j: int, local: dict) -> np.ndarray:
+    """Which sources of population ``j`` may store an entry on a tile holding ``local`` (a
+    superset: a dense source with a weight into its rows, every position of an input channel
+    with a tap into its channels, every member of a channel of its max-pool windows)."""
+    mask = np.zeros(graph.size(j), dtype=bool)
+    for p in view.outgoing(j):
+        if p.dst not in local:
+            continue
+        if isinstance(p, Dense):
+            mask |= p.weights.any(axis=0)
+        elif isinstance(p, Conv):
+            c, h, w = graph.shape(j)
+            mask |= np.repeat(p.weights.any(axis=(0, 2, 3)), h * w)
+        else:
+            _, ho, wo = graph.shape(p.dst)
+            c, h, w = graph.shape(j)
+            part = local[p.dst]
+            lo, hi = part.lo // (ho * wo), -(-part.hi // (ho * wo))
+            mask[lo * h * w:hi * h * w] = True
+    return mask
+
+
+def _window(graph: Graph, view: Graph, j: int, local: dict, all_parts) -> int:
+    """Sources of ``j`` a tile's pointer memory holds: from the first to the last part (of
+    ``all_parts``) holding a relevant source (:func:`snnc.compiler.tilemap.map_tiles` keeps
+    those whose sources store an entry there: never more)."""
+    if j == 0 or all_parts is None:
+        return graph.size(j)
+    mask = _relevant_sources(graph, view, j, local)
+    spans = [(p.lo, p.hi) for p in all_parts if p.pop == j and mask[p.lo:p.hi].any()]
+    return max(hi for _, hi in spans) - min(lo for lo, _ in spans) if spans else 0
+
+
 def tile_needs(graph: Graph, parts: list[Part], conv_layout: str = DEFAULT_CONV_LISTS,
-               ) -> tuple[dict, dict, tuple[int, ...]]:
+               all_parts=None) -> tuple[dict, dict, tuple[int, ...]]:
     """What one tile holding ``parts`` needs, by the capacity names of
     :meth:`CoreParams.fits`; the synapse entries it stores per layer name; and the source
-    populations whose spikes it receives."""
+    populations whose spikes it receives. With ``all_parts`` (every tile's), a received
+    population takes only its window of sources (:func:`_window`), else all of them."""
     local = {p.pop: p for p in parts}
 
     def kept(p):
@@ -263,11 +298,10 @@ def tile_needs(graph: Graph, parts: list[Part], conv_layout: str = DEFAULT_CONV_
         words += -(-weighted // per_word)
     records = set(local) | sources
     need = {"neurons": sum(p.size for p in parts),
-            "sources": sum(graph.size(j) for j in sources),
+            "sources": sum(_window(graph, view, j, local, all_parts) for j in sources),
             "synapses": entries, "weight words": max(1, words),
             "populations": len(records),
-            "population size": max([graph.size(j) for j in sources] + [p.size for p in parts]
-                                   + [1]),
+            "population size": max([p.size for p in parts] + [1]),
             "convolutions": sum(isinstance(p, Conv) and p.dst in local
                                 for p in graph.projections)}
     return need, per_layer, tuple(sorted(sources))
@@ -292,7 +326,7 @@ def partition(graph: Graph, target: TileTarget, conv_layout: str = DEFAULT_CONV_
     needs, layers, sources = [], [], []
     for t in range(n):
         mine = [p for p in parts if p.tile == t]
-        need, per_layer, srcs = tile_needs(graph, mine, conv_layout) if mine else (
+        need, per_layer, srcs = tile_needs(graph, mine, conv_layout, parts) if mine else (
             {"neurons": 0, "sources": 0, "synapses": 0, "weight words": 0, "populations": 0,
              "population size": 0, "convolutions": 0}, {}, ())
         needs.append(need)

@@ -8,9 +8,9 @@ Per tile:
 
 - the core (:class:`snnc.hw.core.Core` with ``CoreParams.tile``), its network built in;
 - the *sender*: the core's output event becomes a flit. A spike of population ``k`` goes to the
-  tiles that receive ``k`` (``dst[k]``) with its index within the whole population (the part's
-  first neuron added); an end of layer (EOL) goes to every tile; the end of a timestep (EOT)
-  does not enter the mesh: it counts at the host port;
+  tiles that store entries of its part's sources (the tile's ``dst[k]``) with its index within
+  the whole population (the part's first neuron added); an end of layer (EOL) goes to every
+  tile; the end of a timestep (EOT) does not enter the mesh: it counts at the host port;
 - the *inboxes*: two ``SyncFIFOBuffered`` of ``inbox_depth`` tokens, for populations of even and
   of odd index. Every flit the router hands over is taken in its cycle. A spike or input
   becomes a token; an EOL only counts, per inbox, and the one that completes a population (1
@@ -76,9 +76,9 @@ class TileArray(wiring.Component):
     cfg_tiles, cfg_we, cfg_sel, cfg_addr, cfg_data
         Configuration writes into the tiles whose bit is set in ``cfg_tiles`` (while idle).
     tbl_we, tbl_sel, tbl_addr, tbl_data
-        Routing-table writes (while idle, :func:`table_writes`): ``sel`` 0 sets the part
-        offset of population ``addr`` in the tiles of ``cfg_tiles``, ``sel`` 1 its destination
-        set.
+        Routing-table writes (while idle, :func:`table_writes`): in the tiles of
+        ``cfg_tiles``, ``sel`` 0 sets the part offset of population ``addr``, ``sel`` 1 the
+        destination set of its spikes (tile 0's entry for population 0: the host's inputs).
     rb_tile, rb_sel, rb_addr, rb_data
         Readback of tile ``rb_tile`` (its core's readback; ``rb_data`` the cycle after).
     overflow
@@ -128,10 +128,6 @@ class TileArray(wiring.Component):
         tok = input_layout(tp)
         cores = []
         tw = self.tbl_we
-        dst = Array(Signal(n, name=f"dst{k}", init=img.dst[k] if img is not None and k < img.n_pops else 0)
-                    for k in range(tp.max_pops))
-        with m.If(tw & (self.tbl_sel == 1)):
-            m.d.sync += dst[self.tbl_addr].eq(self.tbl_data)
         eot_fire = Signal(n)
         overflow = Signal()
         busy = Signal()
@@ -150,6 +146,11 @@ class TileArray(wiring.Component):
                            for k in range(tp.max_pops))
             with m.If(tw & (self.tbl_sel == 0) & self.cfg_tiles[t]):
                 m.d.sync += offset[self.tbl_addr].eq(self.tbl_data)
+            dst = Array(Signal(n, name=f"dst{t}_{k}",
+                               init=img.dst[t][k] if img is not None and k < img.n_pops else 0)
+                        for k in range(tp.max_pops))
+            with m.If(tw & (self.tbl_sel == 1) & self.cfg_tiles[t]):
+                m.d.sync += dst[self.tbl_addr].eq(self.tbl_data)
             is_eot = o.payload.eot & (o.payload.pop == 0)
             flit = Signal(mesh.inject[t].payload.shape(), name=f"flit{t}")
             pl = playout(flit.payload)
@@ -232,8 +233,7 @@ class TileArray(wiring.Component):
 
 def table_writes(params: ArrayParams, image: ArrayImage) -> list[tuple[int, int, int, int]]:
     """``(tiles, sel, addr, data)``: the table writes that load ``image``'s routing into a
-    :class:`TileArray` (``tbl_*`` ports, ``cfg_tiles`` = ``tiles``): each tile's part offset per
-    population (``sel`` 0) and each population's destination set (``sel`` 1)."""
-    out = [(1 << t, 0, k, image.parts[t][k][0]) for t in range(image.n_tiles)
-           for k in range(image.n_pops)]
-    return out + [(image.all_tiles, 1, k, image.dst[k]) for k in range(image.n_pops)]
+    :class:`TileArray` (``tbl_*`` ports, ``cfg_tiles`` = ``tiles``): per tile and population,
+    its part's offset (``sel`` 0) and the destination set of its spikes (``sel`` 1)."""
+    return [(1 << t, sel, k, image.parts[t][k][0] if sel == 0 else image.dst[t][k])
+            for t in range(image.n_tiles) for sel in (0, 1) for k in range(image.n_pops)]

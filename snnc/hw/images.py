@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..compiler.errors import SnncError
-from .mapping import _twos, recip
+from .mapping import _param_word, recip
 from .params import CfgSel, ConvField, CoreParams, ParamField
 
 __all__ = ["ImageError", "read_hex", "config_writes_from_images", "InitialContents",
@@ -77,14 +77,10 @@ def config_writes_from_images(root, core: dict, params: CoreParams,
     if len(pops) != n_pops or n_pops > params.max_pops:
         raise ImageError(f"{root / mems['params']}: {len(pops)} populations for n_pops {n_pops} "
                          f"(the core holds {params.max_pops})")
-    vb = params.v_bits
     try:
         for k, pop in enumerate(pops):
             for f in ParamField:
-                value = int(pop[f.name])
-                writes.append((CfgSel.PARAM, k * 16 + f,
-                               _twos(value, vb) if f in (ParamField.VMIN, ParamField.VMAX)
-                               else value))
+                writes.append((CfgSel.PARAM, k * 16 + f, _param_word(f, int(pop[f.name]), params)))
         for j, cv in enumerate(convs):
             regs = dict(cv, RECIP_Y=recip(int(cv["STRIDE_Y"]), params),
                         RECIP_X=recip(int(cv["STRIDE_X"]), params))

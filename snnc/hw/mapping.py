@@ -89,6 +89,15 @@ class CoreImage:
     #: A tile's image (:func:`snnc.compiler.tilemap.map_tiles`): the size of its part of each
     #: population (0: none); ``pop_sizes`` are then the whole populations, whose spikes it receives.
     part_sizes: tuple | None = None
+    #: A tile's image: per population, the sources ``(a, b)`` its pointer memory holds (the parts
+    #: of the tiles that send to it); the record's ``SBASE`` is then the pointer of source 0, so
+    #: ``SBASE + a`` is that of source ``a`` (``SBASE`` may be negative: the core adds modulo its
+    #: source address width). None: every population whole (a single core).
+    windows: tuple | None = None
+
+    def source_window(self, k: int) -> tuple[int, int]:
+        """The sources ``(a, b)`` of population ``k`` the pointer memory holds."""
+        return self.windows[k] if self.windows is not None else (0, self.pop_sizes[k])
 
     @property
     def fanout(self) -> np.ndarray:
@@ -136,8 +145,9 @@ class ArrayImage:
 
     ``tiles[t]`` is tile ``t``'s :class:`CoreImage` (its parts' neurons numbered from 0, the
     sources of the populations it receives, each population's whole range). ``parts[t][k]`` is
-    ``(lo, hi)``: the neurons of population ``k`` on tile ``t`` (``lo == hi``: none). ``dst[k]``
-    has bit ``t`` set when tile ``t`` receives population ``k``'s events (``dst[0]``: the input).
+    ``(lo, hi)``: the neurons of population ``k`` on tile ``t`` (``lo == hi``: none).
+    ``dst[t][k]`` has bit ``r`` set when tile ``t``'s spikes of population ``k`` go to tile ``r``
+    (``dst[t][0]``, the same in every tile: the tiles the host's inputs go to).
     """
     tiles: tuple
     parts: tuple
@@ -157,6 +167,10 @@ class ArrayImage:
     @property
     def all_tiles(self) -> int:
         return (1 << self.n_tiles) - 1
+
+    def receives(self, t: int, k: int) -> bool:
+        """Tile ``t`` receives events of population ``k``."""
+        return any(d[k] >> t & 1 for d in self.dst)
 
 
 def _pack(weights: np.ndarray, bits: int) -> np.ndarray:
@@ -478,14 +492,24 @@ def config_writes(image: CoreImage, params: CoreParams, timesteps: int) -> list[
             value = pop[f.name]
             # Only the clamp bounds are signed (v_bits two's complement); the other fields are
             # addresses, sizes and flags written as they are.
-            writes.append((CfgSel.PARAM, k * 16 + f,
-                           _twos(value, vb) if f in (ParamField.VMIN, ParamField.VMAX) else value))
+            writes.append((CfgSel.PARAM, k * 16 + f, _param_word(f, value, params)))
     for j, cv in enumerate(image.convs):
         regs = dict(cv, RECIP_Y=recip(cv["STRIDE_Y"], params), RECIP_X=recip(cv["STRIDE_X"], params))
         writes += [(CfgSel.CONV, j * 16 + f, regs[f.name]) for f in ConvField]
     writes += [(CfgSel.GLOBAL, 0, image.n_pops), (CfgSel.GLOBAL, 1, int(timesteps)),
                (CfgSel.GLOBAL, 2, clear_length(image))]
     return [(int(s), int(a), int(d)) for s, a, d in writes]
+
+
+def _param_word(field: ParamField, value: int, params: CoreParams) -> int:
+    """A record field as the configuration port takes it: the clamp bounds in ``v_bits`` two's
+    complement, ``SBASE`` modulo the source address width (a tile's may be negative), the other
+    fields (addresses, sizes, flags) as they are."""
+    if field in (ParamField.VMIN, ParamField.VMAX):
+        return _twos(value, params.v_bits)
+    if field == ParamField.SBASE:
+        return _twos(value, params.source_addr_bits)
+    return int(value)
 
 
 def clear_length(image: CoreImage) -> int:

@@ -153,7 +153,7 @@ def verify_array_bundle(bundle, x_int, *, timesteps=None, progress=True, simulat
               for tile in bundle.core["tiles"]]
     routing = json.loads((bundle.path / bundle.core["memories"]["routing"]).read_text())
     if [list(map(list, p)) for p in image.parts] != routing["parts"] or \
-            list(image.dst) != routing["dst"]:
+            [list(d) for d in image.dst] != routing["dst"]:
         raise AssertionError(f"{bundle.path}: mem/routing.json is not the target's partition")
     x = np.asarray(x_int, dtype=np.int64).reshape(len(x_int), -1)
     report = RtlReport(simulator=simulator)

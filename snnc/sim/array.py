@@ -93,14 +93,23 @@ class ArrayModel:
         for img in image.tiles:
             check_fits(img, p.tile, T)
         cm = CoreModel(p.tile)
-        received = [[k for k in range(K) if image.dst[k] >> t & 1] for t in range(N)]
+        received = [[k for k in range(K) if image.receives(t, k)] for t in range(N)]
         mats, reach, gates = [{} for _ in range(N)], [{} for _ in range(N)], [{} for _ in range(N)]
         gate_at = [{} for _ in range(N)]
-        cost = [{} for _ in range(N)]
+        # Per tile and received population: its source window, which of those sources' events
+        # arrive (those of the parts whose tiles send to it), and each one's walk cycles.
+        window, arrive, cost = [{} for _ in range(N)], [{} for _ in range(N)], [{} for _ in range(N)]
         for t, img in enumerate(image.tiles):
             for k in received[t]:
-                sb = img.pops[k]["SBASE"]
-                cost[t][k] = np.maximum(img.ptr_count[sb:sb + image.pop_sizes[k]], 1)
+                a, b = window[t][k] = img.source_window(k)
+                sb = img.pops[k]["SBASE"] + a
+                cost[t][k] = np.maximum(img.ptr_count[sb:sb + b - a], 1)
+                on = np.zeros(b - a, bool)
+                for u in range(N):
+                    lo, hi = image.parts[u][k] if k else (0, image.pop_sizes[0])
+                    if image.dst[u][k] >> t & 1:
+                        on[max(lo, a) - a:max(min(hi, b) - a, 0)] = True
+                arrive[t][k] = on
                 if img.pops[k]["SMODE"] == SourceMode.POOL:
                     g = gates[t][k] = _Gate(cm._entries(img, k), img, B)
                     gate_at[t][next(d for d, q in enumerate(img.pops) if q["GATE"] and q["SIZE"]
@@ -120,7 +129,7 @@ class ArrayModel:
                 if 0 in received[t]:
                     V[t] += x @ mats[t][0]
                     synops[:, t] += (x_on * reach[t][0]).sum(axis=1)
-                    active[:, t] += (x_on * cost[t][0]).sum(axis=1)
+                    active[:, t] += (x_on * arrive[t][0] * cost[t][0]).sum(axis=1)
             for k in range(1, K):
                 s_k = spikes[k - 1][ts]
                 for t, img in enumerate(image.tiles):
@@ -146,12 +155,13 @@ class ArrayModel:
                     active[:, t] += TIMING.emit_eol + TIMING.input_phase
                     if k not in received[t]:
                         continue
-                    active[:, t] += (on * cost[t][k]).sum(axis=1)
+                    a, b = window[t][k]
+                    active[:, t] += (on[:, a:b] * arrive[t][k] * cost[t][k]).sum(axis=1)
                     if k in gates[t]:
-                        gates[t][k].events(s_k)
+                        gates[t][k].events(s_k[:, a:b])
                     else:
-                        V[t] += s_k @ mats[t][k]
-                        synops[:, t] += (on * reach[t][k]).sum(axis=1)
+                        V[t] += s_k[:, a:b] @ mats[t][k]
+                        synops[:, t] += (on[:, a:b] * reach[t][k]).sum(axis=1)
         for t in range(N):
             for g in gates[t].values():
                 V[t][:, g.nbase:g.nbase + g.n] = g.state()
@@ -177,7 +187,7 @@ class ArrayModel:
             run.monitor, run.total, run.inbox_high_water = [], np.zeros((B, N), np.int64), \
                 np.zeros((B, N), np.int64)
             for b in range(B):
-                sim = _Cosim(p, image, x[b], [s[:, b] for s in spikes], T, cost)
+                sim = _Cosim(p, image, x[b], [s[:, b] for s in spikes], T, cost, window)
                 sim.run()
                 if not np.array_equal(sim.active, active[b]):
                     raise AssertionError(f"co-simulation ACTIVE {sim.active} != {active[b]}")
@@ -216,8 +226,9 @@ class _Inbox:
 class _Cosim:
     """One sample on the array, clock by clock (see the module docstring)."""
 
-    def __init__(self, p: ArrayParams, image: ArrayImage, x, spikes, T: int, cost):
+    def __init__(self, p: ArrayParams, image: ArrayImage, x, spikes, T: int, cost, window):
         self.p, self.image, self.T, self.cost = p, image, T, cost
+        self.base = [{k: w[0] for k, w in win.items()} for win in window]
         N = self.N = image.n_tiles
         self.mesh = MeshModel(p.mesh)
         self.inbox = [[_Inbox(p.inbox_depth) for _ in range(2)] for _ in range(N)]
@@ -249,7 +260,8 @@ class _Cosim:
         if tok[2]:
             yield ("steps", 1)
             return
-        prev = int(self.cost[t][k][tok[0]])
+        base = self.base[t][k]
+        prev = int(self.cost[t][k][tok[0] - base])
         while True:
             tok = yield ("fetch", sel)
             if tok[2]:
@@ -257,7 +269,7 @@ class _Cosim:
                 return
             if prev > 1:
                 yield ("steps", prev - 1)
-            prev = int(self.cost[t][k][tok[0]])
+            prev = int(self.cost[t][k][tok[0] - base])
 
     def _core(self, t: int):
         image, lat = self.image, self.p.tile.sweep_latency
@@ -297,12 +309,12 @@ class _Cosim:
             for t in range(N):
                 o = self.out[t]
                 if o is not None and o != "EOT":
-                    offered[t] = (all_tiles if o[3] else image.dst[o[0]], o)
+                    offered[t] = (all_tiles if o[3] else image.dst[t][o[0]], o)
             busy = any(self.running[t] or self.out[t] is not None for t in range(N))
             host_go = self.released and busy and offered[0] is None and self.host
             if host_go:
                 i, v, eot = self.host[0]
-                offered[0] = (all_tiles if eot else image.dst[0], (0, i, v, eot))
+                offered[0] = (all_tiles if eot else image.dst[0][0], (0, i, v, eot))
             injected, _ = mesh.step(offered, [True] * N)
             self.injected += sum(injected)
             if host_go and injected[0]:

@@ -127,8 +127,9 @@ class CoreModel:
         """
         p = self.params
         pop = image.pops[k]
-        n_src = image.pop_sizes[k]
-        sb = pop["SBASE"]
+        a, b = image.source_window(k)
+        n_src = b - a                        # sources a .. b - 1, numbered from 0 here
+        sb = pop["SBASE"] + a
         start = image.ptr_start[sb:sb + n_src]
         count = image.ptr_count[sb:sb + n_src]
         total = int(count.sum())
@@ -158,7 +159,9 @@ class CoreModel:
         the bank-conflict stall cycles: an issue whose landing entries put ``m > 1`` targets in
         one membrane bank holds the pipeline ``m - 1`` cycles."""
         L = self.params.lanes
-        count = image.ptr_count[image.pops[k]["SBASE"]:image.pops[k]["SBASE"] + image.pop_sizes[k]]
+        a, b = image.source_window(k)
+        sb = image.pops[k]["SBASE"] + a
+        count = image.ptr_count[sb:sb + b - a]
         issues = -(-count // L)
         if L == 1 or image.pops[k]["SMODE"] == SourceMode.POOL or not count.sum():
             return issues, np.zeros_like(issues)
@@ -168,11 +171,13 @@ class CoreModel:
                                     len(count), L)
 
     def _fanout(self, image: CoreImage, k: int):
-        """(sources of k) x (all neurons) weight matrix and per-source synapse counts."""
+        """(sources of k in its window) x (all neurons) weight matrix and per-source synapse
+        counts."""
         src, tgt, w, valid, _ = self._entries(image, k)
-        mat = np.zeros((image.pop_sizes[k], image.n_neurons), dtype=np.int64)
+        a, b = image.source_window(k)
+        mat = np.zeros((b - a, image.n_neurons), dtype=np.int64)
         mat[src[valid], tgt[valid]] = w[valid]
-        return mat, np.bincount(src[valid], minlength=image.pop_sizes[k]).astype(np.int64)
+        return mat, np.bincount(src[valid], minlength=b - a).astype(np.int64)
 
     def run(self, image: CoreImage, x, timesteps: int) -> CoreRun:
         """Run integer inputs ``x`` (B, n_in), or (B, *input_shape), for ``timesteps`` timesteps."""

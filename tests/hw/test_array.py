@@ -207,7 +207,7 @@ def test_one_tile_image_is_the_single_core_layout():
         for f in ("tgt", "tgt_ky", "tgt_kx", "wgt", "bias"):
             assert np.array_equal(getattr(a, f), getattr(b, f)), f
         for k in range(g.n_pops):
-            if image.dst[k]:
+            if image.receives(0, k):
                 sa, sb, n = a.pops[k]["SBASE"], b.pops[k]["SBASE"], b.pop_sizes[k]
                 assert np.array_equal(a.ptr_count[sa:sa + n], b.ptr_count[sb:sb + n])
                 assert np.array_equal(a.ptr_start[sa:sa + n], b.ptr_start[sb:sb + n])

@@ -1,9 +1,12 @@
 """The generated tile array under cocotb (Icarus and Verilator) against its twin and the
-reference: random networks on 1, 2, 4 and 8 tiles with and without input gaps, and the demo CNN.
+reference: random networks on 1, 2, 4 and 8 tiles with and without input gaps, and the demo CNN
+on 2 and 8 tiles. (Tiles of a shipped size: tests/test_cli_tiles.py verifies a bundle.)
 
 One array build serves every network of a mesh shape: the tiles have fixed capacities and each
 network's images and routing tables are loaded through the array's ports.
 """
+
+import dataclasses
 
 import numpy as np
 import pytest
@@ -74,17 +77,10 @@ def test_random_networks_on_1_2_4_8_tiles_icarus(seed):
     """The same networks on 1, 2, 4 and 8 tiles: RTL == twin (events with their cycles, counters,
     membranes) == reference on every tiling, and every tiling's RTL sends the same spikes."""
     require("icarus")
-    nets = [draw(seed, case) for case in range(6)]
+    nets = [draw(seed, case) for case in range(4)]
     spikes = [run_tiling(nets, cols, rows, "icarus", seed, idle=0.4 * (i % 2))
               for i, (cols, rows) in enumerate([(1, 1), (2, 1), (2, 2), (4, 2)])]
     assert all(s == spikes[0] for s in spikes[1:])
-
-
-def test_random_networks_on_2_tiles_verilator(seed):
-    require("verilator")
-    nets = [draw(seed + 1, case) for case in range(6)]
-    assert run_tiling(nets, 2, 1, "verilator", seed, 0.0) == \
-        run_tiling(nets, 2, 1, "verilator", seed, 0.5)
 
 
 @pytest.fixture(scope="module")
@@ -95,17 +91,46 @@ def demo_cnn(tmp_path_factory):
     return r["graph"], r["x_int"]
 
 
-@pytest.mark.parametrize("tiles,simulator,standard", [(2, "verilator", False), (8, "icarus", True)])
-def test_demo_cnn_on_tiles(demo_cnn, tiles, simulator, standard, seed):
-    """The demo CNN on 2 tiles (sized to the network) and on 8 (4 x 2) tiles of the shipped
-    size: bit-exact, cycle for cycle, on real test images."""
-    require(simulator)
+def _demo_on(g, tiles):
     from snnc.compiler.tiles import target_for_tiles
+    image = map_tiles(g, partition(g, target_for_tiles(tiles, g)))
+    return image, array_params(image, g.timesteps)
+
+
+def test_demo_cnn_and_random_networks_on_2_tiles_verilator(demo_cnn, seed):
+    """One Verilator build of a 2-tile array (sized for the demo CNN, with the random networks'
+    widths): the demo CNN on real test images and 6 random networks, without and with input
+    gaps; both runs send the same spikes."""
+    require("verilator")
     g, x = demo_cnn
-    target = target_for_tiles(tiles, g)
-    image = map_tiles(g, partition(g, target))
-    p = array_params(image, g.timesteps, target.tile if standard else None)
+    image, fit = _demo_on(g, 2)
+    wider = {f: max(getattr(fit.tile, f), getattr(TILE, f)) for f in (
+        "max_neurons", "max_sources", "max_synapses", "max_pops", "max_pop_size", "v_bits",
+        "max_convs", "coord_bits", "pool_count_bits")}
+    wider["max_weight_words"] = max(fit.tile.weight_depth, TILE.weight_depth)
+    wider["max_pool_sources"] = max(fit.tile.pool_depth, TILE.pool_depth)
+    p = dataclasses.replace(fit, tile=dataclasses.replace(fit.tile, **wider),
+                            index_bits=max(fit.index_bits, 8), inbox_depth=max(fit.inbox_depth, 257))
+    items = [(g, image, x[:2].reshape(2, -1), g.timesteps)]
+    for case in range(6):
+        h, xs = draw(seed + 1, case)
+        items.append((h, map_tiles(h, partition(h, TileTarget("t", 2, 1, "m", ""), check=False)),
+                      xs, h.timesteps))
     v = verilog.convert(TileArray(p), name="snnc_array")
-    [(model, mism, got)] = run_array_networks([(g, image, x[:2].reshape(2, -1), g.timesteps)], p,
-                                              v, simulator=simulator, seed=seed)
+    runs = []
+    for idle in (0.0, 0.5):
+        out = run_array_networks(items, p, v, simulator="verilator", seed=seed, idle=idle)
+        assert all(not m for _, mism, _ in out for m in mism), [m for _, mm, _ in out for m in mm if m]
+        runs.append([[spikes_of(r, T) for r in got] for (*_, T), (_, _, got) in zip(items, out)])
+    assert runs[0] == runs[1]
+
+
+def test_demo_cnn_on_8_tiles_icarus(demo_cnn, seed):
+    """The demo CNN on 8 (4 x 2) tiles: bit-exact, cycle for cycle, on a real test image."""
+    require("icarus")
+    g, x = demo_cnn
+    image, p = _demo_on(g, 8)
+    v = verilog.convert(TileArray(p), name="snnc_array")
+    [(model, mism, got)] = run_array_networks([(g, image, x[:1].reshape(1, -1), g.timesteps)], p,
+                                              v, simulator="icarus", seed=seed)
     assert all(not m for m in mism), mism
