@@ -17,6 +17,7 @@ from snnc.rtl.verify_array import _contract_state
 from snnc.sim.array import ArrayModel
 from snnc.sim.core import CoreModel
 from snnc.sim.reference import run as ref_run
+from snnc.ir import Readout
 from snnc.testing import random_conv_graph, random_graph, random_inputs
 
 
@@ -164,6 +165,17 @@ def test_conv_networks_rtl_equals_twin(seed, cols, rows):
     rng = np.random.default_rng(seed)
     g = random_conv_graph(rng, max_hw=6)
     image, params = tiled(g, cols, rows)
+    xs = random_inputs(rng, g, 2)
+    model = check_rtl(g, image, params, xs)
+    check_against_single_core(g, image, params, xs, model)
+
+
+def test_spike_count_readout_and_residuals(seed):
+    """A spiking readout (its spikes go nowhere but the host) and residual additions, on 3 tiles."""
+    rng = np.random.default_rng(seed)
+    g = random_graph(rng, max_hidden=2, max_size=9, max_in=8, residual=True,
+                     readout=Readout.SPIKE_COUNT)
+    image, params = tiled(g, 3, 1)
     xs = random_inputs(rng, g, 2)
     model = check_rtl(g, image, params, xs)
     check_against_single_core(g, image, params, xs, model)
