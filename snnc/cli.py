@@ -514,6 +514,9 @@ def cmd_compile(args) -> int:
     elif args.tiles is not None:
         from .compiler.tiles import target_for_tiles
         target = target_for_tiles(args.tiles, graph, args.conv_lists)
+    if target is not None and target.n_tiles >= 4:
+        print(f"snnc: generating array.v for {target.n_tiles} tiles (about 3 s per tile)",
+              file=sys.stderr, flush=True)
     try:
         bundle = write_bundle(args.out, graph, meta, hardware=True, conv_lists=args.conv_lists,
                               input_once=args.input_walk != "every-timestep", lanes=args.lanes,
