@@ -641,6 +641,8 @@ def cmd_simulate(args) -> int:
     x_int = quantize_inputs(x, bundle.meta)
     T = graph.timesteps if args.timesteps is None else args.timesteps
     _warn_longer_run(graph, T)
+    if args.cycle_accurate:
+        _check_core_fits(bundle, T)
     res = simulate(graph, x_int, timesteps=T, batch_size=args.batch_size)
     report = counters_report(graph, res, y)
     print(f"snnc: simulated {args.bundle} on {args.data}: {report['samples']} samples, "
@@ -711,6 +713,22 @@ def _cycle_accurate(bundle, x_int, T, clock_mhz) -> dict:
     for line in format_cycle_report(rep).splitlines():
         print(f"    {line}")
     return rep
+
+
+def _check_core_fits(bundle, T: int) -> None:
+    """The bundle's core (or every tile) holds a run of ``T`` timesteps (the max-pool counts
+    grow with T): say so before any work, naming the limit."""
+    from .hw.mapping import MappingError, check_fits
+    try:
+        if bundle.tiled:
+            params, _ = bundle.array_params()
+            for img in bundle.array_image().tiles:
+                check_fits(img, params.tile, T)
+        else:
+            check_fits(bundle.image(), _core_params(bundle), T)
+    except MappingError as exc:
+        raise SnncError(f"--cycle-accurate at T={T}: {exc} (the bundle's hardware was sized "
+                        f"for T={bundle.graph.timesteps}; recompile with --timesteps {T})") from None
 
 
 def _cycle_accurate_tiles(bundle, x_int, T, clock_mhz) -> dict:

@@ -61,6 +61,26 @@ def test_compile_simulate_verify_on_tiles(files, capsys):
     assert all(s["cycles"] == s["rtl_total_cycles"] for s in rep["samples"])
 
 
+def test_cycle_model_beyond_the_compiled_hardware_is_an_error(files, capsys):
+    """A max-pool's member counts grow with T: a run the tiles cannot count is refused up front
+    (the single-core path too)."""
+    d = files
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Flatten(), nn.Linear(8, 3)).eval()
+    torch.export.save(torch.export.export(model, (torch.zeros(2, 1, 4, 4),)), d / "cnn.pt2")
+    np.savez(d / "img.npz", x=np.random.default_rng(0).random((8, 1, 4, 4)))
+    for extra in (["--tiles", "2"], []):
+        out = d / f"b{len(extra)}"
+        assert main(["compile", str(d / "cnn.pt2"), "--bits", "4", "--calib", str(d / "img.npz"),
+                     "-T", "2", "-o", str(out)] + extra) == 0
+        capsys.readouterr()
+        err = error_of(capsys, ["simulate", str(out), "--data", str(d / "img.npz"),
+                                "--cycle-accurate", "-T", "4000"])
+        assert "--cycle-accurate at T=4000" in err and "max-pool count" in err
+        assert "recompile with --timesteps 4000" in err
+
+
 def test_capacity_error_names_layer_and_target(files, capsys):
     d = files
     err = error_of(capsys, ["compile", str(d / "wide.pt2"), "--bits", "4", "--calib",
