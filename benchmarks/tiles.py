@@ -20,6 +20,7 @@ Networks:
 """
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -27,12 +28,12 @@ from pathlib import Path
 import numpy as np
 
 from snnc.compiler.bundle import BundleError, load_bundle
+from snnc.compiler.convert import apply_clamps
 from snnc.compiler.data import load_npz, quantize_inputs
 from snnc.compiler.tilemap import array_params, map_tiles
 from snnc.compiler.tiles import TilingError, partition, target_for_tiles
 from snnc.ir import (Conv, Dense, Graph, InputPopulation, MaxPool, Population, Readout,
-                     conv_output_shape, verify)
-from snnc.ir.verify import input_current_bounds
+                     conv_output_shape)
 from snnc.sim.array import ArrayModel
 from snnc.sim.reference import run as run_reference
 
@@ -42,23 +43,6 @@ def _pop(name, shape, theta, s_max=15, spiking=True, maxpool=False):
     return Population(name=name, size=size, bias=np.zeros(size, np.int64), theta=theta,
                       s_max=s_max, v_min=0, v_max=0 if maxpool else theta, spiking=spiking,
                       shape=shape, maxpool=maxpool)
-
-
-def _with_clamps(g: Graph) -> Graph:
-    """The compiler's clamp policy (docs/architecture.md section 4)."""
-    new = []
-    for k, pop in enumerate(g.populations, start=1):
-        if pop.maxpool:
-            new.append(pop)
-            continue
-        neg, pos = input_current_bounds(g, k)
-        P = int(max(pos.max(initial=0), -neg.min(initial=0), 1))
-        T = g.timesteps
-        lo, hi = (-P, max(P, pop.theta)) if pop.spiking else (-T * P, T * P)
-        new.append(Population(name=pop.name, size=pop.size, bias=pop.bias, theta=pop.theta,
-                              s_max=pop.s_max, v_min=lo, v_max=hi, spiking=pop.spiking,
-                              shape=pop.shape))
-    return verify(g.replace(populations=tuple(new)))
 
 
 def vgg_like(seed: int = 0, T: int = 2, density: float = 0.5, target_rate: float = 0.2):
@@ -81,7 +65,7 @@ def vgg_like(seed: int = 0, T: int = 2, density: float = 0.5, target_rate: float
     w = rng.integers(-7, 8, size=(10, n_in)) * (rng.random((10, n_in)) < density)
     pops.append(_pop("fc", (10,), 1, s_max=1, spiking=False))
     projs.append(Dense(src, len(pops), w, 4))
-    g = _with_clamps(Graph(input=inp, populations=tuple(pops), projections=tuple(projs),
+    g = apply_clamps(Graph(input=inp, populations=tuple(pops), projections=tuple(projs),
                            timesteps=T, readout=Readout.MEMBRANE, name="vgg-like"))
     # Thresholds, layer by layer: the smallest power of two at which at most ``target_rate`` of
     # the layer's neurons spike in the first timestep (on the first inputs).
@@ -102,10 +86,8 @@ def vgg_like(seed: int = 0, T: int = 2, density: float = 0.5, target_rate: float
 def _set_theta(g: Graph, k: int, theta: int) -> Graph:
     pops = list(g.populations)
     p = pops[k - 1]
-    pops[k - 1] = Population(name=p.name, size=p.size, bias=p.bias, theta=theta, s_max=p.s_max,
-                             v_min=p.v_min, v_max=max(p.v_max, theta), spiking=p.spiking,
-                             shape=p.shape)
-    return _with_clamps(g.replace(populations=tuple(pops)))
+    pops[k - 1] = dataclasses.replace(p, theta=theta, v_max=max(p.v_max, theta))
+    return apply_clamps(g.replace(populations=tuple(pops)))
 
 
 def scaling(name: str, g: Graph, x: np.ndarray, tiles: list[int]) -> None:

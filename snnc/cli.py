@@ -737,7 +737,7 @@ def _cycle_accurate_tiles(bundle, x_int, T, clock_mhz) -> dict:
 
     _check_clock(clock_mhz)
     runs, ref_synops = run_array(bundle, x_int, T)
-    rep = array_cycle_report(bundle.graph, runs, bundle.core, clock_mhz=clock_mhz,
+    rep = array_cycle_report(runs, bundle.core, clock_mhz=clock_mhz,
                              reference_synops=ref_synops)
     print("  cycle-accurate model of the tile array (results identical to the reference):")
     for line in format_array_cycle_report(rep).splitlines():

@@ -25,31 +25,17 @@ import numpy as np
 from ..hw.convlists import DEFAULT_CONV_LISTS
 from ..hw.mapping import ArrayImage, CoreImage, _pack, core_params_for, map_graph
 from ..hw.params import ArrayParams, CoreParams, SourceMode, bits_for
-from ..ir import Conv, Graph
+from ..ir import Graph
 from ..sim.core import unpack_weights
-from .tiles import Partition, _rows_kept, _units, partition
+from .tiles import Partition, partition, tile_view
 
 __all__ = ["map_tiles", "array_params", "write_array_hardware", "array_params_from",
            "tiling_report", "ARRAY_VERILOG_LIMIT"]
 
 
-def _view(graph: Graph, local: dict) -> Graph:
-    def kept(p):
-        if p.dst not in local:
-            return _rows_kept(p, 0, 0) if not _is_pool(p) else p
-        per = _units(graph, p.dst)[1] if isinstance(p, Conv) else 1
-        lo, hi = local[p.dst]
-        return _rows_kept(p, lo // per, hi // per)
-    return graph.replace(projections=tuple(kept(p) for p in graph.projections))
-
-
-def _is_pool(p) -> bool:
-    return not hasattr(p, "weights")
-
-
 def _tile_image(graph: Graph, local: dict, conv_layout: str) -> tuple[CoreImage, list[int]]:
     """Tile image for the parts ``local`` (pop -> (lo, hi)), and the populations it receives."""
-    full = map_graph(_view(graph, local), conv_layout)
+    full = map_graph(tile_view(graph, local), conv_layout)
     K = graph.n_pops
     newn = np.full(full.n_neurons, -1, dtype=np.int64)
     nbase, sizes, n = [0] * K, [0] * K, 0
@@ -64,8 +50,7 @@ def _tile_image(graph: Graph, local: dict, conv_layout: str) -> tuple[CoreImage,
     bias = full.bias[newn >= 0][np.argsort(newn[newn >= 0])]
     cols = {c: [] for c in ("start", "count", "y", "x", "tgt", "ky", "kx", "conv", "wgt")}
     sbase, tbase, wbase = [0] * K, [0] * K, [0] * K
-    used: set[int] = set()
-    received = []
+    received, is_conv = [], []
     s = entries = words = 0
     for k in range(K):
         pk = full.pops[k]
@@ -91,9 +76,7 @@ def _tile_image(graph: Graph, local: dict, conv_layout: str) -> tuple[CoreImage,
             w = unpack_weights(full.wgt, pk["WBASE"], t1 - t0, pk["WSHIFT"])[keep]
             packed = _pack(w, 8 >> pk["WSHIFT"])
         conv = full.tgt_conv[region][keep]
-        if pk["SMODE"] == SourceMode.CONV:
-            used.update(int(c) for c in np.unique(conv))
-            conv = conv + (1 << 20)           # renumbered below, once every region is in
+        is_conv.append(np.full(len(conv), pk["SMODE"] == SourceMode.CONV))
         sbase[k], tbase[k], wbase[k] = s, entries, words
         for name, col in (("start", np.where(new_count == 0, 0, new_start)), ("count", new_count),
                           ("y", full.ptr_y[src]), ("x", full.ptr_x[src]),
@@ -108,11 +91,8 @@ def _tile_image(graph: Graph, local: dict, conv_layout: str) -> tuple[CoreImage,
                       SBASE=sbase[k], TBASE=tbase[k], WBASE=wbase[k]) for k in range(K))
     cat = {c: (np.concatenate(v) if v else np.zeros(0, np.int64)) for c, v in cols.items()}
     # The convolutions with entries on the tile, renumbered in their order.
-    order = sorted(used)
-    remap = np.zeros(max(order, default=0) + 1, np.int64)
-    remap[order] = np.arange(len(order))
-    marked = cat["conv"] >= (1 << 20)
-    cat["conv"] = np.where(marked, remap[np.where(marked, cat["conv"] - (1 << 20), 0)], cat["conv"])
+    conv_entry = np.concatenate(is_conv) if is_conv else np.zeros(0, bool)
+    order, cat["conv"][conv_entry] = np.unique(cat["conv"][conv_entry], return_inverse=True)
     convs = tuple(full.convs[c] for c in order)
     return CoreImage(
         pops=pops, ptr_start=cat["start"], ptr_count=cat["count"], ptr_y=cat["y"],
@@ -153,11 +133,11 @@ def map_tiles(graph: Graph, part: Partition, conv_layout: str = DEFAULT_CONV_LIS
                 continue
             sb = img.pops[k]["SBASE"]
             count = img.ptr_count[sb:sb + graph.size(k)]
-            senders = [(t, lo, hi) for t, (lo, hi) in
-                       ((t, parts[t][k]) for t in range(n)) if hi > lo and count[lo:hi].any()]
-            for t, _, _ in senders:
+            senders = [t for t in range(n) if count[slice(*parts[t][k])].any()]
+            for t in senders:
                 dst[t][k] |= 1 << r
-            windows[k] = (min(lo for _, lo, _ in senders), max(hi for _, _, hi in senders))
+            windows[k] = (min(parts[t][k][0] for t in senders),
+                          max(parts[t][k][1] for t in senders))
         out.append(_windowed(img, received[r], windows))
     return ArrayImage(tiles=tuple(out), parts=tuple(parts),
                       dst=tuple(tuple(d) for d in dst), cols=part.target.cols,

@@ -33,7 +33,7 @@ from ..ir import Conv, Dense, Graph, MaxPool
 from .errors import SnncError
 
 __all__ = ["TileTarget", "TILE_SIZES", "TARGETS", "Part", "Partition", "partition",
-           "tile_needs", "target_for_tiles", "smallest_fitting", "TilingError"]
+           "tile_needs", "tile_view", "target_for_tiles", "smallest_fitting", "TilingError"]
 
 
 class TilingError(SnncError):
@@ -245,6 +245,18 @@ def _window(graph: Graph, view: Graph, j: int, local: dict, all_parts) -> int:
     return max(hi for _, hi in spans) - min(lo for lo, _ in spans) if spans else 0
 
 
+def tile_view(graph: Graph, local: dict) -> Graph:
+    """``graph`` as a tile holding ``local`` (population -> ``(lo, hi)``) sees it: every
+    projection cut to the output rows or channels of the tile's parts (a max-pool as it is)."""
+    def kept(p):
+        if p.dst not in local:
+            return _rows_kept(p, 0, 0)
+        per = _units(graph, p.dst)[1] if isinstance(p, Conv) else 1
+        lo, hi = local[p.dst]
+        return _rows_kept(p, lo // per, hi // per)
+    return graph.replace(projections=tuple(kept(p) for p in graph.projections))
+
+
 def tile_needs(graph: Graph, parts: list[Part], conv_layout: str = DEFAULT_CONV_LISTS,
                all_parts=None) -> tuple[dict, dict, tuple[int, ...]]:
     """What one tile holding ``parts`` needs, by the capacity names of
@@ -252,14 +264,7 @@ def tile_needs(graph: Graph, parts: list[Part], conv_layout: str = DEFAULT_CONV_
     populations whose spikes it receives. With ``all_parts`` (every tile's), a received
     population takes only its window of sources (:func:`_window`), else all of them."""
     local = {p.pop: p for p in parts}
-
-    def kept(p):
-        if p.dst not in local:
-            return _rows_kept(p, 0, 0)
-        per = _units(graph, p.dst)[1] if isinstance(p, Conv) else 1
-        return _rows_kept(p, local[p.dst].lo // per, local[p.dst].hi // per)
-    projections = tuple(kept(p) for p in graph.projections)
-    view = graph.replace(projections=projections)
+    view = tile_view(graph, {p.pop: (p.lo, p.hi) for p in parts})
     entries = words = 0
     per_layer: dict[str, int] = {}
     sources = set()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..ir import Graph
 from ..sim.array import ArrayRun
 
 __all__ = ["format_tiling", "array_cycle_report", "format_array_cycle_report", "run_array"]
@@ -63,7 +62,7 @@ def run_array(bundle, x_int: np.ndarray, timesteps: int, *, chunk: int = 16,
     return runs, ref_synops / max(1, len(x_int))
 
 
-def array_cycle_report(graph: Graph, runs: list[ArrayRun], core: dict, *, clock_mhz: float,
+def array_cycle_report(runs: list[ArrayRun], core: dict, *, clock_mhz: float,
                        reference_synops: float) -> dict:
     """JSON-ready summary: cycles per inference (the last tile's ``TOTAL``, clear sweep
     included), latency, per-tile active cycles and utilization, inter-tile traffic."""

@@ -247,7 +247,6 @@ class _Cosim:
         self.procs = [self._core(t) for t in range(N)]
         self.act = [None] * N
         self._read = [None] * N
-        self.injected = 0
         self.wait = [clear_length(img) + 1 for img in image.tiles]   # CLEAR cycles
         for t in range(N):
             self.act[t] = next(self.procs[t])
@@ -316,43 +315,37 @@ class _Cosim:
                 i, v, eot = self.host[0]
                 offered[0] = (all_tiles if eot else image.dst[0][0], (0, i, v, eot))
             injected, _ = mesh.step(offered, [True] * N)
-            self.injected += sum(injected)
             if host_go and injected[0]:
                 if self.host.popleft()[2]:
                     self.released = False
-            fired_eot = 0
-            for t in range(N):
-                self._core_cycle(t, cycle, ready[t])
-                fired_eot += self._fired_eot
-            total = self.eots + fired_eot
+            total = self.eots + sum(self._core_cycle(t, cycle, ready[t]) for t in range(N))
             if total == N:
                 self.eots, self.released = 0, True
             else:
                 self.eots = total
             for t in range(N):
                 self._inbox_cycle(t, eject[t])
-            self._skip(cycle)
-            cycle = self._cycle
+            cycle += self._skip()
 
-    def _core_cycle(self, t: int, cycle: int, ready: bool) -> None:
-        self._fired_eot = 0
+    def _core_cycle(self, t: int, cycle: int, ready: bool) -> bool:
+        """One cycle of tile ``t``'s core; returns whether its output handed over an EOT."""
         o = self.out[t]
         stall_out = o is not None and not ready
         if o is not None and ready:
             self.monitor[t].append((cycle,) + ((0, 0, 0, 1) if o == "EOT" else o))
-            self._fired_eot = int(o == "EOT")
             self.out[t] = None
+        eot = o == "EOT" and ready
         self._read[t] = None
         if not self.running[t] or stall_out:
-            return
+            return eot
         if self.wait[t]:
             self.wait[t] -= 1
-            return
+            return eot
         kind, arg = self.act[t]
         if kind == "fetch":
             box = self.inbox[t][arg]
             if not box.ready():
-                return
+                return eot
             self._read[t] = arg
             nxt = self.procs[t].send(box.out)
         elif kind == "emit":
@@ -368,6 +361,7 @@ class _Cosim:
         if kind == "emit" and arg == "EOT" and nxt[0] == "done":
             self.running[t] = False
             self.total[t] = cycle
+        return eot
 
     def _inbox_cycle(self, t: int, flit) -> None:
         item, sel = None, None
@@ -389,21 +383,21 @@ class _Cosim:
                 raise AssertionError(f"tile {t}: inbox {i} overflowed")
         self.high[t] = max(self.high[t], max(b.high for b in self.inbox[t]))
 
-    def _skip(self, cycle: int) -> None:
+    def _skip(self) -> int:
         """Jump over cycles in which only the cores' own steps advance: nothing in the mesh or
         in flight into an inbox, no output register full, the host with nothing it may send.
         Each core then either steps (its current run of plain steps), waits for a token that
-        cannot come yet, or clears; the jump stops one cycle before the first of them changes."""
-        self._cycle = cycle
+        cannot come yet, or clears; the jump stops one cycle before the first of them changes.
+        Returns the cycles skipped."""
         if any(o is not None for o in self.out):
-            return
+            return 0
         if self.released and self.host and any(self.running):
-            return
+            return 0
         for r in self.mesh.routers.values():
-            if any(r.fifo) or any(o is not None for o in r.out):
-                return
+            if not r.idle():
+                return 0
         if not all(b.settled() for boxes in self.inbox for b in boxes):
-            return
+            return 0
         jump = None
         for t in range(self.N):
             if not self.running[t]:
@@ -415,10 +409,10 @@ class _Cosim:
             elif self.act[t][0] == "fetch" and not self.inbox[t][self.act[t][1]].ready():
                 continue
             else:
-                return
+                return 0
             jump = n if jump is None else min(jump, n)
         if not jump:
-            return
+            return 0
         for t in range(self.N):
             if not self.running[t]:
                 continue
@@ -427,4 +421,4 @@ class _Cosim:
             elif self.act[t][0] == "steps":
                 self.act[t] = ("steps", self.act[t][1] - jump)
                 self.active[t] += jump
-        self._cycle = cycle + jump
+        return jump
